@@ -1,0 +1,1 @@
+"""Exporters. Importing this package registers every built-in exporter."""

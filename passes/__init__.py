@@ -1,0 +1,1 @@
+"""Compression passes. Importing this package registers every built-in pass."""

@@ -1,7 +1,20 @@
-"""compressor: a compiler for model compression."""
-from compressor.context import PassContext
+"""compressor: a compiler for model compression.
+
+The top-level names are imported lazily (PEP 562): `import compressor.bench` and
+`compressor.evaluate.latency` must work on an edge device that has numpy and onnxruntime but no
+torch, and `compressor.ir` / `compressor.context` import torch. `from compressor import ModelIR`
+still works: the first access imports the defining module.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from compressor.errors import CompressError, ConfigError, DataError, ExportError, FrontendError, PassError
-from compressor.ir import InputSpec, ModelIR, PassRecord, TaskSpec
+
+if TYPE_CHECKING:  # for type checkers and IDEs only; nothing here runs at import time
+    from compressor.context import PassContext
+    from compressor.ir import InputSpec, ModelIR, PassRecord, TaskSpec
 
 __version__ = "0.1.0"
 
@@ -9,3 +22,24 @@ __all__ = [
     "CompressError", "ConfigError", "DataError", "ExportError", "FrontendError", "PassError",
     "InputSpec", "ModelIR", "PassContext", "PassRecord", "TaskSpec", "__version__",
 ]
+
+_LAZY = {
+    "PassContext": "compressor.context",
+    "InputSpec": "compressor.ir",
+    "ModelIR": "compressor.ir",
+    "PassRecord": "compressor.ir",
+    "TaskSpec": "compressor.ir",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'compressor' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

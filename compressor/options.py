@@ -115,7 +115,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         (inner,) = get_args(tp)[:1] or (Any,)
         items = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items)
-    if origin in (dict, Mapping):
+    if origin in (dict, Mapping) or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         return dict(value)

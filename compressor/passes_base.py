@@ -37,6 +37,7 @@ class Configurable:
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    label_keys: ClassVar[tuple[str, ...]] = ()  # options always shown in the one-line form
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         if options is not None and kwargs:
@@ -53,7 +54,7 @@ class Configurable:
 
     def describe(self) -> str:
         """One-line form: `prune-l1{ratio=0.6}`."""
-        return format_options(self.name, self.options)
+        return format_options(self.name, self.options, always=self.label_keys)
 
     def options_dict(self) -> dict[str, Any]:
         return options_dict(self.options)

@@ -1,0 +1,161 @@
+"""`compress`: the command-line edge of the compiler.
+
+Errors the compiler raises on purpose (CompressError) become one line on stderr and exit code 2;
+`--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from compressor.errors import CompressError
+
+EPILOG = """\b
+Examples:
+  compress run samples/quickstart.yaml                 # run a pipeline, write runs/quickstart/
+  compress run p.yaml --set passes.prune-l1.ratio=0.4   # override an option, re-run from that pass
+  compress validate p.yaml                              # check a pipeline without running it
+  compress passes                                       # every pass and its options
+  compress inspect runs/quickstart/01_prune-l1/ir.pt    # graph, params per module, history
+  compress bench runs/quickstart/04_onnx/model.onnx     # latency (onnxruntime; no torch needed)
+"""
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except CompressError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished stages are kept, re-run to resume", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="compressor")
+def main(debug: bool, verbose: int) -> None:
+    """compressor: a compiler for model compression.
+
+    A pipeline (YAML) names a frontend that produces a model, passes that compress it (prune-l1,
+    finetune, fp16, ...) and exporters (onnx). After every stage it measures task metrics,
+    parameters, MACs, artifact size and latency, and writes report.md / report.json / report.png.
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory (default: runs/<pipeline name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a pipeline value, e.g. model.train.epochs=2 or passes.prune-l1.ratio=0.4 (repeatable).")
+@click.option("--force", is_flag=True, help="Recompute every stage, ignoring finished ones.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@handle_errors
+def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
+    """Run PIPELINE: build, compress, export, measure, report.
+
+    Finished stages are kept in the run directory; running again resumes after the last finished
+    stage, and a changed option re-runs from the stage it belongs to.
+    """
+    from compressor.pipeline import Pipeline
+
+    p = Pipeline.from_yaml(pipeline, overrides)
+    result = p.run(out=out, progress=not quiet, force=force)
+    click.echo(result.report["md"].read_text())
+
+
+@main.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a pipeline value.")
+@handle_errors
+def validate(pipeline: Path, overrides: tuple[str, ...]) -> None:
+    """Check PIPELINE without building anything; print it as one line."""
+    from compressor.pipeline import Pipeline
+
+    p = Pipeline.from_yaml(pipeline, overrides)
+    click.echo(f"ok: {p.to_line()}")
+
+
+@main.command()
+@click.argument("pattern", default="*")
+def passes(pattern: str) -> None:
+    """List passes, exporters, frontends and datasets with their options (PATTERN filters names)."""
+    from compressor.options import describe_options, format_value
+    from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
+    from compressor.train import TrainOptions
+
+    sections = [("passes", PASSES), ("exporters", EXPORTERS), ("frontends", FRONTENDS), ("datasets", DATASETS)]
+    for title, reg in sections:
+        names = reg.names(pattern)
+        if not names:
+            continue
+        click.echo(f"{title}:")
+        for name in names:
+            obj = reg[name]
+            doc = (sys.modules[obj.__module__].__doc__ or obj.__doc__ or "").strip().splitlines()
+            click.echo(f"  {name}  {doc[0] if doc else ''}")
+            for info in describe_options(obj.Options):
+                default = "(required)" if info.required else f"= {format_value(info.default)}"
+                click.echo(f"      {info.name}: {info.type} {default}  {info.help}")
+        click.echo("")
+    if pattern in ("*", "train"):
+        click.echo("model.train (baseline training):")
+        for info in describe_options(TrainOptions):
+            click.echo(f"      {info.name}: {info.type} = {format_value(info.default)}  {info.help}")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@handle_errors
+def inspect(artifact: Path) -> None:
+    """Print an IR (a stage's ir.pt, or a stage directory): graph, params and bytes per module, history."""
+    from compressor.ir import ModelIR
+
+    path = artifact / "ir.pt" if artifact.is_dir() else artifact
+    click.echo(ModelIR.load(path).summary())
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--backend", default="auto", show_default=True,
+              help="auto (by file type), onnxruntime, or torch (for an ir.pt).")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size.")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="Intra-op threads (default: runtime's).")
+@click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed runs.")
+@click.option("--iters", default=100, show_default=True, type=click.IntRange(min=1), help="Timed runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handle_errors
+def bench(artifact: Path, backend: str, batch: int, threads: int | None, warmup: int, iters: int,
+          as_json: bool) -> None:
+    """Time ARTIFACT (model.onnx or ir.pt): median, p90, p99 latency and throughput.
+
+    For an ONNX file this path imports neither torch nor the rest of the compiler, so it runs on an
+    edge device that has only numpy and onnxruntime.
+    """
+    import json
+
+    from compressor.bench import format_stats_table, run_bench
+
+    stats = run_bench(artifact, backend=backend, batch=batch, threads=threads, warmup=warmup, iters=iters)
+    click.echo(json.dumps(stats.to_dict(), indent=2) if as_json else format_stats_table([stats]))
+
+
+if __name__ == "__main__":
+    main()

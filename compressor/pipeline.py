@@ -1,0 +1,241 @@
+"""pipeline.yaml → a typed, fully validated `Pipeline` (no model is built before validation ends).
+
+```yaml
+name: quickstart
+seed: 0
+data: {name: insar-synthetic, n_train: 768}
+model:
+  frontend: zoo
+  model: seg-cnn          # the frontend's options sit beside `frontend`
+  train: {epochs: 6}      # optional: train the baseline
+passes:
+  - prune-l1: {ratio: 0.6}
+  - finetune: {epochs: 2}
+  - fp16
+export: [onnx]
+evaluate: {split: val, latency: {iters: 30}}
+```
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from compressor.config import LineDict, apply_override, load_yaml, load_yaml_text
+from compressor.errors import ConfigError
+from compressor.options import (format_options, option, options_dict, parse_options, prefix,
+                                unknown_key_message)
+from compressor.passes_base import Exporter, Pass
+from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
+from compressor.train import TrainOptions
+
+TOP_KEYS = ["name", "seed", "device", "data", "model", "passes", "export", "evaluate"]
+
+
+@dataclass(frozen=True)
+class LatencyOptions:
+    enabled: bool = option(True, "measure latency after every stage")
+    backends: list[Literal["torch", "onnxruntime"]] = option(
+        ["torch", "onnxruntime"], "torch times IR stages, onnxruntime times ONNX artifacts")
+    batch: int = option(1, "batch size of the latency measurement", min=1)
+    threads: int | None = option(None, "intra-op threads (null: the runtime's default)", min=1)
+    warmup: int = option(5, "untimed warm-up runs", min=0)
+    iters: int = option(30, "timed runs", min=1)
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    split: Literal["val", "test"] = option("val", "split the task metrics are measured on")
+    batch_size: int = option(64, "evaluation batch size", min=1)
+    max_samples: int = option(0, "evaluate on the first N samples only (0 = the whole split)", min=0)
+    macs: bool = option(True, "count multiply-accumulates with torch's FLOP counter")
+    latency: dict = option({}, "latency measurement: " + ", ".join(f.name for f in dataclasses.fields(LatencyOptions)))
+
+    def latency_options(self) -> LatencyOptions:
+        return parse_options(LatencyOptions, self.latency, "evaluate.latency")
+
+
+@dataclass
+class DataSpec:
+    name: str
+    options: Any
+
+    def describe(self) -> str:
+        return format_options(self.name, self.options)
+
+    def as_data(self) -> dict:
+        return {"name": self.name, **options_dict(self.options)}
+
+
+@dataclass
+class ModelSpec:
+    frontend: Any  # a Frontend instance
+    train: TrainOptions | None
+
+    def describe(self) -> str:
+        parts = [self.frontend.describe()]
+        if self.train is not None:
+            parts.append(format_options("train", self.train, always=("epochs",)))
+        return " | ".join(parts)
+
+    def as_data(self) -> dict:
+        return {"frontend": self.frontend.name, "options": self.frontend.options_dict(),
+                "train": options_dict(self.train) if self.train else None}
+
+
+@dataclass
+class Stage:
+    kind: Literal["pass", "export"]
+    obj: Any  # Pass or Exporter
+    location: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.obj.name
+
+    def describe(self) -> str:
+        return self.obj.describe()
+
+
+@dataclass
+class Pipeline:
+    name: str
+    data: DataSpec | None
+    model: ModelSpec
+    passes: list[Stage] = field(default_factory=list)
+    exports: list[Stage] = field(default_factory=list)
+    evaluate: EvaluateOptions = field(default_factory=EvaluateOptions)
+    seed: int = 0
+    device: str = "cpu"
+    source: str = ""
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "Pipeline":
+        doc = load_yaml(path)
+        for text in overrides:
+            if not isinstance(doc, dict):
+                break
+            apply_override(doc, text)
+        return cls.from_dict(doc, source=str(path))
+
+    @classmethod
+    def from_text(cls, text: str, source: str = "<text>") -> "Pipeline":
+        return cls.from_dict(load_yaml_text(text, source), source=source)
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<dict>") -> "Pipeline":
+        from compressor.registry import _load_builtins
+
+        _load_builtins()
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{source}: a pipeline is a mapping with keys {', '.join(TOP_KEYS)}; got "
+                              f"{type(doc).__name__}")
+        for key in doc:
+            if key not in TOP_KEYS:
+                raise ConfigError(f"{prefix(doc, '', key) or source}: {unknown_key_message(key, TOP_KEYS, 'key')}")
+        if "model" not in doc:
+            raise ConfigError(f"{prefix(doc, '') or source}: missing 'model:' (e.g. model: {{frontend: zoo, "
+                              f"model: seg-cnn}})")
+        name = doc.get("name") or Path(source).stem or "pipeline"
+        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{prefix(doc, 'name', 'name')}: {name!r} must be letters, digits, - and _ "
+                              f"(it names the run directory)")
+        seed = doc.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{prefix(doc, 'seed', 'seed')}: expected a non-negative integer, got {seed!r}")
+        device = doc.get("device", "cpu")
+        if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+            raise ConfigError(f"{prefix(doc, 'device', 'device')}: expected 'cpu' or 'cuda[:N]', got {device!r}")
+
+        data = _parse_data(doc.get("data"), doc)
+        model = _parse_model(doc["model"], doc)
+        passes = _parse_stages(doc.get("passes"), doc, "passes", PASSES)
+        exports = _parse_stages(doc.get("export"), doc, "export", EXPORTERS)
+        ev_raw = doc.get("evaluate")
+        evaluate = parse_options(EvaluateOptions, ev_raw, "evaluate", "evaluate option")
+        if isinstance(ev_raw, Mapping) and isinstance(ev_raw.get("latency"), Mapping):
+            parse_options(LatencyOptions, ev_raw["latency"], "evaluate.latency", "latency option")
+        else:
+            evaluate.latency_options()
+        if data is None and (model.train is not None or any(s.name in ("finetune", "distill") for s in passes)):
+            raise ConfigError(f"{source}: training needs data; add a data: block (e.g. data: {{name: insar-synthetic}})")
+        return cls(name=name, data=data, model=model, passes=passes, exports=exports, evaluate=evaluate,
+                   seed=seed, device=device, source=source)
+
+    # ---- display --------------------------------------------------------------------------
+    def stages(self) -> list[tuple[str, str]]:
+        """(stage name, one-line label) for the baseline, every pass and every exporter."""
+        out = [("baseline", self.model.describe())]
+        out += [(s.name, s.describe()) for s in self.passes]
+        out += [(s.name, s.describe()) for s in self.exports]
+        return out
+
+    def to_line(self) -> str:
+        return " | ".join(label for _name, label in self.stages())
+
+    def __str__(self) -> str:
+        return self.to_line()
+
+    def run(self, out: str | Path | None = None, progress: bool = True, force: bool = False) -> "Any":
+        from compressor.runner import run_pipeline
+
+        return run_pipeline(self, out=out, progress=progress, force=force)
+
+
+def _parse_data(raw: Any, doc: Mapping) -> DataSpec | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        raw = LineDict({"name": raw}, source=getattr(doc, "source", ""), line=getattr(doc, "key_lines", {}).get("data"))
+    if not isinstance(raw, Mapping) or "name" not in raw:
+        raise ConfigError(f"{prefix(doc, 'data', 'data')}: data needs a name: one of {', '.join(DATASETS.names())}")
+    name = raw["name"]
+    entry = DATASETS.get_or_error(str(name), prefix(raw, "data", "name"))
+    opts_raw = LineDict({k: v for k, v in raw.items() if k != "name"}, source=getattr(raw, "source", ""),
+                        line=getattr(raw, "line", None), key_lines=getattr(raw, "key_lines", {}))
+    return DataSpec(name, parse_options(entry.Options, opts_raw, f"data {name}", "data option"))
+
+
+def _parse_model(raw: Any, doc: Mapping) -> ModelSpec:
+    if not isinstance(raw, Mapping) or "frontend" not in raw:
+        raise ConfigError(f"{prefix(doc, 'model', 'model')}: model needs a frontend: one of "
+                          f"{', '.join(FRONTENDS.names())}")
+    fname = str(raw["frontend"])
+    cls = FRONTENDS.get_or_error(fname, prefix(raw, "model", "frontend"))
+    opts_raw = LineDict({k: v for k, v in raw.items() if k not in ("frontend", "train")},
+                        source=getattr(raw, "source", ""), line=getattr(raw, "line", None),
+                        key_lines=getattr(raw, "key_lines", {}))
+    frontend = cls(parse_options(cls.Options, opts_raw, f"model ({fname})", f"{fname} option"))
+    train = None
+    if raw.get("train") is not None:
+        train = parse_options(TrainOptions, raw["train"], "model.train", "train option")
+    return ModelSpec(frontend, train)
+
+
+def _parse_stages(raw: Any, doc: Mapping, key: str, registry: Any) -> list[Stage]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise ConfigError(f"{prefix(doc, key, key)}: expected a list, e.g. {key}: [{registry.names()[0]}]")
+    stages = []
+    for i, entry in enumerate(raw):
+        loc = raw.location(i) if hasattr(raw, "location") else ""
+        where = f"{loc}: {key}[{i}]" if loc else f"{key}[{i}]"
+        if isinstance(entry, str):
+            name, opts = entry, None
+        elif isinstance(entry, Mapping) and len(entry) == 1:
+            name, opts = next(iter(entry.items()))
+        else:
+            raise ConfigError(f"{where}: each entry is a name or {{name: {{options}}}}, got {entry!r}")
+        cls = registry.get_or_error(str(name), where)
+        obj = cls(parse_options(cls.Options, opts, f"{key}[{i}] {name}", f"{name} option"))
+        stages.append(Stage("pass" if key == "passes" else "export", obj, loc))
+    return stages
+
+
+__all__ = ["DataSpec", "EvaluateOptions", "LatencyOptions", "ModelSpec", "Pipeline", "Stage", "Pass", "Exporter"]

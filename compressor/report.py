@@ -1,0 +1,154 @@
+"""The run report: report.json, report.md (one table, a row per stage) and report.png.
+
+A stage is a dict (one per pipeline stage, in order; the first is the baseline):
+    index, name, label, kind ("model" | "pass" | "export"), artifact (relative to the run dir),
+    precision ("fp32" | "fp16"), metrics {accuracy, precision, recall, f1, iou?}, params,
+    macs (int | None), size_bytes, latency {backend: LatencyStats.to_dict()}, seconds.
+report.json adds per stage `size_reduction_pct` and `params_reduction_pct` relative to stage 0.
+Sizes are in MB = 10**6 bytes; metrics are shown in percent.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["write_report", "add_reductions", "markdown_table"]
+
+DASH = "—"
+
+
+def _reduction(value: Any, base: Any) -> float | None:
+    if not isinstance(value, (int, float)) or not isinstance(base, (int, float)) or base <= 0:
+        return None
+    return 100.0 * (1.0 - value / base)
+
+
+def add_reductions(stages: list[dict]) -> list[dict]:
+    """Copies of `stages` with size_reduction_pct and params_reduction_pct relative to stage 0."""
+    out = copy.deepcopy(stages)
+    if not out:
+        return out
+    base = out[0]
+    for st in out:
+        st["size_reduction_pct"] = _reduction(st.get("size_bytes"), base.get("size_bytes"))
+        st["params_reduction_pct"] = _reduction(st.get("params"), base.get("params"))
+    return out
+
+
+def _backends(stages: list[dict]) -> list[str]:
+    seen: list[str] = []
+    for st in stages:
+        for b in (st.get("latency") or {}):
+            if b not in seen:
+                seen.append(b)
+    return seen
+
+
+def _num(v: Any, fmt: Callable[[float], str]) -> str:
+    return fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else DASH
+
+
+def markdown_table(stages: list[dict]) -> str:
+    """The report table: a row per stage, in the columns the papers use, then latency."""
+    backends = _backends(stages)
+    header = ["Stage", "Accuracy", "Recall", "F1", "IoU", "Params", "Size MB", "Size reduction %", "MACs (M)"]
+    for b in backends:
+        header += [f"{b} p50 ms", "p90", "p99"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    for st in stages:
+        m = st.get("metrics") or {}
+        row = [
+            str(st.get("name", "")),
+            _num(m.get("accuracy"), pct), _num(m.get("recall"), pct), _num(m.get("f1"), pct),
+            _num(m.get("iou"), pct),
+            _num(st.get("params"), lambda v: f"{int(v):,}"),
+            _num(st.get("size_bytes"), lambda v: f"{v / 1e6:.3f}"),
+            _num(st.get("size_reduction_pct"), lambda v: f"{v:.2f}"),
+            _num(st.get("macs"), lambda v: f"{v / 1e6:.2f}"),
+        ]
+        lat = st.get("latency") or {}
+        for b in backends:
+            d = lat.get(b) or {}
+            row += [_num(d.get(k), lambda v: f"{v:.3f}") for k in ("median_ms", "p90_ms", "p99_ms")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _plot(stages: list[dict], title: str, path: Path) -> None:
+    # A Figure with its own Agg canvas: no pyplot, so no global backend switch and no shared state
+    # between concurrent report writers.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    seg = any("iou" in (st.get("metrics") or {}) for st in stages)
+    key, ylabel = ("iou", "IoU %") if seg else ("accuracy", "Accuracy %")
+    fig = Figure(figsize=(11, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+
+    for st in stages:
+        size, score = st.get("size_bytes"), (st.get("metrics") or {}).get(key)
+        if isinstance(size, (int, float)) and isinstance(score, (int, float)):
+            ax1.scatter(size / 1e6, 100 * score, s=36)
+            ax1.annotate(f"{st.get('index', '')} {st.get('name', '')}", (size / 1e6, 100 * score),
+                         textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax1.margins(0.15)
+    ax1.set_xlabel("Size MB")
+    ax1.set_ylabel(ylabel)
+    ax1.set_title(f"{ylabel.split()[0]} vs size")
+    ax1.grid(True, alpha=0.3)
+
+    names, values, labels = [], [], []
+    for st in stages:
+        lat = st.get("latency") or {}
+        backend = next((b for b, d in lat.items() if isinstance((d or {}).get("median_ms"), (int, float))), None)
+        names.append(f"{st.get('index', '')} {st.get('name', '')}")
+        values.append(lat[backend]["median_ms"] if backend else 0.0)
+        labels.append(backend or "n/a")
+    xs = range(len(names))
+    bars = ax2.bar(xs, values, color="tab:blue")
+    for bar, label in zip(bars, labels):
+        ax2.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                     textcoords="offset points", xytext=(0, 2), ha="center", fontsize=7)
+    ax2.set_xticks(list(xs), names, rotation=30, ha="right", fontsize=8)
+    ax2.set_ylabel("p50 latency ms")
+    ax2.set_title("Latency per stage")
+    ax2.grid(True, axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, format="png", dpi=120)
+
+
+def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str, Path]:
+    """Write report.json, report.md and report.png into `out_dir`, each atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = add_reductions(stages)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "png": out_dir / "report.png"}
+
+    text = json.dumps({"title": title, "stages": rows}, indent=2, default=str) + "\n"
+    _write_atomic(paths["json"], lambda p: p.write_text(text, encoding="utf-8"))
+
+    md = [f"# {title or 'Compression report'}", "", markdown_table(rows), ""]
+    md += [f"- {st.get('index', i)} {st.get('name', '')}: `{st.get('label') or st.get('name', '')}`"
+           + (f" ({st['precision']})" if st.get("precision") else "")
+           for i, st in enumerate(rows)]
+    _write_atomic(paths["md"], lambda p: p.write_text("\n".join(md) + "\n", encoding="utf-8"))
+
+    _write_atomic(paths["png"], lambda p: _plot(rows, title, p))
+    return paths

@@ -1,0 +1,323 @@
+"""Runs a Pipeline: frontend → passes → exporters, evaluating after every stage.
+
+Run directory layout (one folder per stage, named `NN_name`):
+```
+runs/<name>/
+  pipeline.yaml            the resolved pipeline, one line per stage
+  00_baseline/ ir.pt  stage.json  metrics.json
+  01_prune-l1/ ir.pt  stage.json  metrics.json
+  03_onnx/     model.onnx  stage.json  metrics.json
+  report.json  report.md  report.png
+```
+Each stage has a key: a hash of (previous stage's key, stage name, options, package versions);
+the first stage hashes the data and model spec. `stage.json` is written last, atomically, and
+marks the stage finished: a re-run with the same key loads the stage instead of recomputing it, a
+changed option changes that stage's key and every later key, so the run re-runs from there on. A
+kill in the middle of a stage leaves no `stage.json` for it, so that stage is redone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from compressor.context import PassContext
+from compressor.ir import ModelIR
+from compressor.options import options_dict
+
+log = logging.getLogger(__name__)
+
+STAGE_FILE = "stage.json"
+METRICS_FILE = "metrics.json"
+IR_FILE = "ir.pt"
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("compressor", "torch", "torch-pruning", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def stable_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class StageOutcome:
+    index: int
+    name: str
+    label: str
+    kind: str
+    dir: Path
+    cached: bool
+    seconds: float
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stages: list[StageOutcome]
+    report: dict[str, Path]
+    ir: ModelIR
+
+    @property
+    def cached(self) -> list[bool]:
+        return [s.cached for s in self.stages]
+
+
+class Reporter:
+    """Progress lines at the edge; silent when progress is off."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, msg: str) -> None:
+        if self.enabled:
+            print(msg, file=sys.stderr, flush=True)
+
+
+def _stage_dir(run_dir: Path, index: int, name: str) -> Path:
+    return run_dir / f"{index:02d}_{name}"
+
+
+def _finished(d: Path, key: str, artifact: str) -> bool:
+    info = read_json(d / STAGE_FILE)
+    return bool(info) and info.get("key") == key and (d / artifact).is_file()
+
+
+def _fresh(d: Path) -> None:
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+
+
+def _clean_stale(run_dir: Path, keep: set[str]) -> None:
+    for child in run_dir.iterdir():
+        if child.is_dir() and child.name[:2].isdigit() and child.name[2:3] == "_" and child.name not in keep:
+            shutil.rmtree(child)
+
+
+def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = True, force: bool = False) -> RunResult:
+    from compressor.data import build_data
+    from compressor.report import write_report
+
+    run_dir = Path(out) if out is not None else Path("runs") / pipeline.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    say = Reporter(progress)
+    plan = pipeline.stages()
+    total = len(plan)
+    say(f"pipeline: {pipeline.to_line()}")
+    say(f"run directory: {run_dir}")
+    (run_dir / "pipeline.txt").write_text(pipeline.to_line() + "\n")
+
+    data = build_data(pipeline.data.name, options_dict(pipeline.data.options), seed=pipeline.seed) \
+        if pipeline.data is not None else None
+    ctx = PassContext(seed=pipeline.seed, device=pipeline.device, data=data, run_dir=run_dir, progress=progress)
+    vers = versions()
+    ev = pipeline.evaluate
+    eval_key = stable_hash({"evaluate": options_dict(ev), "latency": options_dict(ev.latency_options())})
+
+    outcomes: list[StageOutcome] = []
+    keep: set[str] = set()
+
+    # ---- stage 0: frontend (+ training) ----------------------------------------------------
+    key = stable_hash({"data": pipeline.data.as_data() if pipeline.data else None,
+                       "model": pipeline.model.as_data(), "seed": pipeline.seed, "versions": vers})
+    d = _stage_dir(run_dir, 0, "baseline")
+    keep.add(d.name)
+    label = pipeline.model.describe()
+    start = time.perf_counter()
+    if not force and _finished(d, key, IR_FILE):
+        ir = ModelIR.load(d / IR_FILE)
+        cached = True
+    else:
+        _fresh(d)
+        say(f"[1/{total}] {label}: building")
+        ctx.run_dir = d
+        ir = pipeline.model.frontend.build(data, ctx)
+        if pipeline.model.train is not None:
+            ir = _train_baseline(ir, pipeline.model.train, ctx, d)
+        ctx.run_dir = run_dir
+        ir.save(d / IR_FILE)
+        write_json(d / STAGE_FILE, {"key": key, "name": "baseline", "label": label, "kind": "model",
+                                    "seconds": round(time.perf_counter() - start, 3), "versions": vers})
+        cached = False
+    outcomes.append(_evaluate_stage(0, "baseline", label, "model", d, ir, None, cached, start, ctx, ev, eval_key, say, total))
+    ctx.teacher = ir
+    ctx.stages["baseline"] = ir
+
+    # ---- passes ----------------------------------------------------------------------------
+    index = 1
+    for stage in pipeline.passes:
+        key = stable_hash({"prev": key, "pass": stage.name, "options": stage.obj.options_dict(), "versions": vers})
+        d = _stage_dir(run_dir, index, stage.name)
+        keep.add(d.name)
+        start = time.perf_counter()
+        if not force and _finished(d, key, IR_FILE):
+            ir = ModelIR.load(d / IR_FILE)
+            cached = True
+        else:
+            _fresh(d)
+            say(f"[{index + 1}/{total}] {stage.describe()}: running")
+            ctx.run_dir = d
+            ir = stage.obj(ir, ctx)
+            ctx.run_dir = run_dir
+            ir.save(d / IR_FILE)
+            write_json(d / STAGE_FILE, {"key": key, "name": stage.name, "label": stage.describe(), "kind": "pass",
+                                        "seconds": round(time.perf_counter() - start, 3),
+                                        "history": ir.history[-1].__dict__ if ir.history else None})
+            cached = False
+        outcomes.append(_evaluate_stage(index, stage.name, stage.describe(), "pass", d, ir, None, cached, start,
+                                        ctx, ev, eval_key, say, total))
+        ctx.stages[stage.name] = ir
+        index += 1
+
+    # ---- exporters (each takes the final IR) ------------------------------------------------
+    for stage in pipeline.exports:
+        ekey = stable_hash({"prev": key, "export": stage.name, "options": stage.obj.options_dict(), "versions": vers})
+        d = _stage_dir(run_dir, index, stage.name)
+        keep.add(d.name)
+        start = time.perf_counter()
+        info = read_json(d / STAGE_FILE) or {}
+        if not force and info.get("key") == ekey and all((d / f).is_file() for f in info.get("files", ["?"])):
+            artifact = d / info["primary"]
+            cached = True
+        else:
+            _fresh(d)
+            say(f"[{index + 1}/{total}] {stage.describe()}: exporting")
+            result = stage.obj.export(ir, d, ctx)
+            artifact = result.primary
+            write_json(d / STAGE_FILE, {"key": ekey, "name": stage.name, "label": stage.describe(), "kind": "export",
+                                        "primary": result.primary.name,
+                                        "files": [p.name for p in result.files], "info": result.info,
+                                        "seconds": round(time.perf_counter() - start, 3)})
+            cached = False
+        outcomes.append(_evaluate_stage(index, stage.name, stage.describe(), "export", d, ir, artifact, cached, start,
+                                        ctx, ev, eval_key, say, total))
+        index += 1
+
+    _clean_stale(run_dir, keep)
+    title = f"{pipeline.name}: {pipeline.to_line()}"
+    report = write_report([o.record for o in outcomes], run_dir, title=title)
+    say(f"report: {report['md']}")
+    return RunResult(run_dir, outcomes, report, ir)
+
+
+def _train_baseline(ir: ModelIR, opts: Any, ctx: PassContext, d: Path) -> ModelIR:
+    from compressor.data import make_loader
+    from compressor.train import fit
+
+    data = ctx.require_data("model.train")
+    ctx.seed_everything()
+    loader = make_loader(data.train, opts.batch_size, shuffle=True, seed=ctx.seed)
+    start = time.perf_counter()
+    result = fit(ir.module, loader, ir.task, opts, device=ctx.device, checkpoint=d / "train_checkpoint.pt",
+                 progress=ctx.progress, desc="train")
+    ir.module.to("cpu").eval()
+    ir.meta["train"] = {"epochs": opts.epochs, "final_loss": round(result.final_loss, 5),
+                        "seconds": round(time.perf_counter() - start, 1)}
+    (d / "train_checkpoint.pt").unlink(missing_ok=True)
+    return ir
+
+
+def _eval_loader(ctx: PassContext, ev: Any) -> Any:
+    from torch.utils.data import Subset
+
+    from compressor.data import make_loader
+
+    ds = ctx.data.split(ev.split)
+    if ev.max_samples and ev.max_samples < len(ds):
+        ds = Subset(ds, range(ev.max_samples))
+    return make_loader(ds, ev.batch_size, shuffle=False)
+
+
+def _evaluate_stage(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR, artifact: Path | None,
+                    cached: bool, start: float, ctx: PassContext, ev: Any, eval_key: str, say: Reporter,
+                    total: int) -> StageOutcome:
+    info = read_json(d / STAGE_FILE) or {}
+    stage_key = info.get("key")
+    saved = read_json(d / METRICS_FILE)
+    if saved and saved.get("eval_key") == eval_key and saved.get("stage_key") == stage_key:
+        record = saved["record"]
+    else:
+        record = _measure(index, name, label, kind, d, ir, artifact, ctx, ev)
+        record["seconds"] = info.get("seconds", round(time.perf_counter() - start, 3))
+        write_json(d / METRICS_FILE, {"eval_key": eval_key, "stage_key": stage_key, "record": record})
+    seconds = time.perf_counter() - start
+    m = record.get("metrics", {})
+    shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in m.items() if v is not None)
+    say(f"[{index + 1}/{total}] {label}: {'cached' if cached else f'done in {seconds:.1f}s'}; "
+        f"{shown}; {record['size_bytes'] / 1e6:.3f} MB")
+    return StageOutcome(index, name, label, kind, d, cached, seconds, record)
+
+
+def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR, artifact: Path | None,
+             ctx: PassContext, ev: Any) -> dict[str, Any]:
+    import torch
+
+    from compressor.evaluate.latency import latency_onnxruntime, latency_torch
+    from compressor.evaluate.metrics import evaluate_module, evaluate_onnx
+    from compressor.evaluate.stats import count_macs, count_params
+
+    lat_opts = ev.latency_options()
+    fp32 = ir.module if ir.precision == "fp32" else None
+    macs = None
+    if ev.macs:
+        import copy
+
+        module = fp32 if fp32 is not None else copy.deepcopy(ir.module).float()
+        macs = count_macs(module, ir.example_inputs(batch=1) if fp32 is not None else
+                          tuple(x.float() for x in ir.example_inputs(batch=1)))
+    metrics: dict[str, Any] = {}
+    latency: dict[str, Any] = {}
+    if artifact is None:
+        if ctx.data is not None:
+            dtype = torch.float16 if ir.precision == "fp16" else None
+            metrics = evaluate_module(ir.module, _eval_loader(ctx, ev), ir.task, device="cpu", dtype=dtype,
+                                      progress=ctx.progress, desc=f"evaluate {name}")
+        size = ir.state_bytes()
+        if lat_opts.enabled and "torch" in lat_opts.backends:
+            stats = latency_torch(ir.module, ir.example_inputs(batch=lat_opts.batch), threads=lat_opts.threads,
+                                  warmup=lat_opts.warmup, iters=lat_opts.iters)
+            latency[stats.backend] = stats.to_dict()
+        rel = str((d / IR_FILE).relative_to(d.parent))
+    else:
+        if ctx.data is not None and artifact.suffix == ".onnx":
+            metrics = evaluate_onnx(artifact, _eval_loader(ctx, ev), ir.task, threads=lat_opts.threads,
+                                    progress=ctx.progress)
+        info = read_json(d / STAGE_FILE) or {}
+        size = sum((d / f).stat().st_size for f in info.get("files", [artifact.name]))
+        if lat_opts.enabled and "onnxruntime" in lat_opts.backends and artifact.suffix == ".onnx":
+            stats = latency_onnxruntime(artifact, batch=lat_opts.batch, threads=lat_opts.threads,
+                                        warmup=lat_opts.warmup, iters=lat_opts.iters)
+            latency[stats.backend] = stats.to_dict()
+        rel = str(artifact.relative_to(d.parent))
+    return {"index": index, "name": name, "label": label, "kind": kind, "artifact": rel,
+            "precision": ir.precision, "metrics": metrics, "params": count_params(ir.module), "macs": macs,
+            "size_bytes": size, "latency": latency}

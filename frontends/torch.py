@@ -1,0 +1,114 @@
+"""Torch frontend: any user model given as `package.module:factory`, with optional weights.
+
+Weights are loaded with `torch.load(..., weights_only=True)` (no arbitrary code from the file);
+the file may hold a state_dict or a dict with a `state_dict` / `model` entry.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn as nn
+
+from compressor.errors import FrontendError
+from compressor.frontend import Frontend, input_spec_from, lower
+from compressor.ir import ModelIR, TaskSpec
+from compressor.options import option
+from compressor.registry import register_frontend
+
+if TYPE_CHECKING:
+    from compressor.context import PassContext
+    from compressor.data import DataBundle
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    factory: str = option(help="'package.module:callable' returning an nn.Module")
+    kwargs: dict[str, Any] = option({}, "keyword arguments for the factory")
+    weights: str | None = option(None, "state_dict file (.pt/.pth), loaded with weights_only=True")
+    input_shape: list[int] | None = option(None, "C,H,W of one sample (default: the data's)")
+    task: Literal["classification", "segmentation"] | None = option(None, "task kind (default: the data's)")
+    num_classes: int | None = option(None, "classes (default: the data's)", min=1)
+    leaf_modules: list[str] = option([], "class names that torch.fx must not trace into")
+    search_path: str | None = option(None, "directory added to sys.path before importing the factory")
+
+    def __post_init__(self) -> None:
+        if ":" not in self.factory or self.factory.count(":") != 1 or not all(self.factory.split(":")):
+            raise ValueError(f"factory must look like 'package.module:callable', got {self.factory!r}")
+
+
+def resolve_factory(spec: str, search_path: str | None = None) -> Any:
+    module_name, attr = spec.split(":")
+    if search_path:
+        path = str(Path(search_path).resolve())
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise FrontendError(f"cannot import '{module_name}' for factory '{spec}': {exc}; install the package "
+                            f"or set search_path to the folder that holds it") from None
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise FrontendError(f"'{module_name}' has no attribute '{attr}' (factory '{spec}')")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise FrontendError(f"factory '{spec}' is not callable")
+    return obj
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    p = Path(path)
+    if not p.is_file():
+        raise FrontendError(f"weights file {p} does not exist; give a path to a state_dict saved with torch.save")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FrontendError(f"cannot load {p} with weights_only=True: {first}; save a plain state_dict "
+                            f"(torch.save(model.state_dict(), path))") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if key in state and isinstance(state[key], dict):
+                state = state[key]
+                break
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        missing = [ln.strip() for ln in str(exc).splitlines()[1:3]]
+        raise FrontendError(f"weights in {p} do not fit the model: {first} {' '.join(missing)}"[:400]) from None
+
+
+@register_frontend("torch")
+class TorchModel(Frontend):
+    Options = TorchOptions
+    label_keys = ("factory",)
+
+    def build(self, data: "DataBundle | None", ctx: "PassContext") -> ModelIR:
+        o = self.options
+        shape = o.input_shape or (data.input_shape if data else None)
+        kind = o.task or (data.task.kind if data else None)
+        classes = o.num_classes or (data.task.num_classes if data else None)
+        if shape is None or kind is None or classes is None:
+            raise FrontendError("the torch frontend needs input_shape, task and num_classes, from its options "
+                                "or from a data: block")
+        factory = resolve_factory(o.factory, o.search_path)
+        torch.manual_seed(ctx.seed)
+        try:
+            model = factory(**o.kwargs)
+        except Exception as exc:
+            raise FrontendError(f"factory '{o.factory}' failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(model, nn.Module):
+            raise FrontendError(f"factory '{o.factory}' returned {type(model).__name__}, not a torch.nn.Module")
+        if o.weights:
+            load_weights(model, o.weights)
+        value_range = data.input_range if data else None
+        return lower(model, [input_spec_from(shape, value_range)], TaskSpec(kind, classes),
+                     meta={"frontend": "torch", "factory": o.factory, "weights": o.weights},
+                     leaf_modules=o.leaf_modules)

@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny pipelines and IRs that run in seconds on 2 CPU cores."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_PIPELINE = textwrap.dedent("""\
+    name: tiny
+    seed: 0
+    data:
+      name: insar-synthetic
+      n_train: 48
+      n_val: 16
+      n_test: 16
+      size: 32
+    model:
+      frontend: zoo
+      model: seg-cnn
+      width: 4
+      train:
+        epochs: 1
+        batch_size: 16
+    passes:
+      - prune-l1:
+          ratio: 0.5
+      - finetune:
+          epochs: 1
+          batch_size: 16
+      - fp16
+    export:
+      - onnx
+    evaluate:
+      batch_size: 16
+      latency:
+        warmup: 1
+        iters: 3
+    """)
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY_PIPELINE)
+    return p
+
+
+@pytest.fixture
+def seg_ir():
+    from compressor.frontend import input_spec_from, lower
+    from compressor.frontends.zoo import SegCNN
+    from compressor.ir import TaskSpec
+
+    torch.manual_seed(0)
+    return lower(SegCNN(2, 8), [input_spec_from((2, 32, 32), (-3.1416, 3.1416))], TaskSpec("segmentation", 1))
+
+
+@pytest.fixture
+def cls_ir():
+    from compressor.frontend import input_spec_from, lower
+    from compressor.frontends.zoo import ClsCNN
+    from compressor.ir import TaskSpec
+
+    torch.manual_seed(0)
+    return lower(ClsCNN(1, 10, 8), [input_spec_from((1, 8, 8), (0.0, 1.0))], TaskSpec("classification", 10))

@@ -1,0 +1,99 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from compressor.errors import ConfigError, PassError
+from compressor.passes import PruneL1
+from compressor.passes.prune_l1 import output_layers
+
+
+def groups_by_root(ir):
+    return {g["root"]: g for g in ir.history[-1].stats["groups"]}
+
+
+def test_output_layer_detected(seg_ir, cls_ir):
+    assert output_layers(seg_ir.module) == {"head"}
+    assert output_layers(cls_ir.module) == {"classifier"}
+
+
+def test_prunes_and_keeps_function(seg_ir):
+    out = PruneL1(ratio=0.5)(seg_ir)
+    assert out.parameter_count() < seg_ir.parameter_count()
+    # the input IR is untouched (passes work on a clone)
+    assert seg_ir.module.get_submodule("stem.0").out_channels == 8
+    assert out.module.get_submodule("stem.0").out_channels == 4
+    y = out.module(*out.example_inputs(batch=3))
+    assert y.shape == (3, 1, 32, 32)
+    assert out.module.head.out_channels == 1
+
+
+def test_freeze_semantics_depthwise(seg_ir):
+    """Excluding depthwise convs freezes every group in which a depthwise conv loses output channels."""
+    g = groups_by_root(PruneL1(ratio=0.5)(seg_ir))
+    assert g["enc1.0"]["decision"] == "frozen"
+    assert "down1.0.0 (depthwise conv)" in g["enc1.0"]["reason"]
+    assert g["stem.0"]["decision"] == "pruned" and g["stem.0"]["pruned_channels"] == 4
+    assert g["head"]["decision"] == "frozen" and "output layer" in g["head"]["reason"]
+    # an excluded layer may still lose *input* channels: dec1 is pruned although head is protected
+    assert g["dec1.0"]["decision"] == "pruned"
+
+
+def test_depthwise_included_prunes_more(seg_ir):
+    frozen = PruneL1(ratio=0.5)(seg_ir)
+    free = PruneL1(ratio=0.5, exclude_depthwise=False)(seg_ir)
+    assert free.parameter_count() < frozen.parameter_count()
+    g = groups_by_root(free)
+    assert g["enc1.0"]["decision"] == "pruned"
+    assert free.module.get_submodule("down1.0.0").groups == free.module.get_submodule("down1.0.0").in_channels == 4
+
+
+def test_min_out_channels_excludes_small_layers(seg_ir):
+    g = groups_by_root(PruneL1(ratio=0.5, min_out_channels=9)(seg_ir))
+    # stem and dec1 have 8 outputs (< 9): frozen; dec2 has 16: pruned
+    assert g["stem.0"]["decision"] == "frozen" and "min_out_channels=9" in g["stem.0"]["reason"]
+    assert g["dec2.0"]["decision"] == "pruned"
+
+
+def test_filters_ranked_by_l1(seg_ir):
+    """The kept filters of the stem conv are the ones with the largest L1 norms."""
+    w = seg_ir.module.get_submodule("stem.0").weight.detach()
+    with torch.no_grad():
+        scale = torch.tensor([5.0, 0.1, 4.0, 0.2, 3.0, 0.3, 2.0, 0.4]).view(-1, 1, 1, 1)
+        seg_ir.module.get_submodule("stem.0").weight.copy_(w.sign() * scale)
+    out = PruneL1(ratio=0.5)(seg_ir)
+    kept = out.module.get_submodule("stem.0").weight.detach().abs().flatten(1).mean(1)
+    assert torch.allclose(kept.sort().values, torch.tensor([2.0, 3.0, 4.0, 5.0]))
+
+
+def test_ratio_zero_changes_nothing(cls_ir):
+    out = PruneL1(ratio=0.0)(cls_ir)
+    assert out.parameter_count() == cls_ir.parameter_count()
+    assert out.history[-1].changed is False
+
+
+def test_ignore_patterns(cls_ir):
+    g = groups_by_root(PruneL1(ratio=0.5, ignore=["features.0.*"])(cls_ir))
+    assert g["features.0.0"]["decision"] == "frozen"
+    with pytest.raises(PassError, match="match no module"):
+        PruneL1(ratio=0.5, ignore=["nothing.*"])(cls_ir)
+
+
+def test_bad_options():
+    with pytest.raises(ConfigError, match="out of range"):
+        PruneL1(ratio=1.5)
+    with pytest.raises(ConfigError, match="did you mean 'ratio'"):
+        PruneL1(ratoi=0.5)
+
+
+def test_refuses_fp16(seg_ir):
+    seg_ir.precision = "fp16"
+    with pytest.raises(PassError, match="before fp16"):
+        PruneL1(ratio=0.5)(seg_ir)
+
+
+def test_history_recorded(cls_ir):
+    out = PruneL1(ratio=0.5)(cls_ir)
+    rec = out.history[-1]
+    assert rec.name == "prune-l1" and rec.options["ratio"] == 0.5
+    assert rec.stats["params_after"] == out.parameter_count()
+    assert rec.stats["groups_pruned"] >= 1

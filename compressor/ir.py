@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,10 +99,9 @@ class ModelIR:
         return sum(p.numel() for p in self.module.parameters())
 
     def state_bytes(self) -> int:
-        """Bytes of the serialized weights (state_dict) at the IR's precision."""
-        buf = io.BytesIO()
-        torch.save(self.module.state_dict(), buf)
-        return buf.tell()
+        """Bytes of the weights and buffers (state_dict tensors) at the IR's precision: the payload a
+        deployable artifact must carry, without any container format's overhead."""
+        return sum(t.numel() * t.element_size() for t in self.module.state_dict().values())
 
     # ---- persistence --------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> None:

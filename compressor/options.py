@@ -252,10 +252,9 @@ def format_value(v: Any) -> str:
 
 def format_options(name: str, opts: Any, always: Sequence[str] = ()) -> str:
     """`prune-l1{ratio=0.6}`: the name and the options that differ from their defaults."""
-    shown = changed_options(opts)
-    for key in always:
-        if opts is not None and key not in shown:
-            shown[key] = options_dict(opts)[key]
+    changed = changed_options(opts)
+    current = options_dict(opts)
+    shown = {k: v for k, v in current.items() if k in changed or k in always}  # declaration order
     if not shown:
         return name
     inner = ", ".join(f"{k}={format_value(v)}" for k, v in shown.items())

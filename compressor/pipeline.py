@@ -19,6 +19,7 @@ evaluate: {split: val, latency: {iters: 30}}
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -139,7 +140,8 @@ class Pipeline:
         if "model" not in doc:
             raise ConfigError(f"{prefix(doc, '') or source}: missing 'model:' (e.g. model: {{frontend: zoo, "
                               f"model: seg-cnn}})")
-        name = doc.get("name") or Path(source).stem or "pipeline"
+        stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(source).stem).strip("-")
+        name = doc.get("name") or stem or "pipeline"
         if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{prefix(doc, 'name', 'name')}: {name!r} must be letters, digits, - and _ "
                               f"(it names the run directory)")

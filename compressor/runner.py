@@ -111,10 +111,26 @@ def _finished(d: Path, key: str, artifact: str) -> bool:
     return bool(info) and info.get("key") == key and (d / artifact).is_file()
 
 
-def _fresh(d: Path) -> None:
+PENDING_FILE = "pending.json"
+
+
+def _fresh(d: Path, key: str) -> bool:
+    """Prepare a stage directory. A directory left by an interrupted run of the *same* stage key is
+    kept (its training checkpoints let the stage resume mid-way); anything else is wiped.
+    Returns True when an interrupted attempt is being resumed."""
+    pending = read_json(d / PENDING_FILE)
+    if pending and pending.get("key") == key:
+        return True
     if d.exists():
         shutil.rmtree(d)
     d.mkdir(parents=True)
+    write_json(d / PENDING_FILE, {"key": key})
+    return False
+
+
+def _done(d: Path, stage_info: dict[str, Any]) -> None:
+    write_json(d / STAGE_FILE, stage_info)
+    (d / PENDING_FILE).unlink(missing_ok=True)
 
 
 def _clean_stale(run_dir: Path, keep: set[str]) -> None:
@@ -157,15 +173,15 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
         ir = ModelIR.load(d / IR_FILE)
         cached = True
     else:
-        _fresh(d)
-        say(f"[1/{total}] {label}: building")
+        resumed = _fresh(d, key)
+        say(f"[1/{total}] {label}: {'resuming' if resumed else 'building'}")
         ctx.run_dir = d
         ir = pipeline.model.frontend.build(data, ctx)
         if pipeline.model.train is not None:
             ir = _train_baseline(ir, pipeline.model.train, ctx, d)
         ctx.run_dir = run_dir
         ir.save(d / IR_FILE)
-        write_json(d / STAGE_FILE, {"key": key, "name": "baseline", "label": label, "kind": "model",
+        _done(d, {"key": key, "name": "baseline", "label": label, "kind": "model",
                                     "seconds": round(time.perf_counter() - start, 3), "versions": vers})
         cached = False
     outcomes.append(_evaluate_stage(0, "baseline", label, "model", d, ir, None, cached, start, ctx, ev, eval_key, say, total))
@@ -183,13 +199,13 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
             ir = ModelIR.load(d / IR_FILE)
             cached = True
         else:
-            _fresh(d)
-            say(f"[{index + 1}/{total}] {stage.describe()}: running")
+            resumed = _fresh(d, key)
+            say(f"[{index + 1}/{total}] {stage.describe()}: {'resuming' if resumed else 'running'}")
             ctx.run_dir = d
             ir = stage.obj(ir, ctx)
             ctx.run_dir = run_dir
             ir.save(d / IR_FILE)
-            write_json(d / STAGE_FILE, {"key": key, "name": stage.name, "label": stage.describe(), "kind": "pass",
+            _done(d, {"key": key, "name": stage.name, "label": stage.describe(), "kind": "pass",
                                         "seconds": round(time.perf_counter() - start, 3),
                                         "history": ir.history[-1].__dict__ if ir.history else None})
             cached = False
@@ -209,11 +225,11 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
             artifact = d / info["primary"]
             cached = True
         else:
-            _fresh(d)
+            _fresh(d, ekey)
             say(f"[{index + 1}/{total}] {stage.describe()}: exporting")
             result = stage.obj.export(ir, d, ctx)
             artifact = result.primary
-            write_json(d / STAGE_FILE, {"key": ekey, "name": stage.name, "label": stage.describe(), "kind": "export",
+            _done(d, {"key": ekey, "name": stage.name, "label": stage.describe(), "kind": "export",
                                         "primary": result.primary.name,
                                         "files": [p.name for p in result.files], "info": result.info,
                                         "seconds": round(time.perf_counter() - start, 3)})

@@ -111,6 +111,7 @@ def _group_members(group: Any, is_out_fn: Any) -> tuple[list[nn.Module], list[nn
 @register_pass("prune-l1")
 class PruneL1(Pass):
     Options = PruneL1Options
+    label_keys = ("ratio",)
 
     def requires(self, ir: ModelIR, ctx: PassContext) -> None:
         if ir.precision != "fp32":

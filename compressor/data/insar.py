@@ -102,23 +102,23 @@ class InsarSyntheticOptions:
                                    min=0.0, max=1.0)
     max_slides: int = option(2, "most landslides in one sample (the count is uniform in 1..max_slides)",
                              min=1, max=20)
-    min_velocity: float = option(0.4, "slowest LOS landslide velocity in mm/day", min=0.0,
+    min_velocity: float = option(1.2, "slowest LOS landslide velocity in mm/day", min=0.0,
                                  min_exclusive=True, max=1000.0)
-    max_velocity: float = option(2.5, "fastest LOS landslide velocity in mm/day", min=0.0,
+    max_velocity: float = option(4.5, "fastest LOS landslide velocity in mm/day", min=0.0,
                                  min_exclusive=True, max=1000.0)
-    min_sigma: float = option(0.04, "smallest landslide bowl width (Gaussian sigma) as a fraction "
+    min_sigma: float = option(0.05, "smallest landslide bowl width (Gaussian sigma) as a fraction "
                               "of the image size", min=0.005, max=0.5)
-    max_sigma: float = option(0.12, "largest landslide bowl width as a fraction of the image size",
+    max_sigma: float = option(0.14, "largest landslide bowl width as a fraction of the image size",
                               min=0.005, max=0.5)
     max_gradient: float = option(1.5, "largest landslide phase gradient in rad/pixel (faster "
                                  "bowls are clipped so that fringes do not alias)", min=0.1, max=3.1)
-    mask_fraction: float = option(0.25, "a pixel is moving ground where |d| exceeds this fraction "
+    mask_fraction: float = option(0.2, "a pixel is moving ground where |d| exceeds this fraction "
                                   "of its landslide's peak |d|", min=0.01, max=0.99)
-    atmosphere_mm: float = option(2.5, "standard deviation of the atmospheric delay in LOS mm "
+    atmosphere_mm: float = option(1.5, "standard deviation of the atmospheric delay in LOS mm "
                                   "(power-law k^-11/3 field)", min=0.0, max=100.0)
-    vegetation: float = option(0.3, "mean fraction of the scene covered by vegetation "
+    vegetation: float = option(0.2, "mean fraction of the scene covered by vegetation "
                                "(fast-decorrelating patches)", min=0.0, max=0.95)
-    tau_bare: float = option(60.0, "coherence time constant of bare ground in days", min=0.1)
+    tau_bare: float = option(90.0, "coherence time constant of bare ground in days", min=0.1)
     tau_vegetation: float = option(8.0, "coherence time constant of vegetation in days", min=0.1)
     slide_decorrelation: float = option(0.2, "relative coherence loss at the centre of a landslide",
                                         min=0.0, max=1.0)
@@ -330,6 +330,8 @@ class InsarSynthetic:
 CHANNELS = ("coherence", "phase", "mask")
 _EXTENSIONS = (".npy", ".png")
 _LAYOUT = "root/{train,val,test}/{coherence,phase,mask}/<id>.npy|.png"
+_PNG_8BIT = ("L", "P", "1", "LA", "RGB", "RGBA")      # 0..255 (color: converted to luminance)
+_PNG_16BIT = ("I;16", "I;16B", "I;16L", "I")          # 0..65535
 
 
 @dataclass(frozen=True)
@@ -349,10 +351,10 @@ def _image_size(path: Path) -> tuple[int, int]:
 
             with Image.open(path) as im:
                 w, h = im.size
-                bands = len(im.getbands())
+                mode = im.mode
             shape = (h, w)
-            if bands not in (1, 3, 4) and im.mode not in ("I;16", "I", "F"):
-                raise DataError(f"{path}: PNG mode {im.mode} is not supported; save grayscale 8- or 16-bit")
+            if mode not in _PNG_8BIT + _PNG_16BIT:
+                raise DataError(f"{path}: PNG mode {mode} is not supported; save grayscale 8- or 16-bit PNGs")
     except DataError:
         raise
     except Exception as exc:
@@ -368,10 +370,10 @@ def _read_png(path: Path) -> tuple[np.ndarray, float]:
     from PIL import Image
 
     with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        if im.mode in _PNG_16BIT:
             arr = np.asarray(im).astype(np.float64)
             full = 65535.0
-        elif im.mode in ("L", "P", "1", "LA", "RGB", "RGBA"):
+        elif im.mode in _PNG_8BIT:
             arr = np.asarray(im.convert("L")).astype(np.float64)
             full = 255.0
         else:

@@ -1,0 +1,147 @@
+"""The command line: one-line errors with exit code 2, --help, listing, inspect, kill-then-resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from compressor.cli import main
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(map(str, args)))
+
+
+def test_help_teaches():
+    r = invoke("--help")
+    assert r.exit_code == 0
+    assert "compress run samples/quickstart.yaml" in r.output
+    assert "--set" in invoke("run", "--help").output
+
+
+def test_validate_ok(tiny_yaml):
+    r = invoke("validate", tiny_yaml)
+    assert r.exit_code == 0 and r.output.startswith("ok: zoo{model=seg-cnn")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("name: x\nmodel: [unclosed\n", "malformed YAML"),
+    ("model: {frontend: zoo}\npasses:\n  - prune-l1: {ratio: 1.5}\n", ":3: passes[0] prune-l1: ratio: 1.5 is out of range"),
+    ("model: {frontend: zoo}\npases: []\n", ":2: unknown key 'pases'; did you mean 'passes'?"),
+    ("model: {frontend: zoo, width: wide}\n", ":1: model (zoo): width: expected an integer, got 'wide'"),
+    ("- just\n- a list\n", "a pipeline is a mapping"),
+])
+def test_bad_pipeline_one_line_exit_2(tmp_path, text, fragment):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    r = CliRunner().invoke(main, ["run", str(p), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert fragment in r.output
+    assert r.output.startswith("error: ") and r.output.count("\n") == 1
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()  # validated before anything is written
+
+
+def test_missing_file_exit_2(tmp_path):
+    r = invoke("run", tmp_path / "nope.yaml")
+    assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_model_rejecting_input_shape(tmp_path):
+    """A model that does not accept the declared input: one line, exit 2, no finished stage."""
+    (tmp_path / "m.py").write_text(
+        "import torch.nn as nn\n"
+        "def make():\n    return nn.Sequential(nn.Conv2d(3, 1, 1))\n")
+    p = tmp_path / "p.yaml"
+    p.write_text(f"data: {{name: insar-synthetic, n_train: 4, n_val: 4, n_test: 4, size: 16}}\n"
+                 f"model: {{frontend: torch, factory: 'm:make', search_path: '{tmp_path}'}}\n")
+    r = invoke("run", p, "--out", tmp_path / "out")
+    assert r.exit_code == 2
+    assert "does not accept inputs of shape [[None, 2, 16, 16]]" in r.output
+    assert not (tmp_path / "out" / "00_baseline" / "stage.json").exists()
+
+
+def test_empty_dataset(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_text("data: {name: insar-synthetic, n_val: 0, size: 16}\nmodel: {frontend: zoo}\n")
+    r = invoke("run", p, "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "empty" in r.output
+
+
+def test_missing_weights(tmp_path):
+    (tmp_path / "m2.py").write_text("import torch.nn as nn\ndef make():\n    return nn.Conv2d(2, 1, 1)\n")
+    p = tmp_path / "p.yaml"
+    p.write_text(f"data: {{name: insar-synthetic, n_train: 4, n_val: 4, n_test: 4, size: 16}}\n"
+                 f"model: {{frontend: torch, factory: 'm2:make', search_path: '{tmp_path}', weights: nope.pt}}\n")
+    r = invoke("run", p, "--out", tmp_path / "out")
+    assert r.exit_code == 2 and "weights file nope.pt does not exist" in r.output
+
+
+def test_debug_shows_traceback(tmp_path):
+    r = CliRunner().invoke(main, ["--debug", "run", str(tmp_path / "nope.yaml")])
+    assert r.exit_code != 0 and r.exception is not None
+
+
+def test_passes_lists_options():
+    r = invoke("passes")
+    assert r.exit_code == 0
+    for name in ("prune-l1", "finetune", "fp16", "onnx", "zoo", "insar-synthetic", "digits"):
+        assert f"  {name}  " in r.output
+    assert "ratio: float = 0.5" in r.output
+    assert "prune-l1" in invoke("passes", "prune*").output and "onnx" not in invoke("passes", "prune*").output
+
+
+def test_inspect(tmp_path, seg_ir):
+    seg_ir.save(tmp_path / "ir.pt")
+    r = invoke("inspect", tmp_path)
+    assert r.exit_code == 0 and "segmentation" in r.output and "stem.0" in r.output
+    r = invoke("inspect", tmp_path / "missing.pt")
+    assert r.exit_code == 2 and "no IR file" in r.output
+
+
+def test_bench_ir(tmp_path, seg_ir):
+    seg_ir.save(tmp_path / "ir.pt")
+    r = invoke("bench", tmp_path / "ir.pt", "--iters", 3, "--warmup", 1, "--json")
+    assert r.exit_code == 0, r.output
+    stats = json.loads(r.output)
+    assert stats["backend"] == "torch-cpu" and stats["iters"] >= 3 and stats["median_ms"] > 0
+
+
+def test_kill_then_resume(tmp_path):
+    """SIGKILL during the finetune stage: finished stages survive, the killed one is redone."""
+    from conftest import TINY_PIPELINE
+
+    from compressor.pipeline import Pipeline
+
+    p = tmp_path / "tiny.yaml"
+    text = TINY_PIPELINE.replace("finetune:\n      epochs: 1\n", "finetune:\n      epochs: 5000\n")
+    assert "epochs: 5000" in text
+    p.write_text(text)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "compressor.cli", "run", str(p), "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 240
+    ckpt_dir = out / "02_finetune" / "checkpoints"
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt_dir.is_dir() and any(ckpt_dir.glob("*.pt")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "01_prune-l1" / "stage.json").is_file()
+    assert not (out / "02_finetune" / "stage.json").exists()
+    assert not list(out.rglob("*.tmp"))
+    before = (out / "01_prune-l1" / "stage.json").read_text()
+
+    # resume with fewer epochs (a different key): the killed stage is redone from scratch
+    result = Pipeline.from_text(p.read_text().replace("epochs: 5000", "epochs: 1"), source=str(p)).run(
+        out=out, progress=False)
+    assert result.cached == [True, True, False, False, False]
+    assert (out / "01_prune-l1" / "stage.json").read_text() == before
+    assert (out / "report.md").is_file()

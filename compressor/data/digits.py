@@ -44,9 +44,12 @@ def _load() -> tuple[np.ndarray, np.ndarray]:
     return bunch.images.astype(np.float32) / 16.0, bunch.target.astype(np.int64)
 
 
-def split_indices(labels: np.ndarray, train_fraction: float, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
+def split_indices(
+    labels: np.ndarray, train_fraction: float, val_fraction: float, seed: int
+) -> dict[str, np.ndarray]:
     """Stratified train/val/test indices (each sorted) that depend only on `seed`."""
-    rng = np.random.default_rng(np.random.SeedSequence([_SALT, int(seed) & 0xFFFFFFFF, int(seed) >> 32 & 0xFFFFFFFF]))
+    seed_words = [int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF]
+    rng = np.random.default_rng(np.random.SeedSequence([_SALT, *seed_words]))
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))

@@ -40,8 +40,14 @@ The physical model of one sample (one interferogram of `size` x `size` pixels):
 * Mask. A pixel is moving ground where some landslide's |d| exceeds `mask_fraction` of that
   landslide's peak |d| (the bowl's outline; it does not depend on the baseline).
 
-With the defaults about 11% of the pixels are moving ground; a two-level conv net of ~40k
-parameters trained for 5 epochs on 1024 samples reaches a foreground IoU of about 0.6-0.7.
+With the defaults about 11% of the pixels are moving ground (about 15% of the samples hold none)
+and the mean estimated coherence is about 0.79 / 0.72 / 0.65 at 6 / 12 / 18 days. Measured
+learnability (val foreground IoU; predicting "all moving" scores 0.11): a two-level U-Net of 26k
+parameters (16/32 channels, BCE + Dice, Adam 1e-3, batch 32, 1024 training samples) reaches
+0.61-0.68 after 5 epochs (~25 s per epoch on 2 CPU cores) and ~0.72 after 15; a four-level U-Net of
+1.07M parameters (32..128 channels) reaches ~0.86 after 30 epochs (0.91 with 8000 training
+samples). Slides on vegetation at long baselines and slow slides at short baselines stay hard, so
+IoU 1.0 is out of reach.
 
 insar-folder
 ------------
@@ -196,7 +202,9 @@ def speckle(
     return np.clip(coherence, 0.0, 1.0).astype(f32), np.arctan2(im, re).astype(f32)
 
 
-def generate_sample(rng: np.random.Generator, opts: InsarSyntheticOptions, baseline: float) -> dict[str, np.ndarray]:
+def generate_sample(
+    rng: np.random.Generator, opts: InsarSyntheticOptions, baseline: float
+) -> dict[str, np.ndarray]:
     """One synthetic interferogram; returns coherence, phase, mask plus the true fields behind them.
 
     Keys: coherence, phase, mask (float32 H x W, mask in {0, 1}), displacement_mm (LOS),
@@ -281,7 +289,8 @@ class InsarSyntheticDataset(Dataset):
 
     def rng(self, index: int) -> np.random.Generator:
         index = self._check(index)
-        entropy = [_DATASET_SALT, self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF, _SPLIT_IDS[self.split], index]
+        seed_words = [self.seed & 0xFFFFFFFF, (self.seed >> 32) & 0xFFFFFFFF]
+        entropy = [_DATASET_SALT, *seed_words, _SPLIT_IDS[self.split], index]
         return np.random.default_rng(np.random.SeedSequence(entropy))
 
     def sample(self, index: int) -> dict[str, np.ndarray]:

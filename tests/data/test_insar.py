@@ -145,8 +145,8 @@ def test_speckle_matches_explicit_looks():
     n, looks = 20000, 9
     for g, ph in ((0.2, 0.0), (0.6, 2.0), (0.9, -1.0)):
         coh, pha = speckle(rng, np.full(n, g, np.float32), np.full(n, ph, np.float32), looks)
-        cn = lambda: (rng.standard_normal((looks, n)) + 1j * rng.standard_normal((looks, n))) / math.sqrt(2)  # noqa: E731
-        n1, n2 = cn(), cn()
+        n1, n2 = ((rng.standard_normal((looks, n)) + 1j * rng.standard_normal((looks, n))) / math.sqrt(2)
+                  for _ in range(2))
         s1, s2 = n1, g * np.exp(-1j * ph) * n1 + math.sqrt(1 - g * g) * n2
         inter = (s1 * np.conj(s2)).sum(0)
         coh_ref = np.abs(inter) / np.sqrt((np.abs(s1) ** 2).sum(0) * (np.abs(s2) ** 2).sum(0))
@@ -213,7 +213,10 @@ def test_loader_batches_and_shuffles_deterministically():
     b = build_data("insar-synthetic", SMALL)
     x, y = next(iter(make_loader(b.train, 5)))
     assert x.shape == (5, 2, 32, 32) and y.shape == (5, 1, 32, 32)
-    order = lambda seed: torch.cat([xb[:, 1, 0, 0] for xb, _ in make_loader(b.train, 4, shuffle=True, seed=seed)])  # noqa: E731
+
+    def order(seed):
+        return torch.cat([xb[:, 1, 0, 0] for xb, _ in make_loader(b.train, 4, shuffle=True, seed=seed)])
+
     assert torch.equal(order(1), order(1))
     assert not torch.equal(order(1), order(2))
     assert len(make_loader(b.train, 5, drop_last=True)) == 2

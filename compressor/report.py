@@ -101,12 +101,13 @@ def _plot(stages: list[dict], title: str, path: Path) -> None:
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
 
-    for st in stages:
+    for i, st in enumerate(stages):
         size, score = st.get("size_bytes"), (st.get("metrics") or {}).get(key)
         if isinstance(size, (int, float)) and isinstance(score, (int, float)):
             ax1.scatter(size / 1e6, 100 * score, s=36)
+            # alternate label offsets: stages of similar size and score (fp16 vs its ONNX) overlap
             ax1.annotate(f"{st.get('index', '')} {st.get('name', '')}", (size / 1e6, 100 * score),
-                         textcoords="offset points", xytext=(5, 4), fontsize=8)
+                         textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -11), fontsize=8)
     ax1.margins(0.15)
     ax1.set_xlabel("Size MB")
     ax1.set_ylabel(ylabel)

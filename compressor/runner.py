@@ -162,56 +162,49 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
     outcomes: list[StageOutcome] = []
     keep: set[str] = set()
 
+    def ir_stage(index: int, name: str, label: str, kind: str, key: str, compute: Any, record: Any) -> ModelIR:
+        """Load a finished stage with this key, or compute it (resuming an interrupted attempt)."""
+        d = _stage_dir(run_dir, index, name)
+        keep.add(d.name)
+        start = time.perf_counter()
+        if not force and _finished(d, key, IR_FILE):
+            ir, cached = ModelIR.load(d / IR_FILE), True
+        else:
+            resumed = _fresh(d, key)
+            say(f"[{index + 1}/{total}] {label}: {'resuming' if resumed else 'running'}")
+            ctx.run_dir = d
+            try:
+                ir = compute()
+            finally:
+                ctx.run_dir = run_dir
+            ir.save(d / IR_FILE)
+            _done(d, {"key": key, "name": name, "label": label, "kind": kind,
+                      "seconds": round(time.perf_counter() - start, 3), **record(ir)})
+            cached = False
+        outcomes.append(_evaluate_stage(index, name, label, kind, d, ir, None, cached, start, ctx, ev, eval_key,
+                                        say, total))
+        ctx.stages[name] = ir
+        return ir
+
     # ---- stage 0: frontend (+ training) ----------------------------------------------------
     key = stable_hash({"data": pipeline.data.as_data() if pipeline.data else None,
                        "model": pipeline.model.as_data(), "seed": pipeline.seed, "versions": vers})
-    d = _stage_dir(run_dir, 0, "baseline")
-    keep.add(d.name)
-    label = pipeline.model.describe()
-    start = time.perf_counter()
-    if not force and _finished(d, key, IR_FILE):
-        ir = ModelIR.load(d / IR_FILE)
-        cached = True
-    else:
-        resumed = _fresh(d, key)
-        say(f"[1/{total}] {label}: {'resuming' if resumed else 'building'}")
-        ctx.run_dir = d
+
+    def build() -> ModelIR:
         ir = pipeline.model.frontend.build(data, ctx)
         if pipeline.model.train is not None:
-            ir = _train_baseline(ir, pipeline.model.train, ctx, d)
-        ctx.run_dir = run_dir
-        ir.save(d / IR_FILE)
-        _done(d, {"key": key, "name": "baseline", "label": label, "kind": "model",
-                                    "seconds": round(time.perf_counter() - start, 3), "versions": vers})
-        cached = False
-    outcomes.append(_evaluate_stage(0, "baseline", label, "model", d, ir, None, cached, start, ctx, ev, eval_key, say, total))
+            ir = _train_baseline(ir, pipeline.model.train, ctx, ctx.run_dir)
+        return ir
+
+    ir = ir_stage(0, "baseline", pipeline.model.describe(), "model", key, build, lambda ir: {"versions": vers})
     ctx.teacher = ir
-    ctx.stages["baseline"] = ir
 
     # ---- passes ----------------------------------------------------------------------------
     index = 1
     for stage in pipeline.passes:
         key = stable_hash({"prev": key, "pass": stage.name, "options": stage.obj.options_dict(), "versions": vers})
-        d = _stage_dir(run_dir, index, stage.name)
-        keep.add(d.name)
-        start = time.perf_counter()
-        if not force and _finished(d, key, IR_FILE):
-            ir = ModelIR.load(d / IR_FILE)
-            cached = True
-        else:
-            resumed = _fresh(d, key)
-            say(f"[{index + 1}/{total}] {stage.describe()}: {'resuming' if resumed else 'running'}")
-            ctx.run_dir = d
-            ir = stage.obj(ir, ctx)
-            ctx.run_dir = run_dir
-            ir.save(d / IR_FILE)
-            _done(d, {"key": key, "name": stage.name, "label": stage.describe(), "kind": "pass",
-                                        "seconds": round(time.perf_counter() - start, 3),
-                                        "history": ir.history[-1].__dict__ if ir.history else None})
-            cached = False
-        outcomes.append(_evaluate_stage(index, stage.name, stage.describe(), "pass", d, ir, None, cached, start,
-                                        ctx, ev, eval_key, say, total))
-        ctx.stages[stage.name] = ir
+        ir = ir_stage(index, stage.name, stage.describe(), "pass", key, lambda s=stage, i=ir: s.obj(i, ctx),
+                      lambda ir: {"history": ir.history[-1].__dict__ if ir.history else None})
         index += 1
 
     # ---- exporters (each takes the final IR) ------------------------------------------------

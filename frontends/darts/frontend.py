@@ -1,0 +1,122 @@
+"""The `darts` frontend: a genotype (published name or .json) → a DARTS network → the IR.
+
+Classification data gets `NetworkCIFAR` (stem, cells, global pool, linear); segmentation data gets
+`NetworkSegmentation` (stride-1 stem, cells with two reductions, a decoder back to the input
+resolution, 1 logit per pixel). Both are traced in eval mode: drop-path and the auxiliary head,
+which act only in training, are not part of the IR.
+
+Python API: `lower_genotype(...)` (alias `lower`), e.g.
+    darts.lower("PC_DARTS_cifar", task="segmentation", in_channels=2, init_channels=16, cells=8)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+import torch.nn as nn
+
+from compressor.errors import ConfigError, FrontendError
+from compressor.frontend import Frontend, input_spec_from
+from compressor.frontend import lower as _lower_module
+from compressor.frontends.darts.genotypes import Genotype, genotype_name, get_genotype
+from compressor.frontends.darts.networks import NetworkCIFAR, NetworkSegmentation
+from compressor.ir import ModelIR, TaskSpec
+from compressor.options import option
+from compressor.registry import register_frontend
+
+if TYPE_CHECKING:
+    from compressor.context import PassContext
+    from compressor.data import DataBundle
+
+SEG_REDUCTIONS = 2
+
+
+@dataclass(frozen=True)
+class DartsOptions:
+    genotype: str = option("PC_DARTS_cifar", "published genotype name (DARTS_V1, DARTS_V2, PC_DARTS_cifar, "
+                                             "PC_DARTS_image, PDARTS) or the path of a genotype .json")
+    init_channels: int = option(16, "channels of the first cells (C; the stem has 3C)", min=1, max=1024)
+    layers: int = option(8, "number of cells (reduction cells at layers//3 and 2*layers//3)", min=3, max=64)
+    auxiliary: bool = option(False, "auxiliary head for training (classification only; not in the traced IR)")
+    drop_path_prob: float = option(0.0, "drop-path probability on non-identity ops in training", min=0, max=1,
+                                   max_exclusive=True)
+    seed: int = option(0, "weight initialization seed", min=0)
+
+    def __post_init__(self) -> None:
+        try:
+            get_genotype(self.genotype)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def _check_size(shape: tuple[int, ...], reductions: int) -> None:
+    h, w = shape[-2:]
+    k = 2 ** reductions
+    if h % k or w % k:
+        raise FrontendError(f"DARTS cells reduce the input {reductions} times, so height and width must be "
+                            f"divisible by {k}; got {h}×{w} (FactorizedReduce cannot halve an odd size): "
+                            f"resize or crop the inputs")
+
+
+def build_network(genotype: Genotype, task: str, in_channels: int, num_classes: int, init_channels: int,
+                  layers: int, auxiliary: bool = False, drop_path_prob: float = 0.0) -> nn.Module:
+    if task == "classification":
+        return NetworkCIFAR(init_channels, num_classes, layers, auxiliary, genotype, in_channels=in_channels,
+                            drop_path_prob=drop_path_prob)
+    if task == "segmentation":
+        if auxiliary:
+            raise FrontendError("the auxiliary head exists only for classification; set auxiliary: false")
+        return NetworkSegmentation(init_channels, layers, genotype, in_channels=in_channels,
+                                   num_classes=num_classes, reductions=SEG_REDUCTIONS,
+                                   drop_path_prob=drop_path_prob)
+    raise FrontendError(f"unknown task {task!r}; the darts frontend builds classification or segmentation networks")
+
+
+def _meta(name: str, genotype: Genotype, init_channels: int, layers: int) -> dict:
+    return {"frontend": "darts", "genotype": name, "genotype_json": genotype.to_dict(),
+            "init_channels": init_channels, "layers": layers}
+
+
+def lower_genotype(genotype: "str | os.PathLike[str] | Genotype", task: Literal["classification", "segmentation"]
+                   = "segmentation", in_channels: int = 2, input_size: int | tuple[int, int] = 100,
+                   num_classes: int = 1, init_channels: int = 16, layers: int = 8, *, cells: int | None = None,
+                   auxiliary: bool = False, drop_path_prob: float = 0.0, seed: int = 0,
+                   value_range: tuple[float, float] | None = None) -> ModelIR:
+    """Build the DARTS network of `genotype` and lower it to the IR (`cells` is an alias of `layers`)."""
+    if cells is not None:
+        layers = cells
+    geno = get_genotype(genotype)
+    if task == "segmentation" and num_classes != 1:
+        raise FrontendError(f"segmentation networks give 1 logit per pixel (binary masks); got num_classes={num_classes}")
+    hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    shape = (in_channels, *hw)
+    _check_size(shape, 2 if task == "classification" else SEG_REDUCTIONS)
+    torch.manual_seed(seed)
+    model = build_network(geno, task, in_channels, num_classes, init_channels, layers, auxiliary, drop_path_prob)
+    return _lower_module(model, [input_spec_from(shape, value_range)], TaskSpec(task, num_classes),
+                         meta=_meta(genotype_name(genotype), geno, init_channels, layers))
+
+
+lower = lower_genotype
+
+
+@register_frontend("darts")
+class Darts(Frontend):
+    Options = DartsOptions
+    label_keys = ("genotype",)
+
+    def build(self, data: "DataBundle | None", ctx: "PassContext") -> ModelIR:
+        o = self.options
+        if data is None:
+            raise FrontendError("the darts frontend takes its input shape and classes from the data: add a data: block")
+        geno = get_genotype(o.genotype)
+        kind = data.task.kind
+        _check_size(tuple(data.input_shape), 2 if kind == "classification" else SEG_REDUCTIONS)
+        torch.manual_seed(o.seed)
+        model = build_network(geno, kind, data.input_shape[0], data.task.num_classes, o.init_channels, o.layers,
+                              o.auxiliary, o.drop_path_prob)
+        spec = input_spec_from(data.input_shape, data.input_range)
+        return _lower_module(model, [spec], TaskSpec(kind, data.task.num_classes),
+                             meta=_meta(genotype_name(o.genotype), geno, o.init_channels, o.layers))

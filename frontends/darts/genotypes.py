@@ -1,0 +1,243 @@
+"""Genotypes as data: the discrete result of a DARTS search, and the published ones.
+
+A genotype is (normal, normal_concat, reduce, reduce_concat). `normal` and `reduce` list two
+(op, input_index) pairs per intermediate node: input 0 is the output of cell k-2, 1 the output of
+cell k-1, i ≥ 2 the output of intermediate node i-2. Node j (0-based) may therefore take inputs
+0..j+1. `*_concat` lists the states concatenated into the cell output (normally [2, 3, 4, 5]).
+
+JSON form (what `save` writes and `load` reads):
+    {"normal": [["sep_conv_3x3", 1], ...], "normal_concat": [2, 3, 4, 5],
+     "reduce": [["max_pool_3x3", 0], ...], "reduce_concat": [2, 3, 4, 5]}
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from compressor.errors import ConfigError
+from compressor.frontends.darts.ops import PRIMITIVES
+from compressor.options import unknown_key_message
+
+Pair = tuple[str, int]
+KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
+
+
+def _pairs(value: Any, field: str) -> tuple[Pair, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(f"genotype {field}: expected a list of [op, input_index] pairs, got {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        if (isinstance(item, (str, bytes)) or not isinstance(item, (list, tuple)) or len(item) != 2
+                or not isinstance(item[0], str) or isinstance(item[1], bool) or not isinstance(item[1], int)):
+            raise ConfigError(f"genotype {field}[{i}]: expected an [op, input_index] pair such as "
+                              f"['sep_conv_3x3', 1], got {item!r}")
+        out.append((item[0], int(item[1])))
+    return tuple(out)
+
+
+def _indices(value: Any, field: str) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(f"genotype {field}: expected a list of node indices such as [2, 3, 4, 5], got {value!r}")
+    out = tuple(value)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in out):
+        raise ConfigError(f"genotype {field}: expected integer node indices such as [2, 3, 4, 5], got {list(out)!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class Genotype:
+    normal: tuple[Pair, ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[Pair, ...]
+    reduce_concat: tuple[int, ...]
+
+    def __post_init__(self) -> None:  # canonical, hashable form (lists and ranges accepted)
+        object.__setattr__(self, "normal", _pairs(self.normal, "normal"))
+        object.__setattr__(self, "reduce", _pairs(self.reduce, "reduce"))
+        object.__setattr__(self, "normal_concat", _indices(self.normal_concat, "normal_concat"))
+        object.__setattr__(self, "reduce_concat", _indices(self.reduce_concat, "reduce_concat"))
+
+    # ---- checks ---------------------------------------------------------------------------
+    def validate(self) -> "Genotype":
+        """Raise ConfigError (one line) when this is not a valid discrete genotype; return self."""
+        for kind in ("normal", "reduce"):
+            pairs: tuple[Pair, ...] = getattr(self, kind)
+            if not pairs or len(pairs) % 2:
+                raise ConfigError(f"genotype {kind} has {len(pairs)} (op, input) pairs; a cell needs exactly 2 "
+                                  f"per node, so an even number ≥ 2 (8 for the usual 4 nodes)")
+            for i, (op, index) in enumerate(pairs):
+                if op == "none":
+                    raise ConfigError(f"genotype {kind}[{i}] uses 'none': the zero op exists only in the search "
+                                      f"supernet and cannot appear in a discrete genotype; pick another op")
+                if op not in PRIMITIVES:
+                    valid = [p for p in PRIMITIVES if p != "none"]
+                    raise ConfigError(f"genotype {kind}[{i}]: {unknown_key_message(op, valid, 'op')}")
+                node = i // 2
+                if not 0 <= index <= node + 1:
+                    raise ConfigError(f"genotype {kind}[{i}] ({op!r}, {index}): node {node} may only take inputs "
+                                      f"0..{node + 1} (0 = cell k-2, 1 = cell k-1, i ≥ 2 = node i-2)")
+            concat: tuple[int, ...] = getattr(self, f"{kind}_concat")
+            last = len(pairs) // 2 + 1
+            if not concat:
+                raise ConfigError(f"genotype {kind}_concat is empty; list the node states to concatenate, "
+                                  f"e.g. {list(range(2, last + 1))}")
+            bad = [c for c in concat if not 0 <= c <= last]
+            if bad:
+                raise ConfigError(f"genotype {kind}_concat has {bad[0]}, out of range: valid states are 0..{last} "
+                                  f"(nodes are 2..{last}), e.g. {list(range(2, last + 1))}")
+        return self
+
+    @property
+    def steps(self) -> int:
+        return len(self.normal) // 2
+
+    # ---- serialisation ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "normal": [[op, i] for op, i in self.normal],
+            "normal_concat": list(self.normal_concat),
+            "reduce": [[op, i] for op, i in self.reduce],
+            "reduce_concat": list(self.reduce_concat),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "genotype") -> "Genotype":
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{source}: a genotype is a mapping with keys {', '.join(KEYS)}; got "
+                              f"{type(doc).__name__}")
+        for key in doc:
+            if key not in KEYS:
+                raise ConfigError(f"{source}: {unknown_key_message(str(key), list(KEYS), 'genotype key')}")
+        missing = [k for k in KEYS if k not in doc]
+        if missing:
+            raise ConfigError(f"{source}: missing genotype key '{missing[0]}' (a genotype has {', '.join(KEYS)})")
+        try:
+            return cls(**{k: doc[k] for k in KEYS}).validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "genotype") -> "Genotype":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        return cls.from_dict(doc, source)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write JSON atomically: a temp file beside the target, then rename."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json(indent=2) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Genotype":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no genotype file at {path}; give a published genotype name "
+                              f"({', '.join(GENOTYPES)}) or the path of a genotype .json")
+        return cls.from_json(path.read_text(), str(path))
+
+
+def load(path: str | os.PathLike[str]) -> Genotype:
+    return Genotype.load(path)
+
+
+def save(genotype: Genotype, path: str | os.PathLike[str]) -> None:
+    genotype.save(path)
+
+
+_C = (2, 3, 4, 5)
+
+# DARTS (first order), CIFAR-10. quark0/darts cnn/genotypes.py (`DARTS_V1`).
+DARTS_V1 = Genotype(
+    normal=[("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 0), ("sep_conv_3x3", 1),
+            ("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("skip_connect", 2)],
+    normal_concat=_C,
+    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0),
+            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("avg_pool_3x3", 0)],
+    reduce_concat=_C,
+)
+# DARTS (second order), CIFAR-10: the paper's 3.3M-parameter network. quark0/darts cnn/genotypes.py (`DARTS_V2`).
+DARTS_V2 = Genotype(
+    normal=[("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2)],
+    normal_concat=_C,
+    reduce=[("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
+            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1)],
+    reduce_concat=_C,
+)
+# PC-DARTS searched on CIFAR-10. yuhuixu1993/PC-DARTS genotypes.py (`PC_DARTS_cifar`, alias `PCDARTS`).
+PC_DARTS_cifar = Genotype(
+    normal=[("sep_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 0), ("dil_conv_3x3", 1),
+            ("sep_conv_5x5", 0), ("sep_conv_3x3", 1), ("avg_pool_3x3", 0), ("dil_conv_3x3", 1)],
+    normal_concat=_C,
+    reduce=[("sep_conv_5x5", 1), ("max_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 2),
+            ("sep_conv_3x3", 0), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("sep_conv_3x3", 2)],
+    reduce_concat=_C,
+)
+# PC-DARTS searched on ImageNet. yuhuixu1993/PC-DARTS genotypes.py (`PC_DARTS_image`).
+PC_DARTS_image = Genotype(
+    normal=[("skip_connect", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 0), ("skip_connect", 1),
+            ("sep_conv_3x3", 1), ("sep_conv_3x3", 3), ("sep_conv_3x3", 1), ("dil_conv_5x5", 4)],
+    normal_concat=_C,
+    reduce=[("sep_conv_3x3", 0), ("skip_connect", 1), ("dil_conv_5x5", 2), ("max_pool_3x3", 1),
+            ("sep_conv_3x3", 2), ("sep_conv_3x3", 1), ("sep_conv_5x5", 0), ("sep_conv_3x3", 3)],
+    reduce_concat=_C,
+)
+# P-DARTS searched on CIFAR-10. chenxin061/pdarts genotypes.py (`PDARTS`).
+PDARTS = Genotype(
+    normal=[("skip_connect", 0), ("dil_conv_3x3", 1), ("skip_connect", 0), ("sep_conv_3x3", 1),
+            ("sep_conv_3x3", 1), ("sep_conv_3x3", 3), ("sep_conv_3x3", 0), ("dil_conv_5x5", 4)],
+    normal_concat=_C,
+    reduce=[("avg_pool_3x3", 0), ("sep_conv_5x5", 1), ("sep_conv_3x3", 0), ("dil_conv_5x5", 2),
+            ("max_pool_3x3", 0), ("dil_conv_3x3", 1), ("dil_conv_3x3", 1), ("dil_conv_5x5", 3)],
+    reduce_concat=_C,
+)
+
+GENOTYPES: dict[str, Genotype] = {
+    "DARTS_V1": DARTS_V1,
+    "DARTS_V2": DARTS_V2,
+    "PC_DARTS_cifar": PC_DARTS_cifar,
+    "PC_DARTS_image": PC_DARTS_image,
+    "PDARTS": PDARTS,
+}
+
+SOURCES: dict[str, str] = {
+    "DARTS_V1": "quark0/darts cnn/genotypes.py (DARTS first order, CIFAR-10)",
+    "DARTS_V2": "quark0/darts cnn/genotypes.py (DARTS second order, CIFAR-10)",
+    "PC_DARTS_cifar": "yuhuixu1993/PC-DARTS genotypes.py (PC-DARTS, CIFAR-10)",
+    "PC_DARTS_image": "yuhuixu1993/PC-DARTS genotypes.py (PC-DARTS, ImageNet)",
+    "PDARTS": "chenxin061/pdarts genotypes.py (P-DARTS, CIFAR-10)",
+}
+
+for _g in GENOTYPES.values():
+    _g.validate()
+
+
+def genotype_name(name_or_path: "str | os.PathLike[str] | Genotype") -> str:
+    """The label of a genotype argument: its registered name, the file stem of a path, or 'custom'."""
+    if isinstance(name_or_path, Genotype):
+        return next((k for k, v in GENOTYPES.items() if v == name_or_path), "custom")
+    s = str(name_or_path)
+    return s if s in GENOTYPES else Path(s).stem
+
+
+def get_genotype(name_or_path: "str | os.PathLike[str] | Genotype") -> Genotype:
+    """A published genotype by name, or one loaded from a .json file (a Genotype passes through)."""
+    if isinstance(name_or_path, Genotype):
+        return name_or_path.validate()
+    s = str(name_or_path)
+    if s in GENOTYPES:
+        return GENOTYPES[s]
+    if s.lower().endswith(".json") or os.sep in s or "/" in s or Path(s).is_file():
+        return Genotype.load(s)
+    raise ConfigError(f"{unknown_key_message(s, list(GENOTYPES), 'genotype')} (or the path of a genotype .json)")

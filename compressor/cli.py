@@ -5,6 +5,7 @@ Errors the compiler raises on purpose (CompressError) become one line on stderr 
 """
 from __future__ import annotations
 
+import fnmatch
 import functools
 import logging
 import sys
@@ -82,6 +83,31 @@ def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], force: boo
 
 
 @main.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Search directory (default: runs/<name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a value, e.g. search.epochs=2 or search.algorithm=darts (repeatable).")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@handle_errors
+def search(config: Path, out: Path | None, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Run a DARTS-family architecture search alone and write genotype.json.
+
+    CONFIG holds name, seed, device, a data: block and a search: block (algorithm: darts |
+    pc-darts | p-darts | lambda-darts | em-darts, epochs, init_channels, layers, ...; `compress
+    passes search` lists them). The search checkpoints every epoch: re-running resumes it. Build the
+    result with `model: {frontend: darts, genotype: DIR/genotype.json}` in a pipeline.
+    """
+    from compressor.pipeline import SearchJob
+
+    job = SearchJob.from_yaml(config, overrides)
+    result = job.run(out=out, progress=not quiet)
+    click.echo(f"genotype: {result.genotype_path}")
+    click.echo(f"alpha history: {result.alpha_history_path} ({result.plot_path.name})")
+    click.echo(f"epochs run: {result.epochs_run} (resumed after {result.resumed_from}); {result.seconds:.1f} s")
+    click.echo(result.genotype.to_json() if hasattr(result.genotype, "to_json") else str(result.genotype))
+
+
+@main.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a pipeline value.")
 @handle_errors
@@ -115,10 +141,16 @@ def passes(pattern: str) -> None:
                 default = "(required)" if info.required else f"= {format_value(info.default)}"
                 click.echo(f"      {info.name}: {info.type} {default}  {info.help}")
         click.echo("")
-    if pattern in ("*", "train"):
-        click.echo("model.train (baseline training):")
-        for info in describe_options(TrainOptions):
-            click.echo(f"      {info.name}: {info.type} = {format_value(info.default)}  {info.help}")
+    from compressor.frontends.darts.search import SearchOptions
+
+    extra = [("train", "model.train (baseline training):", TrainOptions),
+             ("search", "search (compress search, or model.search of the darts frontend):", SearchOptions)]
+    for key, title, cls in extra:
+        if pattern == "*" or fnmatch.fnmatch(key, pattern):
+            click.echo(title)
+            for info in describe_options(cls):
+                click.echo(f"      {info.name}: {info.type} = {format_value(info.default)}  {info.help}")
+            click.echo("")
 
 
 @main.command()

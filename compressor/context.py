@@ -23,6 +23,8 @@ class PassContext:
     run_dir: Path | None = None
     progress: bool = True
     stages: dict[str, "ModelIR"] = field(default_factory=dict)
+    root_dir: Path | None = None          # the run directory (run_dir is the current stage's folder)
+    data_spec: dict[str, Any] | None = None  # the data block as plain data, for cache keys
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):

@@ -245,6 +245,8 @@ def format_value(v: Any) -> str:
         return "null"
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(format_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}={format_value(x)}" for k, x in v.items()) + "}"
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
@@ -254,7 +256,8 @@ def format_options(name: str, opts: Any, always: Sequence[str] = ()) -> str:
     """`prune-l1{ratio=0.6}`: the name and the options that differ from their defaults."""
     changed = changed_options(opts)
     current = options_dict(opts)
-    shown = {k: v for k, v in current.items() if k in changed or k in always}  # declaration order
+    shown = {k: v for k, v in current.items()  # declaration order
+             if k in changed or (k in always and v is not None)}
     if not shown:
         return name
     inner = ", ".join(f"{k}={format_value(v)}" for k, v in shown.items())

@@ -140,17 +140,8 @@ class Pipeline:
         if "model" not in doc:
             raise ConfigError(f"{prefix(doc, '') or source}: missing 'model:' (e.g. model: {{frontend: zoo, "
                               f"model: seg-cnn}})")
-        stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(source).stem).strip("-")
-        name = doc.get("name") or stem or "pipeline"
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"{prefix(doc, 'name', 'name')}: {name!r} must be letters, digits, - and _ "
-                              f"(it names the run directory)")
-        seed = doc.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"{prefix(doc, 'seed', 'seed')}: expected a non-negative integer, got {seed!r}")
-        device = doc.get("device", "cpu")
-        if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-            raise ConfigError(f"{prefix(doc, 'device', 'device')}: expected 'cpu' or 'cuda[:N]', got {device!r}")
+        common = _parse_common(doc, source)
+        name, seed, device = common["name"], common["seed"], common["device"]
 
         data = _parse_data(doc.get("data"), doc)
         model = _parse_model(doc["model"], doc)
@@ -185,6 +176,68 @@ class Pipeline:
         from compressor.runner import run_pipeline
 
         return run_pipeline(self, out=out, progress=progress, force=force)
+
+
+SEARCH_KEYS = ["name", "seed", "device", "data", "search"]
+
+
+@dataclass
+class SearchJob:
+    """`compress search search.yaml`: a data block and a search block, nothing else."""
+
+    name: str
+    data: DataSpec
+    options: Any  # frontends.darts.search.SearchOptions
+    seed: int = 0
+    device: str = "cpu"
+    source: str = ""
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "SearchJob":
+        from compressor.frontends.darts.search import SearchOptions
+        from compressor.registry import _load_builtins
+
+        _load_builtins()
+        doc = load_yaml(path)
+        source = str(path)
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{source}: a search file is a mapping with keys {', '.join(SEARCH_KEYS)}")
+        for text in overrides:
+            apply_override(doc, text)
+        for key in doc:
+            if key not in SEARCH_KEYS:
+                raise ConfigError(f"{prefix(doc, '', key) or source}: {unknown_key_message(key, SEARCH_KEYS, 'key')}")
+        for key in ("data", "search"):
+            if key not in doc:
+                raise ConfigError(f"{prefix(doc, '') or source}: missing '{key}:' (see samples/pcdarts_search.yaml)")
+        base = _parse_common(doc, source)
+        data = _parse_data(doc["data"], doc)
+        options = parse_options(SearchOptions, doc["search"], "search", "search option")
+        return cls(name=base["name"], data=data, options=options, seed=base["seed"], device=base["device"],
+                   source=source)
+
+    def run(self, out: str | Path | None = None, progress: bool = True) -> Any:
+        from compressor.data import build_data
+        from compressor.frontends.darts.search import run_search
+
+        data = build_data(self.data.name, options_dict(self.data.options), seed=self.seed)
+        out_dir = Path(out) if out is not None else Path("runs") / self.name
+        return run_search(self.options, data, out_dir, device=self.device, progress=progress)
+
+
+def _parse_common(doc: Mapping, source: str) -> dict[str, Any]:
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(source).stem).strip("-")
+    name = doc.get("name") or stem or "pipeline"
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"{prefix(doc, 'name', 'name')}: {name!r} must be letters, digits, - and _ "
+                          f"(it names the run directory)")
+    seed = doc.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"{prefix(doc, 'seed', 'seed')}: expected a non-negative integer, got {seed!r}")
+    device = doc.get("device", "cpu")
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        raise ConfigError(f"{prefix(doc, 'device', 'device')}: expected 'cpu' or 'cuda[:N]', got {device!r}")
+    return {"name": name, "seed": seed, "device": device}
 
 
 def _parse_data(raw: Any, doc: Mapping) -> DataSpec | None:

@@ -154,7 +154,8 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
 
     data = build_data(pipeline.data.name, options_dict(pipeline.data.options), seed=pipeline.seed) \
         if pipeline.data is not None else None
-    ctx = PassContext(seed=pipeline.seed, device=pipeline.device, data=data, run_dir=run_dir, progress=progress)
+    ctx = PassContext(seed=pipeline.seed, device=pipeline.device, data=data, run_dir=run_dir, progress=progress,
+                      root_dir=run_dir, data_spec=pipeline.data.as_data() if pipeline.data else None)
     vers = versions()
     ev = pipeline.evaluate
     eval_key = stable_hash({"evaluate": options_dict(ev), "latency": options_dict(ev.latency_options())})

@@ -7,6 +7,8 @@ from compressor.frontends.darts.frontend import Darts, DartsOptions, lower, lowe
 from compressor.frontends.darts.genotypes import GENOTYPES, SOURCES, Genotype, get_genotype
 from compressor.frontends.darts.networks import Cell, NetworkCIFAR, NetworkSegmentation
 from compressor.frontends.darts.ops import OPS, PRIMITIVES
+from compressor.frontends.darts.search import SearchOptions, SearchResult, run_search
 
 __all__ = ["Cell", "Darts", "DartsOptions", "GENOTYPES", "Genotype", "NetworkCIFAR", "NetworkSegmentation", "OPS",
-           "PRIMITIVES", "SOURCES", "get_genotype", "lower", "lower_genotype"]
+           "PRIMITIVES", "SOURCES", "SearchOptions", "SearchResult", "get_genotype", "lower", "lower_genotype",
+           "run_search"]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn as nn
@@ -23,7 +24,8 @@ from compressor.frontend import lower as _lower_module
 from compressor.frontends.darts.genotypes import Genotype, genotype_name, get_genotype
 from compressor.frontends.darts.networks import NetworkCIFAR, NetworkSegmentation
 from compressor.ir import ModelIR, TaskSpec
-from compressor.options import option
+from compressor.frontends.darts.search import SearchOptions, run_search
+from compressor.options import option, options_dict, parse_options
 from compressor.registry import register_frontend
 
 if TYPE_CHECKING:
@@ -31,12 +33,16 @@ if TYPE_CHECKING:
     from compressor.data import DataBundle
 
 SEG_REDUCTIONS = 2
+DEFAULT_GENOTYPE = "PC_DARTS_cifar"
 
 
 @dataclass(frozen=True)
 class DartsOptions:
-    genotype: str = option("PC_DARTS_cifar", "published genotype name (DARTS_V1, DARTS_V2, PC_DARTS_cifar, "
-                                             "PC_DARTS_image, PDARTS) or the path of a genotype .json")
+    genotype: str | None = option(None, "published genotype name (DARTS_V1, DARTS_V2, PC_DARTS_cifar, "
+                                        "PC_DARTS_image, PDARTS) or the path of a genotype .json "
+                                        f"(default {DEFAULT_GENOTYPE} unless search is given)")
+    search: dict[str, Any] | None = option(None, "run a search first and build its genotype: the search options "
+                                                 "(algorithm, epochs, ...; see compress search --help)")
     init_channels: int = option(16, "channels of the first cells (C; the stem has 3C)", min=1, max=1024)
     layers: int = option(8, "number of cells (reduction cells at layers//3 and 2*layers//3)", min=3, max=64)
     auxiliary: bool = option(False, "auxiliary head for training (classification only; not in the traced IR)")
@@ -45,10 +51,19 @@ class DartsOptions:
     seed: int = option(0, "weight initialization seed", min=0)
 
     def __post_init__(self) -> None:
+        if self.search is not None and self.genotype is not None:
+            raise ValueError("give either genotype (a known architecture) or search (find one), not both")
         try:
-            get_genotype(self.genotype)
+            if self.search is not None:
+                parse_options(SearchOptions, self.search, "search", "search option")
+            else:
+                get_genotype(self.resolved_genotype)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+
+    @property
+    def resolved_genotype(self) -> str:
+        return self.genotype or DEFAULT_GENOTYPE
 
 
 def _check_size(shape: tuple[int, ...], reductions: int) -> None:
@@ -105,18 +120,47 @@ lower = lower_genotype
 @register_frontend("darts")
 class Darts(Frontend):
     Options = DartsOptions
-    label_keys = ("genotype",)
+    label_keys = ("genotype", "search")
+
+    def describe(self) -> str:
+        from compressor.options import format_options
+
+        if self.options.search is None and self.options.genotype is None:
+            import dataclasses
+
+            return format_options(self.name, dataclasses.replace(self.options, genotype=DEFAULT_GENOTYPE),
+                                  always=self.label_keys)
+        return super().describe()
 
     def build(self, data: "DataBundle | None", ctx: "PassContext") -> ModelIR:
         o = self.options
         if data is None:
             raise FrontendError("the darts frontend takes its input shape and classes from the data: add a data: block")
-        geno = get_genotype(o.genotype)
         kind = data.task.kind
         _check_size(tuple(data.input_shape), 2 if kind == "classification" else SEG_REDUCTIONS)
+        extra: dict[str, Any] = {}
+        if o.search is not None:
+            geno, name, extra = self._search(data, ctx)
+        else:
+            geno, name = get_genotype(o.resolved_genotype), genotype_name(o.resolved_genotype)
         torch.manual_seed(o.seed)
         model = build_network(geno, kind, data.input_shape[0], data.task.num_classes, o.init_channels, o.layers,
                               o.auxiliary, o.drop_path_prob)
         spec = input_spec_from(data.input_shape, data.input_range)
         return _lower_module(model, [spec], TaskSpec(kind, data.task.num_classes),
-                             meta=_meta(genotype_name(o.genotype), geno, o.init_channels, o.layers))
+                             meta={**_meta(name, geno, o.init_channels, o.layers), **extra})
+
+    def _search(self, data: "DataBundle", ctx: "PassContext") -> tuple[Genotype, str, dict[str, Any]]:
+        """Run (or resume, or reuse) the search. Its folder is keyed by the search options, the data
+        and the seed, beside the stage folders, so retraining the baseline never redoes a search."""
+        import hashlib
+        import json
+        import tempfile
+
+        opts = parse_options(SearchOptions, self.options.search, "search", "search option")
+        key = hashlib.sha256(json.dumps({"search": options_dict(opts), "data": ctx.data_spec or data.name,
+                                         "seed": ctx.seed}, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        root = ctx.root_dir or (ctx.run_dir.parent if ctx.run_dir else Path(tempfile.mkdtemp(prefix="darts-search-")))
+        result = run_search(opts, data, Path(root) / f"search-{key}", device=ctx.device, progress=ctx.progress)
+        name = f"searched:{opts.algorithm}"
+        return result.genotype, name, {"search_dir": str(result.out_dir), "search_seconds": round(result.seconds, 1)}

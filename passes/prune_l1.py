@@ -46,8 +46,14 @@ class PruneL1Options:
     min_out_channels: int = option(0, "exclude layers with fewer output channels than this", min=0)
     ignore: list[str] = option([], "module names (glob patterns) to exclude as well, e.g. 'dec1.*'")
     importance: Literal["filter", "group"] = option("filter", "rank by the root filter's L1 norm or the whole group's")
+    exclude_mode: Literal["freeze", "follow"] = option(
+        "freeze", "freeze: an excluded layer freezes its whole coupled group (the literal reading); "
+                  "follow: excluded layers are never ranked but shrink with the producer they depend on")
     global_pruning: bool = option(False, "rank filters across all groups instead of within each group")
     round_to: int | None = option(None, "keep channel counts multiples of this (e.g. 8 for tensor cores)", min=1)
+    iterative_steps: int = option(1, "reach the ratio in this many equal steps", min=1, max=100)
+    finetune_epochs: int = option(0, "fine-tune this many epochs after each step (needs data)", min=0)
+    finetune_lr: float = option(1e-3, "learning rate of the fine-tuning between steps", min=0, min_exclusive=True)
 
 
 def is_depthwise(m: nn.Module) -> bool:
@@ -92,20 +98,48 @@ def exclusions(gm: nn.Module, opts: PruneL1Options) -> dict[str, str]:
     return out
 
 
-def _group_members(group: Any, is_out_fn: Any) -> tuple[list[nn.Module], list[nn.Module]]:
-    """(all layers touched by the group, the layers whose *output* channels it removes).
-
-    Only the second kind can freeze a group: an excluded layer may still lose input channels
-    (torch-pruning's semantics of ignored_layers)."""
-    touched: list[nn.Module] = []
-    outputs: list[nn.Module] = []
+def _out_layers(group: Any, is_out_fn: Any) -> list[nn.Module]:
+    """The layers whose *output* channels the group removes. Only these can freeze a group: an
+    excluded layer may still lose input channels (torch-pruning's semantics of ignored_layers)."""
+    outs: list[nn.Module] = []
     for dep, _idxs in group:
         m = dep.target.module
-        if isinstance(m, PRUNABLE) and m not in touched:
-            touched.append(m)
-        if is_out_fn(dep.handler) and m not in outputs:
-            outputs.append(m)
-    return touched, outputs
+        if isinstance(m, PRUNABLE) and is_out_fn(dep.handler) and m not in outs:
+            outs.append(m)
+    return outs
+
+
+class FilterL1Importance(tp.importance.Importance):
+    """Per-channel L1 norm of the filters of a group, skipping excluded layers.
+
+    scope "filter": the first rankable filter of the group (its root, the paper's "L1 norm of each
+    filter"); scope "group": the mean over every rankable filter coupled in the group. A group with
+    no rankable filter (all its producers excluded) gets no score, so it is not pruned.
+    """
+
+    def __init__(self, excluded: set[nn.Module], scope: str) -> None:
+        self.excluded = excluded
+        self.scope = scope
+
+    @torch.no_grad()
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        out_fns = (tp.pruner.function.prune_conv_out_channels, tp.pruner.function.prune_linear_out_channels)
+        n = len(group[0].idxs)
+        total, count = None, 0
+        for i, (dep, idxs) in enumerate(group):
+            layer = dep.layer
+            if layer in self.excluded or not isinstance(layer, PRUNABLE) or dep.pruning_fn not in out_fns:
+                continue
+            w = layer.weight.data
+            w = w.transpose(0, 1) if getattr(layer, "transposed", False) else w
+            local = w[idxs].flatten(1).abs().sum(1)
+            vec = torch.zeros(n, dtype=local.dtype, device=local.device)
+            vec.scatter_add_(0, torch.as_tensor(group[i].root_idxs, device=local.device), local)
+            if self.scope == "filter":
+                return vec
+            total = vec if total is None else total + vec
+            count += 1
+        return None if total is None else total / count
 
 
 @register_pass("prune-l1")
@@ -116,6 +150,8 @@ class PruneL1(Pass):
     def requires(self, ir: ModelIR, ctx: PassContext) -> None:
         if ir.precision != "fp32":
             raise PassError(f"prune-l1 needs an fp32 IR but got {ir.precision}; run prune-l1 before fp16")
+        if self.options.finetune_epochs > 0:
+            ctx.require_data("prune-l1 (finetune_epochs > 0)")
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options
@@ -127,50 +163,65 @@ class PruneL1(Pass):
             raise PassError(f"prune-l1: ignore pattern(s) {unknown} match no module; module names look like "
                             f"{', '.join(list(n for n in names.values() if n)[:5])} (see compress inspect)")
         modules = dict(gm.named_modules())
-        ignored = [modules[n] for n in excluded]
-        example = ir.example_inputs(batch=1)
+        protected = output_layers(gm) if isinstance(gm, torch.fx.GraphModule) else set()
+        # freeze: every excluded layer is ignored (its group freezes); follow: only the output layers
+        # are, the other excluded layers are merely never ranked.
+        frozen_names = set(excluded) if o.exclude_mode == "freeze" else {n for n in excluded if n in protected}
+        ignored = [modules[n] for n in frozen_names]
         params_before = ir.parameter_count()
 
-        importance = tp.importance.GroupMagnitudeImportance(
-            p=1, group_reduction="first" if o.importance == "filter" else "mean")
+        importance = FilterL1Importance({modules[n] for n in excluded}, o.importance)
         try:
             pruner = tp.pruner.BasePruner(
-                gm, example, importance=importance, pruning_ratio=o.ratio, ignored_layers=ignored,
-                global_pruning=o.global_pruning, round_to=o.round_to,
-                root_module_types=[nn.Conv2d, nn.Conv1d, nn.Conv3d, nn.Linear])
+                gm, ir.example_inputs(batch=1), importance=importance, pruning_ratio=o.ratio,
+                ignored_layers=ignored, global_pruning=o.global_pruning, round_to=o.round_to,
+                iterative_steps=o.iterative_steps, root_module_types=list(PRUNABLE))
         except Exception as exc:
             raise PassError(f"prune-l1: torch-pruning could not build the dependency graph: {exc}") from exc
 
-        # Every coupled group, with the decision and the reason, before anything changes.
+        # Every coupled group, with the decision and the reason, before anything changes. Groups are
+        # keyed by the layers whose outputs they prune (stable across steps and visit orders).
+        is_out = pruner.DG.is_out_channel_pruning_fn
         groups: list[dict[str, Any]] = []
-        by_root: dict[str, dict[str, Any]] = {}
+        by_key: dict[frozenset, dict[str, Any]] = {}
         for group in pruner.DG.get_all_groups(ignored_layers=[], root_module_types=list(PRUNABLE)):
-            root = group[0].dep.target.module
-            root_name = names.get(root, "?")
-            touched, outs = _group_members(group, pruner.DG.is_out_channel_pruning_fn)
-            members = [names.get(m, "?") for m in touched]
-            blockers = [f"{n} ({excluded[n]})" for n in (names.get(m, "?") for m in outs) if n in excluded]
-            rec = {"root": root_name, "members": members, "channels": len(group[0].idxs),
-                   "decision": "frozen" if blockers else "pruned", "pruned_channels": 0,
-                   "reason": "excluded: " + "; ".join(blockers) if blockers else f"L1 ratio {o.ratio}"}
+            outs = [names.get(m, "?") for m in _out_layers(group, is_out)]
+            blockers = [f"{n} ({excluded[n]})" for n in outs if n in frozen_names]
+            followers = [f"{n} ({excluded[n]})" for n in outs if n in excluded and n not in frozen_names]
+            rankable = [n for n in outs if n not in excluded]
+            if blockers:
+                decision, reason = "frozen", "excluded: " + "; ".join(blockers)
+            elif not rankable:
+                decision, reason = "kept", "no rankable filter: " + "; ".join(followers)
+            else:
+                decision = "pruned"
+                reason = f"L1 ratio {o.ratio}, ranked on {rankable[0] if o.importance == 'filter' else ', '.join(rankable)}"
+                if followers:
+                    reason += "; following: " + "; ".join(followers)
+            rec = {"root": outs[0] if outs else "?", "members": outs, "channels": len(group[0].idxs),
+                   "decision": decision, "pruned_channels": 0, "reason": reason}
             groups.append(rec)
-            by_root[root_name] = rec
+            by_key[frozenset(outs)] = rec
 
-        for group in pruner.step(interactive=True):
-            root_name = names.get(group[0].dep.target.module, "?")
-            rec = by_root.get(root_name)
-            if rec is not None:
-                rec["pruned_channels"] = len(group[0].idxs)
-            group.prune()
-
+        losses: list[float] = []
+        for step in range(o.iterative_steps):
+            for group in pruner.step(interactive=True):
+                rec = by_key.get(frozenset(names.get(m, "?") for m in _out_layers(group, is_out)))
+                if rec is not None:
+                    rec["pruned_channels"] += len(group[0].idxs)
+                group.prune()
+            if o.finetune_epochs > 0:
+                losses += self._finetune(ir.replace(module=gm), ctx, step)
         for rec in groups:
             if rec["decision"] == "pruned" and rec["pruned_channels"] == 0:
                 rec["decision"] = "kept"
                 rec["reason"] = "nothing to remove at this ratio/rounding"
         gm.recompile()
+        gm.eval()
         with torch.no_grad():
             out = gm(*ir.example_inputs(batch=2))
-        if ir.task.kind == "segmentation" and out.shape[1] != 1 or ir.task.kind == "classification" and out.shape[1] != ir.task.num_classes:
+        want = 1 if ir.task.kind == "segmentation" else ir.task.num_classes
+        if out.shape[1] != want:
             raise PassError(f"prune-l1 changed the output shape to {tuple(out.shape)}; this is a bug: please report it")
         params_after = sum(p.numel() for p in gm.parameters())
         stats = {
@@ -182,6 +233,20 @@ class PruneL1(Pass):
             "channels_removed": sum(r["pruned_channels"] for r in groups),
             "groups": groups,
         }
+        if losses:
+            stats["finetune_losses"] = [round(x, 5) for x in losses]
         for r in groups:
             log.debug("group %s: %s (%s) -%d", r["root"], r["decision"], r["reason"], r["pruned_channels"])
         return PassResult(ir.replace(module=gm), changed=params_after != params_before, stats=stats)
+
+    def _finetune(self, ir: ModelIR, ctx: PassContext, step: int) -> list[float]:
+        from compressor.data import make_loader
+        from compressor.train import TrainOptions, fit
+
+        data = ctx.require_data("prune-l1 (finetune_epochs > 0)")
+        opts = TrainOptions(epochs=self.options.finetune_epochs, lr=self.options.finetune_lr)
+        loader = make_loader(data.train, opts.batch_size, shuffle=True, seed=ctx.seed + step)
+        result = fit(ir.module, loader, ir.task, opts, device=ctx.device, progress=ctx.progress,
+                     desc=f"prune step {step + 1}/{self.options.iterative_steps} finetune")
+        ir.module.to("cpu").eval()
+        return result.losses

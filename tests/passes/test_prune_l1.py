@@ -97,3 +97,54 @@ def test_history_recorded(cls_ir):
     assert rec.name == "prune-l1" and rec.options["ratio"] == 0.5
     assert rec.stats["params_after"] == out.parameter_count()
     assert rec.stats["groups_pruned"] >= 1
+
+
+def test_follow_mode_prunes_through_depthwise(seg_ir):
+    """follow: depthwise convs are never ranked but shrink with their producer's group."""
+    frozen = PruneL1(ratio=0.5)(seg_ir)
+    follow = PruneL1(ratio=0.5, exclude_mode="follow")(seg_ir)
+    g = groups_by_root(follow)
+    enc1 = next(r for r in follow.history[-1].stats["groups"] if "enc1.0" in r["members"])
+    assert enc1["decision"] == "pruned" and "following: down1.0.0 (depthwise conv)" in enc1["reason"]
+    dw = follow.module.get_submodule("down1.0.0")
+    assert dw.groups == dw.in_channels == dw.out_channels == 4
+    assert follow.parameter_count() < frozen.parameter_count()
+    assert g["head"]["decision"] == "frozen"  # output layers stay protected in follow mode too
+    assert follow.module(*follow.example_inputs(2)).shape == (2, 1, 32, 32)
+
+
+def test_follow_mode_never_ranks_excluded_filters(seg_ir):
+    """The kept channels of a group are chosen by the producer's filters, not the depthwise ones."""
+    with torch.no_grad():
+        enc1 = seg_ir.module.get_submodule("enc1.0").weight
+        dw = seg_ir.module.get_submodule("down1.0.0").weight
+        enc1.copy_(enc1.sign() * torch.arange(1, 9, dtype=torch.float32).view(-1, 1, 1, 1))   # channels 4..7 strongest
+        dw.copy_(dw.sign() * torch.arange(8, 0, -1, dtype=torch.float32).view(-1, 1, 1, 1))   # the opposite
+    out = PruneL1(ratio=0.5, exclude_mode="follow")(seg_ir)
+    kept = out.module.get_submodule("enc1.0").weight.abs().flatten(1).mean(1)
+    assert torch.allclose(kept, torch.tensor([5.0, 6.0, 7.0, 8.0]))
+
+
+def test_iterative_steps_reach_the_same_ratio(cls_ir):
+    one = PruneL1(ratio=0.5)(cls_ir)
+    three = PruneL1(ratio=0.5, iterative_steps=3)(cls_ir)
+    assert three.parameter_count() == one.parameter_count()
+    g = groups_by_root(three)
+    assert g["features.0.0"]["pruned_channels"] == 4
+
+
+def test_finetune_between_steps_needs_data_and_trains(cls_ir):
+    from compressor.context import PassContext
+    from compressor.data import build_data
+
+    with pytest.raises(PassError, match="needs training data"):
+        PruneL1(ratio=0.5, iterative_steps=2, finetune_epochs=1)(cls_ir)
+    ctx = PassContext(data=build_data("digits", None), progress=False)
+    out = PruneL1(ratio=0.5, iterative_steps=2, finetune_epochs=1)(cls_ir, ctx)
+    assert len(out.history[-1].stats["finetune_losses"]) == 2
+
+
+def test_group_importance_scope(seg_ir):
+    a = PruneL1(ratio=0.5, importance="group")(seg_ir)
+    assert a.parameter_count() == PruneL1(ratio=0.5)(seg_ir).parameter_count()  # same counts, other choice
+    assert "ranked on" in groups_by_root(a)["stem.0"]["reason"]

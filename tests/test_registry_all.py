@@ -33,7 +33,7 @@ def test_pattern_listing():
 @pytest.mark.parametrize("name", PASSES.names())
 def test_every_pass_runs_with_defaults(name, seg_ir):
     data = build_data("insar-synthetic", {"n_train": 8, "n_val": 4, "n_test": 4, "size": 32}, seed=0)
-    ctx = PassContext(seed=0, data=data, progress=False)
+    ctx = PassContext(seed=0, data=data, teacher=seg_ir, progress=False)
     cls = PASSES[name]
     p = cls(max_steps=1) if "max_steps" in cls.Options.__dataclass_fields__ else cls()
     out = p(seg_ir, ctx)

@@ -1,0 +1,214 @@
+"""distill: knowledge distillation from a teacher IR into the current IR or a smaller DARTS student.
+
+Loss (Hinton et al.), with α = `alpha` and T = `temperature`:
+
+    L = α · T² · soft(student / T, teacher / T) + (1 − α) · hard(student, labels) + β · Σ features
+
+- classification: soft = KL(softmax(teacher/T) ‖ softmax(student/T)) (batch mean), hard = cross-entropy.
+- segmentation (one logit per pixel): soft = per-pixel binary cross-entropy between sigmoid(student/T)
+  and the teacher's sigmoid(teacher/T) (the binary form of the same KL up to a constant), averaged
+  over pixels; hard = BCE + soft Dice, the loss the baseline was trained with.
+- features (`feature_layers`, seed 000's remedy for its IoU loss): for each named module present in
+  both networks, the student's output goes through a trainable 1×1 conv adapter to the teacher's
+  channel count (resized bilinearly if the spatial sizes differ) and is pulled to the teacher's output
+  by mean squared error, weighted by β = `feature_weight`. The adapters train with the student and
+  are not part of the result.
+
+The teacher is the IR before compression (`teacher: baseline`) or any named earlier stage. The student
+is the current IR (`student: current`) or a fresh network of the teacher's DARTS genotype with
+`student_init_channels` / `student_layers` (the paper's 16/36 × 8/14 students).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from compressor.context import PassContext
+from compressor.errors import PassError
+from compressor.ir import ModelIR
+from compressor.options import option
+from compressor.passes_base import Pass, PassResult
+from compressor.registry import register_pass
+from compressor.train import TrainOptions, fit, segmentation_loss
+
+
+@dataclass(frozen=True)
+class DistillOptions(TrainOptions):
+    teacher: str = option("baseline", "stage whose model teaches: baseline (the IR before compression) or a pass name")
+    student: Literal["current", "darts"] = option(
+        "current", "current: distill into the current IR; darts: a new network of the teacher's genotype")
+    student_init_channels: int | None = option(None, "student: darts init channels (default: the teacher's)", min=1)
+    student_layers: int | None = option(None, "student: darts cells (default: the teacher's)", min=3)
+    alpha: float = option(0.7, "weight of the soft (teacher) loss; 1 − alpha weighs the labels", min=0, max=1)
+    temperature: float = option(4.0, "softening temperature T", min=0, min_exclusive=True)
+    feature_layers: list[str] = option([], "module names whose outputs are aligned to the teacher's (1×1 adapters)")
+    feature_weight: float = option(1.0, "weight β of the feature-alignment loss", min=0)
+
+
+def soft_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
+    """T² · KL between the softened teacher and student distributions (see the module docstring)."""
+    t = temperature
+    if kind == "classification":
+        return F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1),
+                        reduction="batchmean") * t * t
+    return F.binary_cross_entropy_with_logits(student / t, torch.sigmoid(teacher / t)) * t * t
+
+
+def hard_loss(student: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "classification":
+        return F.cross_entropy(student, target.long())
+    return segmentation_loss(student, target.float())
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, kind: str, alpha: float,
+            temperature: float) -> torch.Tensor:
+    """α · soft + (1 − α) · hard."""
+    return alpha * soft_loss(student, teacher, kind, temperature) + (1 - alpha) * hard_loss(student, target, kind)
+
+
+class FeatureTap:
+    """Forward hooks that keep the latest output of named modules."""
+
+    def __init__(self, module: nn.Module, names: list[str]) -> None:
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.handles = []
+        for name in names:
+            try:
+                sub = module.get_submodule(name)
+            except AttributeError:
+                raise PassError(f"distill: feature layer '{name}' is not a module of the network; names look like "
+                                f"{', '.join(n for n, _ in list(module.named_modules())[1:6])} "
+                                f"(see compress inspect)") from None
+            self.handles.append(sub.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name: str) -> Callable:
+        def hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            self.outputs[name] = out
+
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def feature_loss(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                 adapters: nn.ModuleDict) -> torch.Tensor:
+    total = torch.zeros(())
+    for name, s in student.items():
+        t = teacher[name]
+        a = adapters[name.replace(".", "__")](s)
+        if a.shape[-2:] != t.shape[-2:]:
+            a = F.interpolate(a, size=t.shape[-2:], mode="bilinear", align_corners=False)
+        total = total + F.mse_loss(a, t)
+    return total / max(len(student), 1)
+
+
+@register_pass("distill")
+class Distill(Pass):
+    Options = DistillOptions
+    label_keys = ("student",)
+
+    def requires(self, ir: ModelIR, ctx: PassContext) -> None:
+        ctx.require_data("distill")
+        if ir.precision != "fp32":
+            raise PassError(f"distill trains in fp32 but the IR is {ir.precision}; run distill before fp16")
+        self._teacher(ctx)
+
+    def _teacher(self, ctx: PassContext) -> ModelIR:
+        name = self.options.teacher
+        if name in ctx.stages:
+            return ctx.stages[name]
+        if name == "baseline" and ctx.teacher is not None:
+            return ctx.teacher
+        have = ", ".join(ctx.stages) or "none"
+        raise PassError(f"distill: no stage '{name}' to teach from (stages so far: {have}); use teacher: baseline "
+                        f"or the name of an earlier pass, or give PassContext(teacher=ir)")
+
+    def _student(self, ir: ModelIR, teacher: ModelIR) -> ModelIR:
+        o = self.options
+        if o.student == "current":
+            return ir
+        from compressor.frontends.darts.frontend import lower_genotype
+        from compressor.frontends.darts.genotypes import Genotype
+
+        geno = teacher.meta.get("genotype_json")
+        if geno is None:
+            raise PassError("distill: student: darts needs a teacher built by the darts frontend (its genotype); "
+                            "use student: current for other models")
+        spec = teacher.inputs[0]
+        student = lower_genotype(Genotype.from_dict(geno), task=teacher.task.kind, in_channels=spec.shape[1],
+                                 input_size=tuple(spec.shape[2:]), num_classes=teacher.task.num_classes,
+                                 init_channels=o.student_init_channels or teacher.meta.get("init_channels", 16),
+                                 layers=o.student_layers or teacher.meta.get("layers", 8),
+                                 value_range=spec.value_range)
+        student.history = list(ir.history)
+        return student
+
+    def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
+        from compressor.data import make_loader
+
+        o = self.options
+        data = ctx.require_data("distill")
+        teacher_ir = self._teacher(ctx)
+        teacher = teacher_ir.clone().module.float().eval().to(ctx.device)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        student_ir = self._student(ir, teacher_ir)
+        student = student_ir.module.to(ctx.device)
+        kind = ir.task.kind
+
+        s_tap = FeatureTap(student, list(o.feature_layers))
+        t_tap = FeatureTap(teacher, list(o.feature_layers))
+        adapters = nn.ModuleDict()
+        if o.feature_layers:
+            example = ir.example_inputs(batch=2)[0].to(ctx.device)
+            with torch.no_grad():
+                student.eval()(example)
+                teacher(example)
+            for name in o.feature_layers:
+                if name not in s_tap.outputs or name not in t_tap.outputs:
+                    leaves = [n for n, _ in student.named_modules() if n.startswith(name + ".")]
+                    raise PassError(f"distill: feature layer '{name}' is not called in the traced graph (a container); "
+                                    f"name one of its layers instead, e.g. {', '.join(leaves[-3:]) or 'a conv or BN'}")
+                s, t = s_tap.outputs[name], t_tap.outputs[name]
+                if s.dim() != 4 or t.dim() != 4:
+                    raise PassError(f"distill: feature layer '{name}' gives {s.dim()}-D outputs; choose conv stages "
+                                    f"(N, C, H, W)")
+                adapters[name.replace(".", "__")] = nn.Conv2d(s.shape[1], t.shape[1], 1).to(ctx.device)
+
+        parts: dict[str, float] = {"soft": 0.0, "hard": 0.0, "feature": 0.0}
+
+        def loss_fn(logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            soft = soft_loss(logits.float(), t_logits.float(), kind, o.temperature)
+            hard = hard_loss(logits.float(), target, kind)
+            loss = o.alpha * soft + (1 - o.alpha) * hard
+            parts["soft"], parts["hard"] = soft.item(), hard.item()
+            if o.feature_layers:
+                feat = feature_loss(s_tap.outputs, t_tap.outputs, adapters)
+                parts["feature"] = feat.item()
+                loss = loss + o.feature_weight * feat
+            return loss
+
+        ctx.seed_everything(len(ir.history))
+        loader = make_loader(data.train, o.batch_size, shuffle=True, seed=ctx.seed + len(ir.history))
+        ckpt_dir = ctx.scratch_dir("checkpoints")
+        try:
+            result = fit(student, loader, ir.task, o, device=ctx.device, loss_fn=loss_fn,
+                         checkpoint=ckpt_dir / "distill.pt" if ckpt_dir else None, progress=ctx.progress,
+                         desc="distill", extra_params=list(adapters.parameters()))
+        finally:
+            s_tap.remove()
+            t_tap.remove()
+        student.to("cpu").eval()
+        stats = {"epochs": result.epochs_run, "final_loss": round(result.final_loss, 5),
+                 "losses": [round(x, 5) for x in result.losses], "teacher": o.teacher,
+                 "student_params": student_ir.parameter_count(), "teacher_params": teacher_ir.parameter_count(),
+                 "last_step": {k: round(v, 5) for k, v in parts.items()}}
+        return PassResult(student_ir.replace(module=student), changed=True, stats=stats)

@@ -1,25 +1,29 @@
-"""`compress bench ARTIFACT`: time a deployable artifact on one backend.
+"""`compress bench ARTIFACT`: time a deployable artifact on one or more backends.
 
-Benchmarking an .onnx file imports numpy and onnxruntime only, never torch, so that it runs on an
-edge device; torch is imported only for an IR file (ir.pt written by ModelIR.save).
+Benchmarking an .onnx file imports numpy and onnxruntime only, and an .engine file numpy and
+tensorrt only, never torch, so that both run on an edge device; torch is imported only for an
+IR file (ir.pt written by ModelIR.save).
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from compressor.errors import ConfigError
-from compressor.evaluate.latency import LatencyStats, latency_onnxruntime
+from compressor.evaluate.latency import (
+    BACKEND_SUFFIXES,
+    BACKENDS,
+    LatencyStats,
+    format_stats_table,
+    latency_engine,
+    latency_onnxruntime,
+)
+from compressor.options import closest
 
-__all__ = ["BACKENDS", "SUFFIXES", "run_bench", "format_stats_table"]
+__all__ = ["BACKENDS", "SUFFIXES", "run_bench", "run_bench_many", "format_stats_table"]
 
-# backend name -> artifact suffixes it can run
-BACKENDS: dict[str, tuple[str, ...]] = {
-    "onnxruntime-cpu": (".onnx",),
-    "torch-cpu": (".pt",),
-    "torch-cuda": (".pt",),
-}
 # suffix -> the backend "auto" picks
-SUFFIXES: dict[str, str] = {".onnx": "onnxruntime-cpu", ".pt": "torch-cpu"}
+SUFFIXES: dict[str, str] = {".onnx": "onnxruntime-cpu", ".engine": "tensorrt", ".pt": "torch-cpu"}
 
 
 def _resolve_backend(path: Path, backend: str) -> str:
@@ -29,55 +33,78 @@ def _resolve_backend(path: Path, backend: str) -> str:
             raise ConfigError(f"cannot benchmark '{path.name}': unknown suffix '{suffix}'; valid: "
                               + ", ".join(f"{s} ({b})" for s, b in SUFFIXES.items()))
         return SUFFIXES[suffix]
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend '{backend}'; valid: auto, {', '.join(BACKENDS)}")
-    if suffix not in BACKENDS[backend]:
-        raise ConfigError(f"backend '{backend}' cannot run '{path.name}'; it takes "
-                          f"{', '.join(BACKENDS[backend])} files; use --backend auto")
+    if backend not in BACKEND_SUFFIXES:
+        guess = closest(backend, [*BACKENDS, "auto"])
+        hint = f"did you mean '{guess}'? " if guess else ""
+        raise ConfigError(f"unknown backend '{backend}'; {hint}valid: auto, {', '.join(BACKENDS)}")
+    if suffix not in BACKEND_SUFFIXES[backend]:
+        takes = ", ".join(BACKEND_SUFFIXES[backend])
+        here = [b for b, s in BACKEND_SUFFIXES.items() if suffix in s]
+        fits = f"backends for {suffix} files: {', '.join(here)}" if here else "use --backend auto"
+        raise ConfigError(f"backend '{backend}' cannot run '{path.name}'; it takes {takes} files; {fits}")
     return backend
 
 
-def run_bench(artifact: str | Path, backend: str = "auto", batch: int = 1, threads: int | None = None,
-              warmup: int = 10, iters: int = 100) -> LatencyStats:
-    """Latency of `artifact` on `backend` ("auto": by suffix, .onnx -> onnxruntime-cpu,
-    .pt (an IR file) -> torch-cpu)."""
+def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), batch: int = 1,
+                   threads: int | None = None, warmup: int = 10, iters: int = 100, min_seconds: float = 0.0,
+                   precision: str | None = None, cuda_graphs: bool = False) -> list[LatencyStats]:
+    """Latency of `artifact` on each of `backends`, in order ("auto": by suffix, .onnx ->
+    onnxruntime-cpu, .engine -> tensorrt, .pt (an IR file) -> torch-cpu; repeats dropped).
+
+    Every backend is checked against the file before anything runs. `precision` (fp32 | fp16;
+    None: the IR's own) applies to the torch backends only, `cuda_graphs` to torch-cuda only.
+    """
     path = Path(artifact)
-    resolved = _resolve_backend(path, backend)  # first, so a bad choice fails before file checks
+    if not backends:
+        backends = ("auto",)
+    resolved: list[str] = []
+    for b in backends:  # first, so a bad choice fails before file checks
+        r = _resolve_backend(path, b)
+        if r not in resolved:
+            resolved.append(r)
     if not path.is_file():
-        raise ConfigError(f"no artifact at {path}; pass an .onnx file or a stage's ir.pt from a run directory")
-    if batch < 1 or iters < 1 or warmup < 0 or (threads is not None and threads < 1):
+        raise ConfigError(f"no artifact at {path}; pass an .onnx file, a TensorRT .engine or a stage's ir.pt "
+                          "from a run directory")
+    if batch < 1 or iters < 1 or warmup < 0 or min_seconds < 0 or (threads is not None and threads < 1):
         raise ConfigError(f"invalid bench settings batch={batch} threads={threads} warmup={warmup} "
-                          f"iters={iters}; need batch >= 1, threads >= 1 (or unset), warmup >= 0, iters >= 1")
-    if resolved == "onnxruntime-cpu":
-        return latency_onnxruntime(path, batch=batch, threads=threads, warmup=warmup, iters=iters)
+                          f"iters={iters} min_seconds={min_seconds}; need batch >= 1, threads >= 1 (or unset), "
+                          "warmup >= 0, iters >= 1, min_seconds >= 0")
+    if precision not in (None, "fp32", "fp16"):
+        raise ConfigError(f"precision '{precision}' is not valid; choose fp32 or fp16")
+    torch_backends = [b for b in resolved if b.startswith("torch-")]
+    if precision is not None and not torch_backends:
+        raise ConfigError(f"--precision applies to the torch backends (an IR file); the precision of "
+                          f"{path.name} was fixed when it was exported")
+    if cuda_graphs and "torch-cuda" not in resolved:
+        raise ConfigError("--cuda-graphs needs --backend torch-cuda (an IR file)")
 
-    import torch  # only here: the IR backends need it
+    ir = None
+    if torch_backends:
+        from compressor.ir import ModelIR  # only here: the IR backends need torch
 
-    from compressor.evaluate.latency import latency_torch
-    from compressor.ir import ModelIR
+        ir = ModelIR.load(path)
+    out: list[LatencyStats] = []
+    for b in resolved:
+        if b.startswith("onnxruntime-"):
+            stats = latency_onnxruntime(path, batch=batch, threads=threads, warmup=warmup, iters=iters,
+                                        min_seconds=min_seconds, backend=b)
+        elif b == "tensorrt":
+            stats = latency_engine(path, batch=batch, warmup=warmup, iters=iters)
+        else:
+            from compressor.evaluate.latency import latency_ir
 
-    ir = ModelIR.load(path)
-    device = "cuda" if resolved == "torch-cuda" else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("backend 'torch-cuda' needs a CUDA GPU and none is available; use torch-cpu")
-    module = ir.module.to(device)
-    inputs = tuple(x.to(device) for x in ir.example_inputs(batch))
-    stats = latency_torch(module, inputs, threads=threads, warmup=warmup, iters=iters)
-    stats.extra.update({"artifact": str(path), "precision": ir.precision})
+            stats = latency_ir(ir, b, batch=batch, threads=threads, warmup=warmup, iters=iters,
+                               min_seconds=min_seconds, precision=precision,
+                               cuda_graphs=cuda_graphs and b == "torch-cuda")
+            stats.extra["artifact"] = str(path)
+        out.append(stats)
+    return out
+
+
+def run_bench(artifact: str | Path, backend: str = "auto", batch: int = 1, threads: int | None = None,
+              warmup: int = 10, iters: int = 100, min_seconds: float = 0.0, precision: str | None = None,
+              cuda_graphs: bool = False) -> LatencyStats:
+    """Latency of `artifact` on one `backend` (see run_bench_many)."""
+    (stats,) = run_bench_many(artifact, [backend], batch=batch, threads=threads, warmup=warmup, iters=iters,
+                              min_seconds=min_seconds, precision=precision, cuda_graphs=cuda_graphs)
     return stats
-
-
-def format_stats_table(stats: list[LatencyStats]) -> str:
-    """An aligned text table, one row per measurement."""
-    header = ("backend", "device", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
-              "mean ms", "std ms", "min ms", "items/s")
-    rows = [(s.backend, s.device, str(s.batch), str(s.threads), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}",
-             f"{s.p99_ms:.3f}", f"{s.mean_ms:.3f}", f"{s.std_ms:.3f}", f"{s.min_ms:.3f}",
-             f"{s.throughput:,.1f}") for s in stats]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    left = {0, 1}  # text columns; numbers align right
-
-    def fmt(r: tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-
-    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *(fmt(r) for r in rows)])

@@ -164,29 +164,47 @@ def inspect(artifact: Path) -> None:
     click.echo(ModelIR.load(path).summary())
 
 
+# the names of compressor.evaluate.latency.BACKENDS, spelled out so that importing the CLI stays
+# click-only (tests/test_bench.py checks the two lists agree)
+BENCH_BACKENDS = ("auto", "torch-cpu", "torch-cuda", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
+                  "tensorrt")
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--backend", default="auto", show_default=True,
-              help="auto (by file type), onnxruntime, or torch (for an ir.pt).")
+@click.option("--backend", "backends", multiple=True, type=click.Choice(BENCH_BACKENDS),
+              help="Backend; repeat for several in one table (default: auto, by file type: "
+                   ".onnx onnxruntime-cpu, .engine tensorrt, ir.pt torch-cpu).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+              help="torch backends: time a float or half copy (default: the IR's precision).")
+@click.option("--cuda-graphs", is_flag=True, help="torch-cuda: capture the forward in a CUDA graph and replay it.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size.")
 @click.option("--threads", default=None, type=click.IntRange(min=1), help="Intra-op threads (default: runtime's).")
 @click.option("--warmup", default=10, show_default=True, type=click.IntRange(min=0), help="Untimed runs.")
-@click.option("--iters", default=100, show_default=True, type=click.IntRange(min=1), help="Timed runs.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--iters", default=100, show_default=True, type=click.IntRange(min=1), help="Timed runs (at least).")
+@click.option("--min-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Keep timing until this many seconds have passed (at most 10 x --iters runs).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table: one object, or a list of them for several backends.")
 @handle_errors
-def bench(artifact: Path, backend: str, batch: int, threads: int | None, warmup: int, iters: int,
-          as_json: bool) -> None:
-    """Time ARTIFACT (model.onnx or ir.pt): median, p90, p99 latency and throughput.
+def bench(artifact: Path, backends: tuple[str, ...], precision: str | None, cuda_graphs: bool, batch: int,
+          threads: int | None, warmup: int, iters: int, min_seconds: float, as_json: bool) -> None:
+    """Time ARTIFACT (model.onnx, model.engine or ir.pt): SingleStream-style median / p90 / p99
+    latency and throughput at --batch (not an MLPerf-compliant measurement).
 
-    For an ONNX file this path imports neither torch nor the rest of the compiler, so it runs on an
-    edge device that has only numpy and onnxruntime.
+    For an .onnx or .engine file this path imports neither torch nor the rest of the compiler, so
+    it runs on an edge device that has only numpy and onnxruntime or tensorrt.
     """
     import json
 
-    from compressor.bench import format_stats_table, run_bench
+    from compressor.bench import format_stats_table, run_bench_many
 
-    stats = run_bench(artifact, backend=backend, batch=batch, threads=threads, warmup=warmup, iters=iters)
-    click.echo(json.dumps(stats.to_dict(), indent=2) if as_json else format_stats_table([stats]))
+    stats = run_bench_many(artifact, backends or ("auto",), batch=batch, threads=threads, warmup=warmup,
+                           iters=iters, min_seconds=min_seconds, precision=precision, cuda_graphs=cuda_graphs)
+    if as_json:
+        dicts = [s.to_dict() for s in stats]
+        click.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
+    else:
+        click.echo(format_stats_table(stats))
 
 
 if __name__ == "__main__":

@@ -38,12 +38,30 @@ TOP_KEYS = ["name", "seed", "device", "data", "model", "passes", "export", "eval
 @dataclass(frozen=True)
 class LatencyOptions:
     enabled: bool = option(True, "measure latency after every stage")
-    backends: list[Literal["torch", "onnxruntime"]] = option(
-        ["torch", "onnxruntime"], "torch times IR stages, onnxruntime times ONNX artifacts")
+    backends: list[str] = option(
+        ["torch-cpu", "onnxruntime-cpu"],
+        "torch-cpu / torch-cuda time IR stages (at the IR's precision), onnxruntime-cpu / -cuda / -tensorrt "
+        "time .onnx artifacts, tensorrt times .engine artifacts; one that cannot run here is recorded as "
+        "skipped (old names: torch, onnxruntime)")
     batch: int = option(1, "batch size of the latency measurement", min=1)
     threads: int | None = option(None, "intra-op threads (null: the runtime's default)", min=1)
     warmup: int = option(5, "untimed warm-up runs", min=0)
     iters: int = option(30, "timed runs", min=1)
+    min_seconds: float = option(0.0, "keep timing until this many seconds (at most 10 x iters runs)", min=0)
+    cuda_graphs: bool = option(False, "torch-cuda: time a CUDA-graph replay of the forward")
+
+    def __post_init__(self) -> None:
+        from compressor.evaluate.latency import normalize_backend  # numpy only, no torch
+
+        names: list[str] = []
+        for b in self.backends:
+            try:
+                name = normalize_backend(b)
+            except ConfigError as exc:  # parse_options prefixes ValueErrors with the file and line
+                raise ValueError(str(exc)) from None
+            if name not in names:
+                names.append(name)
+        object.__setattr__(self, "backends", names)
 
 
 @dataclass(frozen=True)

@@ -291,7 +291,6 @@ def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR,
              ctx: PassContext, ev: Any) -> dict[str, Any]:
     import torch
 
-    from compressor.evaluate.latency import latency_onnxruntime, latency_torch
     from compressor.evaluate.metrics import evaluate_module, evaluate_onnx
     from compressor.evaluate.stats import count_macs, count_params
 
@@ -305,29 +304,91 @@ def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR,
         macs = count_macs(module, ir.example_inputs(batch=1) if fp32 is not None else
                           tuple(x.float() for x in ir.example_inputs(batch=1)))
     metrics: dict[str, Any] = {}
-    latency: dict[str, Any] = {}
+    metrics_skipped: str | None = None
     if artifact is None:
         if ctx.data is not None:
             dtype = torch.float16 if ir.precision == "fp16" else None
             metrics = evaluate_module(ir.module, _eval_loader(ctx, ev), ir.task, device="cpu", dtype=dtype,
                                       progress=ctx.progress, desc=f"evaluate {name}")
         size = ir.state_bytes()
-        if lat_opts.enabled and "torch" in lat_opts.backends:
-            stats = latency_torch(ir.module, ir.example_inputs(batch=lat_opts.batch), threads=lat_opts.threads,
-                                  warmup=lat_opts.warmup, iters=lat_opts.iters)
-            latency[stats.backend] = stats.to_dict()
         rel = str((d / IR_FILE).relative_to(d.parent))
     else:
         if ctx.data is not None and artifact.suffix == ".onnx":
             metrics = evaluate_onnx(artifact, _eval_loader(ctx, ev), ir.task, threads=lat_opts.threads,
                                     progress=ctx.progress)
+        elif ctx.data is not None and artifact.suffix == ".engine":
+            metrics, metrics_skipped = _evaluate_engine(artifact, ctx, ev, ir)
         info = read_json(d / STAGE_FILE) or {}
         size = sum((d / f).stat().st_size for f in info.get("files", [artifact.name]))
-        if lat_opts.enabled and "onnxruntime" in lat_opts.backends and artifact.suffix == ".onnx":
-            stats = latency_onnxruntime(artifact, batch=lat_opts.batch, threads=lat_opts.threads,
-                                        warmup=lat_opts.warmup, iters=lat_opts.iters)
-            latency[stats.backend] = stats.to_dict()
         rel = str(artifact.relative_to(d.parent))
-    return {"index": index, "name": name, "label": label, "kind": kind, "artifact": rel,
-            "precision": ir.precision, "metrics": metrics, "params": count_params(ir.module), "macs": macs,
-            "size_bytes": size, "latency": latency}
+    latency, skipped = _latency(ir, artifact, lat_opts) if lat_opts.enabled else ({}, {})
+    record = {"index": index, "name": name, "label": label, "kind": kind, "artifact": rel,
+              "precision": ir.precision, "metrics": metrics, "params": count_params(ir.module), "macs": macs,
+              "size_bytes": size, "latency": latency, "latency_skipped": skipped}
+    if metrics_skipped is not None:
+        record["metrics_skipped"] = metrics_skipped
+    return record
+
+
+def _latency_backends(artifact: Path | None, backends: list[str]) -> list[str]:
+    """The configured backends that apply to this stage: torch-* for an IR stage, onnxruntime-*
+    for an .onnx artifact, tensorrt for an .engine artifact."""
+    if artifact is None:
+        return [b for b in backends if b.startswith("torch-")]
+    if artifact.suffix == ".onnx":
+        return [b for b in backends if b.startswith("onnxruntime-")]
+    if artifact.suffix == ".engine":
+        return [b for b in backends if b == "tensorrt"]
+    return []
+
+
+def _latency(ir: ModelIR, artifact: Path | None, opts: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """Latency of this stage on each backend that applies: ({backend: stats}, {backend: why skipped}).
+    A backend that cannot run on this machine is skipped with its reason; other errors propagate."""
+    from compressor.evaluate.latency import BackendUnavailable, latency_engine, latency_ir, latency_onnxruntime
+
+    latency: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for backend in _latency_backends(artifact, list(opts.backends)):
+        try:
+            if artifact is None:  # the IR at its own precision (fp16 IRs in fp16)
+                stats = latency_ir(ir, backend, batch=opts.batch, threads=opts.threads, warmup=opts.warmup,
+                                   iters=opts.iters, min_seconds=opts.min_seconds,
+                                   cuda_graphs=opts.cuda_graphs and backend == "torch-cuda")
+            elif backend == "tensorrt":
+                stats = latency_engine(artifact, batch=opts.batch, warmup=opts.warmup, iters=opts.iters)
+            else:
+                stats = latency_onnxruntime(artifact, batch=opts.batch, threads=opts.threads, warmup=opts.warmup,
+                                            iters=opts.iters, min_seconds=opts.min_seconds, backend=backend)
+        except BackendUnavailable as exc:
+            log.info("latency on %s skipped: %s", backend, exc)
+            skipped[backend] = str(exc)
+            continue
+        latency[backend] = stats.to_dict()
+    return latency, skipped
+
+
+def _evaluate_engine(artifact: Path, ctx: PassContext, ev: Any, ir: ModelIR) -> tuple[dict[str, Any], str | None]:
+    """Task metrics of a TensorRT engine (trt_runtime.evaluate_engine on numpy batches), or ({}, the
+    reason) when tensorrt, cuda-python or a CUDA GPU is missing here."""
+    from compressor.errors import ConfigError
+    from compressor.evaluate.latency import engine_unavailable
+    from compressor.evaluate.metrics import _split_batch
+
+    try:
+        from compressor.evaluate import trt_runtime
+    except ImportError as exc:
+        return {}, f"tensorrt: cannot load compressor.evaluate.trt_runtime ({exc})"
+
+    def batches() -> Any:
+        for batch in _eval_loader(ctx, ev):
+            x, y = _split_batch(batch)
+            yield x.float().numpy(), y.numpy()
+
+    try:
+        return trt_runtime.evaluate_engine(artifact, batches(), ir.task), None
+    except ConfigError as exc:
+        if not engine_unavailable(exc):  # a problem with this engine, not with this machine
+            raise
+        log.info("metrics of %s skipped: %s", artifact, exc)
+        return {}, str(exc)

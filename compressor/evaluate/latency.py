@@ -1,14 +1,29 @@
-"""Latency measurement: warm-up excluded, many timed calls, median / p90 / p99.
+"""Latency measurement on every backend: warm-up excluded, many timed calls, median / p90 / p99.
+
+Backends (the names used by `compress bench --backend`, by `evaluate.latency.backends` in a
+pipeline and in reports):
+
+    torch-cpu, torch-cuda                                   an IR (ir.pt / ModelIR)
+    onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt an .onnx file
+    tensorrt                                                a TensorRT .engine file
+
+Reported numbers are "SingleStream-style" latency percentiles of one call on one batch, and
+"throughput at batch N" (items per second = batch / median); this is not an MLPerf-compliant
+measurement. Where the device's own clock is available (torch-cuda: CUDA events) the stats also
+carry device compute time (`device_median_ms`, ...) beside the host latency.
 
 This module runs on edge devices that have only numpy and onnxruntime (and maybe tensorrt): it
-must not import torch, nor any compressor module that does, at import time. torch and
-onnxruntime are imported inside the functions that use them.
+must not import torch, nor any compressor module that does, at import time. torch, onnxruntime
+and tensorrt are imported inside the functions that use them.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import platform
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +34,61 @@ import numpy as np
 from compressor.errors import ConfigError
 
 __all__ = [
-    "LatencyStats", "summarize", "time_callable", "latency_onnxruntime", "latency_torch", "device_name",
+    "BACKENDS", "ALIASES", "BACKEND_SUFFIXES", "BackendUnavailable", "LatencyStats", "summarize",
+    "time_callable", "latency_onnxruntime", "latency_torch", "latency_ir", "latency_engine",
+    "make_cuda_graph", "normalize_backend", "engine_unavailable", "device_name", "host_info", "gpu_info", "format_stats_table",
 ]
+
+# backend name -> the artifact suffixes it runs
+BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "torch-cpu": (".pt",),
+    "torch-cuda": (".pt",),
+    "onnxruntime-cpu": (".onnx",),
+    "onnxruntime-cuda": (".onnx",),
+    "onnxruntime-tensorrt": (".onnx",),
+    "tensorrt": (".engine",),
+}
+BACKENDS: tuple[str, ...] = tuple(BACKEND_SUFFIXES)
+# old short names (pipelines written before the GPU backends) -> canonical names
+ALIASES: dict[str, str] = {"torch": "torch-cpu", "onnxruntime": "onnxruntime-cpu"}
+
+# onnxruntime backend -> the providers asked for, in priority order
+_ORT_PROVIDERS: dict[str, list[str]] = {
+    "onnxruntime-cpu": ["CPUExecutionProvider"],
+    "onnxruntime-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "onnxruntime-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_ORT_INSTALL_HINT = "pip install 'compressor[gpu]', which replaces the CPU onnxruntime"
+
+
+class BackendUnavailable(ConfigError):
+    """A valid backend that cannot run on this machine (no GPU, provider or library missing).
+
+    A pipeline records it as skipped with this message; `compress bench` prints it as one line.
+    """
+
+
+def normalize_backend(name: str) -> str:
+    """The canonical backend name for `name` (an alias or a canonical name), else ConfigError."""
+    from compressor.options import closest  # torch-free
+
+    name = str(name)
+    if name in BACKEND_SUFFIXES:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    guess = closest(name, [*BACKENDS, *ALIASES])
+    hint = f"did you mean '{ALIASES.get(guess, guess)}'? " if guess else ""
+    raise ConfigError(f"unknown latency backend '{name}'; {hint}valid: {', '.join(BACKENDS)}")
 
 
 @dataclass
 class LatencyStats:
-    """One latency measurement. Times are per call (one batch) in milliseconds."""
+    """One latency measurement. Times are per call (one batch) in milliseconds.
+
+    `median_ms` ... `min_ms` are host latency (perf_counter around the call, including a device
+    synchronize); `device_*_ms`, where not None, are device compute time of the same calls.
+    """
 
     backend: str  # "torch-cpu", "torch-cuda", "onnxruntime-cpu", ...
     device: str  # CPU model name, or GPU name
@@ -40,7 +103,13 @@ class LatencyStats:
     std_ms: float  # population standard deviation
     min_ms: float
     throughput: float  # items per second = batch / median seconds
-    extra: dict = field(default_factory=dict)  # library versions, input shapes, ...
+    extra: dict = field(default_factory=dict)  # library versions, precision, clocks, input shapes, ...
+    device_median_ms: float | None = None
+    device_p90_ms: float | None = None
+    device_p99_ms: float | None = None
+    device_mean_ms: float | None = None
+    device_std_ms: float | None = None
+    device_min_ms: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -50,6 +119,8 @@ class LatencyStats:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+
+# ---- machine description (best effort: never fails) --------------------------------------------
 
 def device_name() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux), else what `platform` knows."""
@@ -65,9 +136,66 @@ def device_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def summarize(times_s: list[float], **fields: Any) -> LatencyStats:
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def host_info() -> dict[str, Any]:
+    """Python, numpy, platform, CPU count and cpu0's frequency governor and clocks where readable."""
+    info: dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__,
+                            "platform": platform.platform(), "cpu": device_name(), "cpu_count": os.cpu_count()}
+    base = "/sys/devices/system/cpu/cpu0/cpufreq/"
+    governor = _read(base + "scaling_governor")
+    if governor:
+        info["cpu_governor"] = governor
+    for key, name in (("cpu_cur_mhz", "scaling_cur_freq"), ("cpu_max_mhz", "cpuinfo_max_freq")):
+        value = _read(base + name)
+        if value and value.isdigit():
+            info[key] = int(value) // 1000  # kHz -> MHz
+    return info
+
+
+_GPU_FIELDS = ("name", "driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "pstate")
+
+
+def gpu_info(index: int = 0) -> dict[str, Any]:
+    """GPU `index` as nvidia-smi reports it (name, driver, current SM / memory clocks in MHz);
+    {} when nvidia-smi is missing or fails. Needs neither torch nor CUDA bindings."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return {}
+    try:
+        proc = subprocess.run([exe, f"--query-gpu={','.join(_GPU_FIELDS)}", "--format=csv,noheader,nounits",
+                               f"--id={index}"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {}
+    values = [v.strip() for v in proc.stdout.strip().splitlines()[0].split(",")]
+    out: dict[str, Any] = {}
+    for key, value in zip(_GPU_FIELDS, values):
+        key = {"name": "gpu", "clocks.sm": "gpu_sm_mhz", "clocks.mem": "gpu_mem_mhz",
+               "clocks.max.sm": "gpu_max_sm_mhz", "pstate": "gpu_pstate"}.get(key, key)
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+# ---- statistics and the timing loop -------------------------------------------------------------
+
+def _percentiles(ms: np.ndarray) -> dict[str, float]:
+    return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()), "std_ms": float(ms.std()),
+            "min_ms": float(ms.min())}
+
+
+def summarize(times_s: list[float], device_times_s: list[float] | None = None, **fields: Any) -> LatencyStats:
     """Statistics of per-call times in seconds (percentiles by numpy's linear interpolation).
 
+    `device_times_s`, if given, are the same calls' device compute times (device_*_ms fields).
     `fields` fill the non-statistical attributes; defaults: backend "unknown", this machine's
     device name, batch 1, threads 0 (unknown), warmup 0, iters len(times_s), extra {}.
     """
@@ -76,25 +204,32 @@ def summarize(times_s: list[float], **fields: Any) -> LatencyStats:
     unknown = set(fields) - {"backend", "device", "batch", "threads", "warmup", "iters", "extra"}
     if unknown:
         raise TypeError(f"summarize got unexpected fields {sorted(unknown)}")
-    ms = np.asarray(times_s, dtype=np.float64) * 1e3
-    median = float(np.median(ms))
+    host = _percentiles(np.asarray(times_s, dtype=np.float64) * 1e3)
+    dev: dict[str, float] = {}
+    if device_times_s is not None and len(device_times_s) > 0:
+        dev = {f"device_{k}": v for k, v in _percentiles(np.asarray(device_times_s, dtype=np.float64) * 1e3).items()}
     batch = int(fields.get("batch", 1))
+    median = host["median_ms"]
     return LatencyStats(
         backend=str(fields.get("backend", "unknown")),
         device=str(fields.get("device") or device_name()),
         batch=batch,
         threads=int(fields.get("threads", 0)),
         warmup=int(fields.get("warmup", 0)),
-        iters=int(fields.get("iters", len(ms))),
-        median_ms=median,
-        p90_ms=float(np.percentile(ms, 90)),
-        p99_ms=float(np.percentile(ms, 99)),
-        mean_ms=float(ms.mean()),
-        std_ms=float(ms.std()),
-        min_ms=float(ms.min()),
+        iters=int(fields.get("iters", len(times_s))),
         throughput=batch / (median / 1e3) if median > 0 else float("inf"),
         extra=dict(fields.get("extra") or {}),
+        **host, **dev,
     )
+
+
+def _check_loop(warmup: int, iters: int, min_seconds: float) -> None:
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    if min_seconds < 0:
+        raise ValueError(f"min_seconds must be >= 0, got {min_seconds}")
 
 
 def time_callable(fn: Callable[[], Any], warmup: int = 5, iters: int = 50,
@@ -104,10 +239,7 @@ def time_callable(fn: Callable[[], Any], warmup: int = 5, iters: int = 50,
     Keeps calling until both `iters` calls and `min_seconds` of timed calls are reached, but
     never more than 10 * iters calls. Returns the per-call times in seconds.
     """
-    if iters < 1:
-        raise ValueError(f"iters must be >= 1, got {iters}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0, got {warmup}")
+    _check_loop(warmup, iters, min_seconds)
     for _ in range(warmup):
         fn()
     cap = 10 * iters
@@ -121,6 +253,39 @@ def time_callable(fn: Callable[[], Any], warmup: int = 5, iters: int = 50,
         elapsed += dt
     return times
 
+
+def _time_cuda(fn: Callable[[], Any], device: Any, warmup: int, iters: int,
+               min_seconds: float) -> tuple[list[float], list[float]]:
+    """Host latency (perf_counter around the call and a synchronize) and device time (CUDA events
+    on the current stream around the call) of each timed call, in seconds. Same stopping rule as
+    `time_callable`."""
+    import torch
+
+    _check_loop(warmup, iters, min_seconds)
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize(device)
+    stream = torch.cuda.current_stream(device)
+    cap = 10 * iters
+    host: list[float] = []
+    events: list[tuple[Any, Any]] = []
+    elapsed = 0.0
+    while len(host) < iters or (elapsed < min_seconds and len(host) < cap):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
+        start.record(stream)
+        fn()
+        end.record(stream)
+        torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        host.append(dt)
+        events.append((start, end))
+        elapsed += dt
+    device_times = [s.elapsed_time(e) / 1e3 for s, e in events]  # elapsed_time is in ms
+    return host, device_times
+
+
+# ---- onnxruntime ------------------------------------------------------------------------------
 
 _ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -147,83 +312,292 @@ def _random_input(name: str, shape: list, type_str: str, batch: int, rng: np.ran
     return rng.integers(0, 2, dims).astype(dtype)  # 0/1: valid booleans, and valid indices for gathers
 
 
-def latency_onnxruntime(path: str | os.PathLike[str], batch: int = 1, threads: int | None = None,
-                        warmup: int = 5, iters: int = 50) -> LatencyStats:
-    """Latency of an ONNX graph on onnxruntime's CPUExecutionProvider.
+def _ort_check_providers(ort: Any, backend: str) -> list[str]:
+    providers = _ORT_PROVIDERS[backend]
+    available = ort.get_available_providers()
+    if providers[0] not in available:
+        need = "onnxruntime-gpu" if backend == "onnxruntime-cuda" else "onnxruntime-gpu and TensorRT's libraries"
+        raise BackendUnavailable(f"{backend} needs {need} ({_ORT_INSTALL_HINT}); this onnxruntime "
+                                 f"{ort.__version__} has {', '.join(available)}")
+    return [p for p in providers if p in available]
 
-    Random inputs of each graph input's shape and dtype (float32 or float16), the batch dimension
-    (dynamic or symbolic) set to `batch`. `threads` sets intra_op_num_threads; None leaves
-    onnxruntime's default and records os.cpu_count().
+
+def latency_onnxruntime(path: str | os.PathLike[str], batch: int = 1, threads: int | None = None,
+                        warmup: int = 5, iters: int = 50, min_seconds: float = 0.0,
+                        backend: str = "onnxruntime-cpu") -> LatencyStats:
+    """Latency of an ONNX graph on onnxruntime.
+
+    `backend`: onnxruntime-cpu (CPUExecutionProvider), onnxruntime-cuda (CUDAExecutionProvider)
+    or onnxruntime-tensorrt (TensorrtExecutionProvider, CUDA for the nodes TensorRT rejects).
+    Random inputs of each graph input's shape and dtype, the batch dimension (dynamic or symbolic)
+    set to `batch`. On a GPU backend the inputs are bound once as device OrtValues and the
+    outputs are bound to the device (io_binding), so the timed calls exclude host copies.
+    `threads` sets intra_op_num_threads; None leaves onnxruntime's default and records
+    os.cpu_count(). A provider this onnxruntime lacks raises BackendUnavailable.
     """
     import onnxruntime as ort
 
+    backend = normalize_backend(backend)
+    if backend not in _ORT_PROVIDERS:
+        raise ConfigError(f"latency_onnxruntime runs the onnxruntime-* backends, not '{backend}'")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no ONNX file at {path}")
+    providers = _ort_check_providers(ort, backend)
     opts = ort.SessionOptions()
     if threads is not None:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    used = sess.get_providers()
+    if used[0] != providers[0]:
+        # onnxruntime falls back silently (a warning only) when a GPU provider fails to load
+        raise BackendUnavailable(f"{backend}: {providers[0]} failed to load (missing CUDA/cuDNN/TensorRT "
+                                 f"libraries? see onnxruntime's warning); the session would run on {used[0]}")
     rng = np.random.default_rng(0)
     feed = {i.name: _random_input(i.name, list(i.shape), i.type, batch, rng) for i in sess.get_inputs()}
-    times = time_callable(lambda: sess.run(None, feed), warmup=warmup, iters=iters)
+    gpu = backend != "onnxruntime-cpu"
+    if gpu:
+        binding = sess.io_binding()
+        for name, arr in feed.items():
+            binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(arr, "cuda", 0))
+        for out in sess.get_outputs():
+            binding.bind_output(out.name, "cuda", 0)
+
+        def call() -> None:
+            sess.run_with_iobinding(binding)
+            binding.synchronize_outputs()
+    else:
+        def call() -> None:
+            sess.run(None, feed)
+
+    times = time_callable(call, warmup=warmup, iters=iters, min_seconds=min_seconds)
+    gpu_desc = gpu_info() if gpu else {}
     return summarize(
-        times, backend="onnxruntime-cpu", device=device_name(), batch=batch,
+        times, backend=backend, device=gpu_desc.get("gpu", "CUDA GPU") if gpu else device_name(), batch=batch,
         threads=threads if threads is not None else (os.cpu_count() or 0),
         warmup=warmup, iters=len(times),
         extra={
-            "onnxruntime": ort.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "providers": sess.get_providers(),
+            "onnxruntime": ort.__version__, **host_info(), **gpu_desc,
+            "providers": used, "io_binding": gpu,
             "inputs": {k: [list(v.shape), str(v.dtype)] for k, v in feed.items()},
             "artifact": str(path),
         },
     )
 
 
-def latency_torch(module: Any, example_inputs: tuple, threads: int | None = None,
-                  warmup: int = 5, iters: int = 50) -> LatencyStats:
-    """Latency of a torch module in eval mode under inference_mode on `example_inputs`.
+# ---- torch ------------------------------------------------------------------------------------
 
-    The device follows the inputs ("torch-cpu", or "torch-cuda" with a synchronize per call).
-    `threads` sets torch.set_num_threads for the measurement only; the previous value and the
-    module's train/eval flags are restored afterwards.
+def make_cuda_graph(module: Any, inputs: tuple, warmup: int = 3) -> tuple[Callable[[], None], tuple, Any]:
+    """Capture `module(*inputs)` in a torch.cuda.CUDAGraph (the documented recipe).
+
+    Warm-up runs on a side stream, then capture into static input buffers (copies of `inputs`).
+    Returns (replay, static_inputs, static_output): copy new data into static_inputs, call
+    replay(), read static_output. Call under torch.no_grad(). A module that synchronizes with the
+    host or changes shapes cannot be captured: BackendUnavailable with the reason.
+    """
+    import torch
+
+    static_inputs = tuple(x.clone() if torch.is_tensor(x) else x for x in inputs)
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(max(1, warmup)):
+                module(*static_inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_output = module(*static_inputs)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BackendUnavailable(f"torch-cuda: CUDA graph capture failed ({first}); run without cuda_graphs") from None
+    return graph.replay, static_inputs, static_output
+
+
+def _cast_floating(x: Any, dtype: Any) -> Any:
+    import torch
+
+    return x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x
+
+
+def _module_precision(module: Any) -> str:
+    import torch
+
+    p = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
+    return "fp16" if p is not None and p.dtype == torch.float16 else "fp32"
+
+
+def latency_torch(module: Any, example_inputs: tuple, threads: int | None = None,
+                  warmup: int = 5, iters: int = 50, min_seconds: float = 0.0,
+                  precision: str | None = None, cuda_graphs: bool = False) -> LatencyStats:
+    """Latency of a torch module in eval mode (inference_mode; no_grad for CUDA graphs).
+
+    The device follows the inputs ("torch-cpu", or "torch-cuda": host latency with a synchronize
+    per call and device time from CUDA events). `precision` "fp16" / "fp32" times a half / float
+    copy of the module on inputs cast alike (None: the module and inputs as given). `cuda_graphs`
+    (CUDA only) captures the forward in a CUDA graph and times its replay. `threads` sets
+    torch.set_num_threads for the measurement only; the previous value and the module's
+    train/eval flags are restored afterwards.
     """
     import torch
 
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
+    if precision not in (None, "fp32", "fp16"):
+        raise ConfigError(f"precision '{precision}' is not valid; choose fp32 or fp16")
     first = next((x for x in example_inputs if torch.is_tensor(x)), None)
     dev = first.device if first is not None else torch.device("cpu")
     batch = int(first.shape[0]) if first is not None and first.ndim > 0 else 1
     cuda = dev.type == "cuda"
-
-    def call() -> None:
-        module(*example_inputs)
-        if cuda:
-            torch.cuda.synchronize(dev)
+    if cuda_graphs and not cuda:
+        raise ConfigError("cuda_graphs needs the torch-cuda backend (inputs on a CUDA device)")
+    if precision is not None and precision != _module_precision(module):
+        dtype = torch.float16 if precision == "fp16" else torch.float32
+        module = copy.deepcopy(module).to(dtype)
+        example_inputs = tuple(_cast_floating(x, dtype) for x in example_inputs)
+    used_precision = _module_precision(module)
 
     previous_threads = torch.get_num_threads()
     modes = {m: m.training for m in module.modules()}
     module.eval()
+    device_times: list[float] | None = None
     try:
         if threads is not None:
             torch.set_num_threads(threads)
         used_threads = torch.get_num_threads()
-        with torch.inference_mode():
-            times = time_callable(call, warmup=warmup, iters=iters)
+        if cuda:
+            with torch.cuda.device(dev):
+                if cuda_graphs:
+                    with torch.no_grad():
+                        replay, _static_in, _static_out = make_cuda_graph(module, example_inputs)
+                        times, device_times = _time_cuda(replay, dev, warmup, iters, min_seconds)
+                else:
+                    with torch.inference_mode():
+                        times, device_times = _time_cuda(lambda: module(*example_inputs), dev, warmup, iters,
+                                                         min_seconds)
+        else:
+            with torch.inference_mode():
+                times = time_callable(lambda: module(*example_inputs), warmup=warmup, iters=iters,
+                                      min_seconds=min_seconds)
     finally:
         torch.set_num_threads(previous_threads)
         for m, mode in modes.items():
             m.training = mode
+    extra: dict[str, Any] = {
+        "torch": torch.__version__, **host_info(), "precision": used_precision,
+        "dtype": next((str(x.dtype).replace("torch.", "") for x in example_inputs if torch.is_tensor(x)), None),
+        "inputs": [list(x.shape) for x in example_inputs if torch.is_tensor(x)],
+    }
+    if cuda:
+        props = torch.cuda.get_device_properties(dev)
+        extra.update({
+            "cuda_graphs": cuda_graphs, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(), "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "tf32_conv": torch.backends.cudnn.allow_tf32, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "compute_capability": f"{props.major}.{props.minor}", "gpu_memory_gb": round(props.total_memory / 2**30, 1),
+            **gpu_info(dev.index or 0),
+        })
     return summarize(
-        times, backend=f"torch-{dev.type}",
+        times, device_times, backend=f"torch-{dev.type}",
         device=torch.cuda.get_device_name(dev) if cuda else device_name(),
-        batch=batch, threads=used_threads, warmup=warmup, iters=len(times),
-        extra={
-            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "platform": platform.platform(),
-            "dtype": str(first.dtype).replace("torch.", "") if first is not None else None,
-            "inputs": [list(x.shape) for x in example_inputs if torch.is_tensor(x)],
-        },
+        batch=batch, threads=used_threads, warmup=warmup, iters=len(times), extra=extra,
     )
+
+
+def latency_ir(ir: Any, backend: str = "torch-cpu", batch: int = 1, threads: int | None = None,
+               warmup: int = 5, iters: int = 50, min_seconds: float = 0.0, precision: str | None = None,
+               cuda_graphs: bool = False) -> LatencyStats:
+    """Latency of a ModelIR on torch-cpu or torch-cuda, at the IR's precision unless `precision`
+    says otherwise. torch-cuda times a copy moved to the GPU (the IR's module stays where it is);
+    without a CUDA GPU it raises BackendUnavailable."""
+    import torch
+
+    backend = normalize_backend(backend)
+    if backend not in ("torch-cpu", "torch-cuda"):
+        raise ConfigError(f"backend '{backend}' cannot run an IR; IR backends: torch-cpu, torch-cuda")
+    if backend == "torch-cpu" and cuda_graphs:
+        raise ConfigError("cuda_graphs needs the torch-cuda backend")
+    inputs = ir.example_inputs(batch)
+    module = ir.module
+    if backend == "torch-cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise BackendUnavailable(f"torch-cuda needs a CUDA GPU and none is available (torch {torch.__version__}, "
+                                     f"{build}); use torch-cpu")
+        module = copy.deepcopy(module).to("cuda")
+        inputs = tuple(x.to("cuda") if torch.is_tensor(x) else x for x in inputs)
+    stats = latency_torch(module, inputs, threads=threads, warmup=warmup, iters=iters, min_seconds=min_seconds,
+                          precision=precision, cuda_graphs=cuda_graphs)
+    stats.extra["ir_precision"] = ir.precision
+    return stats
+
+
+# ---- TensorRT ---------------------------------------------------------------------------------
+
+_TRT_UNAVAILABLE = "backend 'tensorrt':"  # how trt_runtime words "tensorrt / cuda-python / a GPU is missing"
+
+
+def engine_unavailable(exc: ConfigError) -> bool:
+    """Whether a ConfigError from trt_runtime means this machine cannot run engines at all (as
+    opposed to a problem with one engine, which stays an error)."""
+    return str(exc).startswith(_TRT_UNAVAILABLE)
+
+
+def latency_engine(path: str | os.PathLike[str], batch: int = 1, warmup: int = 10, iters: int = 100) -> LatencyStats:
+    """Latency of a TensorRT .engine file (compressor.evaluate.trt_runtime; torch-free): host
+    latency per batch, and the device compute time trt_runtime measures as the device_* fields.
+    BackendUnavailable when tensorrt, cuda-python, a CUDA GPU or the runtime module is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no TensorRT engine at {path}")
+    try:
+        from compressor.evaluate import trt_runtime
+    except ImportError as exc:
+        raise BackendUnavailable(f"tensorrt: cannot load compressor.evaluate.trt_runtime ({exc})") from None
+    try:
+        stats = trt_runtime.latency_tensorrt(path, batch=batch, warmup=warmup, iters=iters)
+    except BackendUnavailable:
+        raise
+    except ConfigError as exc:
+        if engine_unavailable(exc):
+            raise BackendUnavailable(str(exc)) from None
+        raise
+    extra = dict(stats.extra or {})
+    device = extra.get("device_compute_ms")
+    if isinstance(device, dict) and stats.device_median_ms is None:
+        for key in ("median", "p90", "p99", "mean", "std", "min"):
+            if isinstance(device.get(key), (int, float)):
+                setattr(stats, f"device_{key}_ms", float(device[key]))
+    stats.extra = {**host_info(), **gpu_info(), **extra, "artifact": str(path)}
+    return stats
+
+
+# ---- presentation -----------------------------------------------------------------------------
+
+def format_stats_table(stats: list[LatencyStats]) -> str:
+    """An aligned text table, one row per measurement; device-time columns when any row has them."""
+    with_device = any(s.device_median_ms is not None for s in stats)
+    header = ["backend", "device", "precision", "batch", "threads", "p50 ms", "p90 ms", "p99 ms",
+              "mean ms", "std ms", "min ms", "items/s"]
+    if with_device:
+        header += ["dev p50 ms", "dev p90 ms"]
+
+    def row(s: LatencyStats) -> list[str]:
+        extra = s.extra or {}
+        prec = str(extra.get("precision") or "-")
+        if extra.get("cuda_graphs"):
+            prec += "+graphs"
+        r = [s.backend, s.device, prec, str(s.batch), str(s.threads), f"{s.median_ms:.3f}", f"{s.p90_ms:.3f}",
+             f"{s.p99_ms:.3f}", f"{s.mean_ms:.3f}", f"{s.std_ms:.3f}", f"{s.min_ms:.3f}", f"{s.throughput:,.1f}"]
+        if with_device:
+            r += [f"{v:.3f}" if v is not None else "-" for v in (s.device_median_ms, s.device_p90_ms)]
+        return r
+
+    rows = [row(s) for s in stats]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    left = {0, 1, 2}  # text columns; numbers align right
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])

@@ -97,3 +97,53 @@ def test_latency_torch_sane_and_restores_threads() -> None:
     assert s.backend == "torch-cpu" and s.batch == 2 and s.threads == 1 and s.iters == 4
     assert 0 < s.min_ms <= s.median_ms <= s.p99_ms
     assert s.extra["torch"] == torch.__version__
+
+
+def test_summarize_device_times_and_table() -> None:
+    from compressor.evaluate.latency import format_stats_table
+
+    host = [0.010, 0.012, 0.011, 0.013]
+    dev = [0.008, 0.009, 0.0085, 0.0095]
+    s = summarize(host, dev, backend="torch-cuda", device="GPU X", batch=8,
+                  extra={"precision": "fp16", "cuda_graphs": True})
+    assert s.median_ms == pytest.approx(11.5) and s.device_median_ms == pytest.approx(8.75)
+    assert s.device_min_ms == pytest.approx(8.0) and s.device_p90_ms <= s.device_p99_ms <= 9.5
+    assert s.throughput == pytest.approx(8 / 0.0115)
+    assert LatencyStats.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    cpu = summarize(host, backend="torch-cpu", extra={"precision": "fp32"})
+    assert cpu.device_median_ms is None
+    table = format_stats_table([s, cpu]).splitlines()
+    assert "dev p50 ms" in table[0] and len(table) == 4
+    assert "fp16+graphs" in table[2] and "8.750" in table[2]
+    assert table[3].rstrip().endswith("-")  # no device time on the CPU row
+    assert "dev p50" not in format_stats_table([cpu])  # the column only when some row has it
+
+
+def test_host_and_gpu_info_are_best_effort(tmp_path, monkeypatch) -> None:
+    from compressor.evaluate.latency import gpu_info, host_info
+
+    info = host_info()
+    assert info["numpy"] == np.__version__ and info["cpu_count"] and info["cpu"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi at all
+    assert gpu_info() == {}
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA H100 80GB HBM3, 580.159.04, 1980, 2619, 1980, P0'\n")
+    smi.chmod(0o755)
+    assert gpu_info() == {"gpu": "NVIDIA H100 80GB HBM3", "driver_version": "580.159.04", "gpu_sm_mhz": 1980,
+                          "gpu_mem_mhz": 2619, "gpu_max_sm_mhz": 1980, "gpu_pstate": "P0"}
+    smi.write_text("#!/bin/sh\nexit 9\n")  # a failing nvidia-smi is not an error
+    assert gpu_info() == {}
+
+
+def test_latency_torch_precision_copies() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    s = latency_torch(model, (torch.randn(1, 3, 8, 8),), warmup=0, iters=2, precision="fp16")
+    assert s.extra["precision"] == "fp16" and s.extra["dtype"] == "float16"
+    assert next(model.parameters()).dtype == torch.float32  # timed a copy, the model is untouched
+    half = torch.nn.Conv2d(3, 4, 3).half()
+    s = latency_torch(half, (torch.randn(1, 3, 8, 8).half(),), warmup=0, iters=2, precision="fp32")
+    assert s.extra["precision"] == "fp32" and next(half.parameters()).dtype == torch.float16
+    with pytest.raises(ConfigError, match="cuda_graphs needs the torch-cuda backend"):
+        latency_torch(model, (torch.randn(1, 3, 8, 8),), cuda_graphs=True)
+    with pytest.raises(ConfigError, match="precision 'int8'"):
+        latency_torch(model, (torch.randn(1, 3, 8, 8),), precision="int8")

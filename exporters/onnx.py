@@ -258,7 +258,73 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool, str]:
     return simplified, True, "ok"
 
 
-def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+def _node_scopes(node: onnx.NodeProto) -> list[str]:
+    """Module names a node came from: the dynamo exporter's `pkg.torch.onnx.name_scopes` metadata,
+    or the legacy exporter's node name (`/stem/stem.0/Conv`)."""
+    import ast
+
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            try:
+                return [str(x) for x in ast.literal_eval(prop.value)]
+            except (ValueError, SyntaxError):
+                break
+    return [part for part in node.name.split("/") if part]
+
+
+def fp32_node_names(model: onnx.ModelProto, modules: list[str]) -> list[str]:
+    """Names of the nodes that belong to one of `modules` (or a submodule of one)."""
+    def inside(scope: str) -> bool:
+        return any(scope == m or scope.startswith(m + ".") for m in modules)
+
+    return [n.name for n in model.graph.node if n.name and any(inside(s) for s in _node_scopes(n))]
+
+
+def _cast_to(node: onnx.NodeProto) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+def _repair_fp32_islands(before: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelProto:
+    """Two fixes to onnxconverter-common's node_block_list handling (1.16):
+    - it stores a blocked node's weights as fp16 and casts them back up, which loses values beyond
+      the fp16 range (the reason to keep a module in fp32): weights read only through such up-casts
+      get their fp32 values back;
+    - when the graph's last node is blocked, keep_io_types leaves an fp16 cast in front of the
+      output: that cast becomes a cast to fp32, so the graph's I/O stays fp32."""
+    fp32 = onnx.TensorProto.FLOAT
+    fp16 = onnx.TensorProto.FLOAT16
+    originals = {i.name: i for i in before.graph.initializer if i.data_type == fp32}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    restored = set()
+    for init in model.graph.initializer:
+        users = consumers.get(init.name, [])
+        if (init.data_type == fp16 and init.name in originals and users
+                and all(n.op_type == "Cast" and _cast_to(n) == fp32 for n in users)):
+            init.CopyFrom(originals[init.name])
+            restored.add(init.name)
+    for info in model.graph.value_info:
+        if info.name in restored:
+            info.type.tensor_type.elem_type = fp32
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for value in model.graph.output:
+        if value.type.tensor_type.elem_type != fp16:
+            continue
+        node = producers.get(value.name)
+        if node is not None and node.op_type == "Cast":
+            for attr in node.attribute:
+                if attr.name == "to":
+                    attr.i = fp32
+            value.type.tensor_type.elem_type = fp32
+            for info in model.graph.value_info:
+                if info.name == value.name:
+                    info.type.tensor_type.elem_type = fp32
+    return model
+
+
+def _to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.ModelProto:
     try:
         from onnxconverter_common import float16
     except ImportError as exc:
@@ -266,7 +332,12 @@ def _to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                           f"pip install onnxconverter-common") from exc
     try:
         with _quiet():
-            return float16.convert_float_to_float16(model, keep_io_types=True)
+            if not keep_fp32:
+                return float16.convert_float_to_float16(model, keep_io_types=True)
+            blocked = fp32_node_names(model, keep_fp32)
+            log.info("onnx: keeping %d nodes of %s in fp32", len(blocked), keep_fp32)
+            converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
+            return _repair_fp32_islands(model, converted)
     except Exception as exc:
         raise ExportError(f"converting the ONNX graph to fp16 failed ({_first_line(exc)}); "
                           f"export the fp32 IR (drop the fp16 pass) or rerun with --debug") from exc
@@ -387,7 +458,7 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0) -> Expo
     if opts.simplify:
         model, simplified, note = _simplify(model)
     if ir.precision == "fp16":
-        model = _to_fp16(model)
+        model = _to_fp16(model, ir.meta.get("fp32_modules"))
         _check_io_float32(model)
 
     opset = _default_opset(model)

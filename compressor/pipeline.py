@@ -149,12 +149,7 @@ class Pipeline:
         from compressor.registry import _load_builtins
 
         _load_builtins()
-        if not isinstance(doc, Mapping):
-            raise ConfigError(f"{source}: a pipeline is a mapping with keys {', '.join(TOP_KEYS)}; got "
-                              f"{type(doc).__name__}")
-        for key in doc:
-            if key not in TOP_KEYS:
-                raise ConfigError(f"{prefix(doc, '', key) or source}: {unknown_key_message(key, TOP_KEYS, 'key')}")
+        _check_keys(doc, TOP_KEYS, source, "a pipeline")
         if "model" not in doc:
             raise ConfigError(f"{prefix(doc, '') or source}: missing 'model:' (e.g. model: {{frontend: zoo, "
                               f"model: seg-cnn}})")
@@ -218,13 +213,10 @@ class SearchJob:
         _load_builtins()
         doc = load_yaml(path)
         source = str(path)
-        if not isinstance(doc, Mapping):
-            raise ConfigError(f"{source}: a search file is a mapping with keys {', '.join(SEARCH_KEYS)}")
+        _check_keys(doc, SEARCH_KEYS, source, "a search file")
         for text in overrides:
             apply_override(doc, text)
-        for key in doc:
-            if key not in SEARCH_KEYS:
-                raise ConfigError(f"{prefix(doc, '', key) or source}: {unknown_key_message(key, SEARCH_KEYS, 'key')}")
+        _check_keys(doc, SEARCH_KEYS, source, "a search file")
         for key in ("data", "search"):
             if key not in doc:
                 raise ConfigError(f"{prefix(doc, '') or source}: missing '{key}:' (see samples/pcdarts_search.yaml)")
@@ -241,6 +233,15 @@ class SearchJob:
         data = build_data(self.data.name, options_dict(self.data.options), seed=self.seed)
         out_dir = Path(out) if out is not None else Path("runs") / self.name
         return run_search(self.options, data, out_dir, device=self.device, progress=progress)
+
+
+def _check_keys(doc: Any, valid: list[str], source: str, what: str) -> None:
+    """The document is a mapping whose keys are all in `valid` (else: the closest, with file:line)."""
+    if not isinstance(doc, Mapping):
+        raise ConfigError(f"{source}: {what} is a mapping with keys {', '.join(valid)}; got {type(doc).__name__}")
+    for key in doc:
+        if key not in valid:
+            raise ConfigError(f"{prefix(doc, '', key) or source}: {unknown_key_message(key, valid, 'key')}")
 
 
 def _parse_common(doc: Mapping, source: str) -> dict[str, Any]:

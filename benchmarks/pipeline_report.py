@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
-import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def machine() -> str:
-    from compressor.evaluate.latency import device_name
-
-    import torch
-
-    return (f"{device_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BENCHMARKS, machine, write_section  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("pipeline", type=Path)
     ap.add_argument("--out", type=Path, default=None, help="run directory (default: a temp dir)")
-    ap.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--benchmarks", type=Path, default=BENCHMARKS)
     args = ap.parse_args()
 
     from compressor.pipeline import Pipeline
@@ -46,19 +35,11 @@ def main() -> int:
     wall = time.perf_counter() - start
     table = result.report["md"].read_text().split("\n", 2)[2].strip()
     cmd = f"python benchmarks/pipeline_report.py {args.pipeline}"
-    section = (f"<!-- bench:{p.name} -->\n## `{p.name}`: {p.to_line()}\n\n"
-               f"- command: `{cmd}` (a fresh run: every stage recomputed)\n"
-               f"- machine: {machine()}\n- date: {dt.date.today().isoformat()}\n"
-               f"- total wall time: {wall:.0f} s\n\n{table}\n<!-- /bench:{p.name} -->")
-    path = args.benchmarks
-    text = path.read_text() if path.exists() else (
-        "# Benchmarks\n\nFigures from actual runs of the scripts in `benchmarks/`; each section names its "
-        "command and machine. Metrics are on the pipeline's evaluation split; latency at batch 1.\n")
-    pattern = re.compile(rf"<!-- bench:{re.escape(p.name)} -->.*?<!-- /bench:{re.escape(p.name)} -->", re.S)
-    text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    body = (f"## `{p.name}`: {p.to_line()}\n\n"
+            f"- command: `{cmd}` (a fresh run: every stage recomputed)\n"
+            f"- machine: {machine()}\n- date: {dt.date.today().isoformat()}\n"
+            f"- total wall time: {wall:.0f} s\n\n{table}\n")
+    section = write_section(p.name, body, args.benchmarks)
     print(section)
     return 0
 

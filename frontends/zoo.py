@@ -6,8 +6,19 @@
   to the input resolution, and a 1×1 head giving one logit per pixel.
 - `cls-cnn`: a small classifier (conv, conv, max-pool, depthwise-separable block, global pool,
   linear) for images such as the 8×8 digits.
+- `vit`: a small Vision Transformer (see `compressor.frontends.vision`): patch embedding, cls token,
+  learned positional embedding sized from the input, `depth` pre-norm blocks (default 12) of
+  `heads`-head attention (default 4) and a 2× MLP. Its embedding dim is 4·`width` (64 at the
+  default width 16). `patch_size` defaults to 2 below 32 pixels a side and 4 from 32 up (the largest
+  of those, then 1, that divides both H and W). `Attention` is lowered as one leaf module, for the
+  block/head pruning pass.
+- `resnet`: a CIFAR-style ResNet (He et al. 2016): stages of `depth` BasicBlocks (default 3, i.e.
+  ResNet-20) with widths `width`, 2·`width`, 4·`width`, 1×1 conv projection shortcuts.
+- `mobilenet-v2`: MobileNetV2 (Sandler et al. 2018) with channels scaled by `width`/32 (32 gives
+  the paper's counts); stride-2 layers run at stride 1 once the feature map is below 8 pixels.
 
-Models take their input channels and class count from the data, their width from `width`.
+Models take their input channels, size and class count from the data, their width from `width`.
+Options that only some models take (`depth`, `heads`, `patch_size`) are rejected for the others.
 """
 from __future__ import annotations
 
@@ -20,6 +31,7 @@ import torch.nn.functional as F
 
 from compressor.errors import FrontendError
 from compressor.frontend import Frontend, input_spec_from, lower
+from compressor.frontends.vision import VIT_LEAF_MODULES, MobileNetV2, ResNet, VisionTransformer
 from compressor.ir import ModelIR, TaskSpec
 from compressor.options import option
 from compressor.registry import register_frontend
@@ -87,29 +99,82 @@ class ClsCNN(nn.Module):
 @dataclass(frozen=True)
 class ZooModel:
     task: Literal["classification", "segmentation"]
-    factory: Callable[[int, int, int], nn.Module]  # (in_channels, num_classes, width)
+    # (in_channels, num_classes, input (H, W), options) → module
+    factory: Callable[[int, int, tuple[int, int], "ZooOptions"], nn.Module]
     help: str
+    leaf_modules: tuple[str, ...] = ()  # class names torch.fx keeps as single call_module nodes
+
+
+VIT_DIM_PER_WIDTH = 4  # vit's embedding dim is 4·width: 64 at the default width 16
+
+
+def vit_patch_size(options: "ZooOptions", input_hw: tuple[int, int]) -> int:
+    """The patch size vit uses on an input of size input_hw (FrontendError if the set one does not fit)."""
+    h, w = input_hw
+    if options.patch_size is None:
+        first = 4 if min(h, w) >= 32 else 2
+        return next(p for p in (first, 2, 1) if p <= first and h % p == 0 and w % p == 0)
+    p = options.patch_size
+    if h % p or w % p:
+        valid = [d for d in range(1, min(h, w) + 1) if h % d == 0 and w % d == 0]
+        raise FrontendError(f"zoo model 'vit': patch_size {p} does not divide the input size {h}×{w}; "
+                            f"valid: {', '.join(map(str, valid))}; set model.patch_size to one of them")
+    return p
+
+
+def _vit(c: int, n: int, hw: tuple[int, int], o: "ZooOptions") -> nn.Module:
+    return VisionTransformer(c, n, hw, dim=VIT_DIM_PER_WIDTH * o.width, depth=o.depth or 12,
+                             num_heads=o.heads or 4, patch_size=vit_patch_size(o, hw))
 
 
 ZOO: dict[str, ZooModel] = {
-    "seg-cnn": ZooModel("segmentation", lambda c, n, w: SegCNN(c, w),
+    "seg-cnn": ZooModel("segmentation", lambda c, n, hw, o: SegCNN(c, o.width),
                         "encoder-decoder with depthwise-separable reductions and skips; 1 logit per pixel"),
-    "cls-cnn": ZooModel("classification", lambda c, n, w: ClsCNN(c, n, w),
+    "cls-cnn": ZooModel("classification", lambda c, n, hw, o: ClsCNN(c, n, o.width),
                         "conv-conv-pool-separable-pool-linear classifier"),
+    "vit": ZooModel("classification", _vit,
+                    "small Vision Transformer (dim 4·width, depth 12, 4 heads, patch 2 / 4 from 32 px)",
+                    leaf_modules=VIT_LEAF_MODULES),
+    "resnet": ZooModel("classification", lambda c, n, hw, o: ResNet(c, n, o.width, o.depth or 3),
+                       "CIFAR ResNet-6·depth+2 (ResNet-20 at depth 3), widths width/2·width/4·width"),
+    "mobilenet-v2": ZooModel("classification", lambda c, n, hw, o: MobileNetV2(c, n, hw, o.width),
+                             "MobileNetV2 with channels scaled by width/32, strides kept on maps of 8 px and up"),
+}
+
+# Options that only some models take: setting one for another model is an error.
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "depth": ("vit", "resnet"),
+    "heads": ("vit",),
+    "patch_size": ("vit",),
 }
 
 
 @dataclass(frozen=True)
 class ZooOptions:
     model: str = option("seg-cnn", "zoo model name: " + ", ".join(ZOO))
-    width: int = option(16, "base channel width", min=1, max=1024)
+    width: int = option(16, "base channel width (vit: embedding dim 4·width)", min=1, max=1024)
     seed: int = option(0, "weight initialization seed", min=0)
+    depth: int | None = option(None, "vit: transformer blocks (default 12); resnet: BasicBlocks per stage "
+                               "(default 3 = ResNet-20)", min=1)
+    heads: int | None = option(None, "vit: attention heads (default 4); must divide 4·width", min=1)
+    patch_size: int | None = option(None, "vit: patch side in pixels (default 2, or 4 for inputs of 32 px "
+                                    "and up); must divide the input's H and W", min=1)
 
     def __post_init__(self) -> None:
         if self.model not in ZOO:
             from compressor.options import unknown_key_message
 
             raise ValueError(unknown_key_message(self.model, list(ZOO), "zoo model"))
+        for name, models in MODEL_OPTIONS.items():
+            if getattr(self, name) is not None and self.model not in models:
+                raise ValueError(f"option '{name}' applies only to zoo model(s) {', '.join(models)}, not to "
+                                 f"'{self.model}'; remove it")
+        if self.model == "vit" and self.heads is not None:
+            dim = VIT_DIM_PER_WIDTH * self.width
+            if dim % self.heads:
+                valid = [d for d in range(1, dim + 1) if dim % d == 0]
+                raise ValueError(f"heads {self.heads} does not divide vit's embedding dim {dim} (4·width); "
+                                 f"valid: {', '.join(map(str, valid))}; change heads or width")
 
 
 @register_frontend("zoo")
@@ -126,7 +191,10 @@ class Zoo(Frontend):
                                 f"'{data.name}' is a {data.task.kind} task; pick a "
                                 f"{data.task.kind} model: " + ", ".join(k for k, v in ZOO.items() if v.task == data.task.kind))
         torch.manual_seed(self.options.seed)
-        model = entry.factory(data.input_shape[0], data.task.num_classes, self.options.width)
+        input_hw = (int(data.input_shape[-2]), int(data.input_shape[-1]))
+        model = entry.factory(data.input_shape[0], data.task.num_classes, input_hw, self.options)
         spec = input_spec_from(data.input_shape, data.input_range)
-        return lower(model, [spec], TaskSpec(data.task.kind, data.task.num_classes),
-                     meta={"frontend": "zoo", "model": self.options.model, "width": self.options.width})
+        meta = {"frontend": "zoo", "model": self.options.model, "width": self.options.width}
+        meta.update({k: getattr(self.options, k) for k in MODEL_OPTIONS if getattr(self.options, k) is not None})
+        return lower(model, [spec], TaskSpec(data.task.kind, data.task.num_classes), meta=meta,
+                     leaf_modules=entry.leaf_modules)

@@ -1,0 +1,324 @@
+"""Reproduce seed 000's compression tables (section 5.5) on the PC-DARTS segmentation network.
+
+    python benchmarks/seed_tables.py                        # CPU profile: under an hour on 2 cores
+    python benchmarks/seed_tables.py --profile full         # the paper's sizes, for a CUDA GPU
+    python benchmarks/seed_tables.py --dry-run              # print every row's pipeline and stop
+
+Every row is one pipeline (`compress run` with the same stages) on insar-synthetic:
+
+- Table 2, baseline: the PC_DARTS_cifar genotype lowered to a segmentation network and trained.
+- Table 3, pruning: prune-l1 at 0.4 / 0.6 / 0.8 with depthwise convs excluded, in both meanings of
+  "exclude" (freeze: the literal reading, as the paper; follow: excluded layers shrink with their
+  producer), each fine-tuned.
+- Table 4, FP16: the baseline in half precision.
+- Table 5, KD: four students of the teacher's genotype (the paper's 16/36 channels × 8/14 cells,
+  scaled to the profile's teacher), distilled from the baseline (α·soft + (1 − α)·hard, T = 4).
+- Table 6, hybrid: prune 0.6 (+ fine-tune) then FP16, in both meanings.
+- Ours: prune-l1 follow, distillation from the baseline into the pruned network with feature
+  alignment (the paper's proposed remedy), FP16.
+
+Each row ends in a verified ONNX export, and every figure of the tables is measured on that
+artifact: the task metrics through onnxruntime on the validation split, the params, the size of the
+file (reductions are relative to the baseline's fp32 ONNX file) and the latency. Latency is measured
+at the end, side by side: one onnxruntime CPU session per artifact, batch 1, timed in interleaved
+rounds so that every row sees the same machine state; the table quotes the median over all rounds
+and the speed-up over the baseline from that one measurement.
+
+The baseline is trained once and its stage directory copied into every row's run directory, where
+the runner's stage keys find it cached; a row whose pipeline extends another's (the hybrid, after
+the pruning row) starts from that row's stages too. Re-running with the same --out resumes: only
+missing stages run, and the latency phase is measured again.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, side_by_side_latency, write_section  # noqa: E402
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # The teacher is the search-phase network (16 channels, 8 cells) on 64×64 crops: a C=16, 8-cell
+    # training step takes ~3.7 s at batch 32 on 2 cores, which keeps the grid under an hour.
+    "cpu": {
+        "device": "cpu", "size": 64, "n_train": 512, "n_val": 128, "n_test": 128,
+        "init_channels": 16, "layers": 8, "epochs": 10, "batch_size": 32, "lr": 0.003,
+        "finetune_epochs": 4, "finetune_lr": 0.003,
+        # the paper's students, 16/36 channels of a 36-channel teacher and 8/14 of its 20 cells, scaled
+        # to this teacher: 16·16/36 ≈ 8 or the full 16 channels; 8·8/20 ≈ 3 or 14·8/20 ≈ 5 cells
+        "students": [(8, 3), (8, 5), (16, 3), (16, 5)], "kd_epochs": 4, "kd_lr": 0.003,
+        "best_ratio": 0.8, "best_epochs": 8, "best_lr": 0.003,
+        "latency_rounds": 7, "latency_iters": 30,
+    },
+    # The paper's network and input size (C=36, 20 cells, 100×100) for a CUDA GPU.
+    "full": {
+        "device": "cuda", "size": 100, "n_train": 8000, "n_val": 1000, "n_test": 1000,
+        "init_channels": 36, "layers": 20, "epochs": 50, "batch_size": 64, "lr": 0.003,
+        "finetune_epochs": 10, "finetune_lr": 0.003,
+        "students": [(16, 8), (16, 14), (36, 8), (36, 14)], "kd_epochs": 30, "kd_lr": 0.003,
+        "best_ratio": 0.8, "best_epochs": 30, "best_lr": 0.003,
+        "latency_rounds": 7, "latency_iters": 50,
+    },
+}
+
+RATIOS = (0.4, 0.6, 0.8)
+MODES = ("freeze", "follow")
+# decoder activations: the stages where the student's and teacher's feature maps are aligned
+FEATURE_LAYERS = ["decoder.0.op.2", "decoder.1.op.2"]
+
+
+@dataclass
+class Row:
+    id: str
+    table: str
+    label: str
+    passes: list[Any]
+    parent: str | None = None  # a row whose pipeline this one extends (its stages are reused)
+    record: dict[str, Any] = field(default_factory=dict)
+    latency_ms: float | None = None
+    run_dir: Path | None = None
+
+
+def rows(prof: dict[str, Any]) -> list[Row]:
+    ft = {"finetune": {"epochs": prof["finetune_epochs"], "lr": prof["finetune_lr"]}}
+    out = [Row("baseline", "Table 2: baseline", "PC-DARTS baseline (fp32)", [])]
+    for mode in MODES:
+        for r in RATIOS:
+            out.append(Row(f"prune-{mode}-{r}", f"Table 3: pruning (exclude_mode: {mode})", f"prune {r} ({mode})",
+                           [{"prune-l1": {"ratio": r, "exclude_mode": mode}}, copy.deepcopy(ft)]))
+    out.append(Row("fp16", "Table 4: FP16", "16-bit", ["fp16"]))
+    for c, layers in prof["students"]:
+        out.append(Row(f"kd-{c}x{layers}", "Table 5: knowledge distillation", f"student C={c}, {layers} cells",
+                       [{"distill": {"student": "darts", "student_init_channels": c, "student_layers": layers,
+                                     "epochs": prof["kd_epochs"], "lr": prof["kd_lr"], "batch_size": prof["batch_size"]}}]))
+    for mode in MODES:
+        out.append(Row(f"hybrid-{mode}", "Table 6: hybrid (prune 0.6 + FP16)", f"prune 0.6 ({mode}) + 16-bit",
+                       [{"prune-l1": {"ratio": 0.6, "exclude_mode": mode}}, copy.deepcopy(ft), "fp16"],
+                       parent=f"prune-{mode}-0.6"))
+    r = prof["best_ratio"]
+    out.append(Row("best", "Ours: best chain", f"prune {r} (follow) + distill (features) + 16-bit",
+                   [{"prune-l1": {"ratio": r, "exclude_mode": "follow"}},
+                    {"distill": {"student": "current", "epochs": prof["best_epochs"], "lr": prof["best_lr"],
+                                 "batch_size": prof["batch_size"], "alpha": 0.5,
+                                 "feature_layers": FEATURE_LAYERS, "feature_weight": 1.0}},
+                    "fp16"],
+                   parent=f"prune-follow-{r}" if r in RATIOS else None))
+    return out
+
+
+def pipeline_dict(prof: dict[str, Any], row: Row, seed: int) -> dict[str, Any]:
+    return {
+        "name": "seed_tables_" + row.id.replace(".", ""),
+        "seed": seed,
+        "device": prof["device"],
+        "data": {"name": "insar-synthetic", "size": prof["size"], "n_train": prof["n_train"],
+                 "n_val": prof["n_val"], "n_test": prof["n_test"]},
+        "model": {"frontend": "darts", "genotype": "PC_DARTS_cifar", "init_channels": prof["init_channels"],
+                  "layers": prof["layers"],
+                  "train": {"epochs": prof["epochs"], "batch_size": prof["batch_size"], "lr": prof["lr"]}},
+        "passes": copy.deepcopy(row.passes),
+        "export": ["onnx"],
+        # latency is measured side by side at the end; in the pipeline only onnxruntime, briefly
+        "evaluate": {"latency": {"backends": ["onnxruntime-cpu"], "iters": 5, "warmup": 1}},
+    }
+
+
+def _seed_stages(src: Path, dst: Path, count: int) -> None:
+    """Copy the first `count` stage directories of run `src` into run `dst` (missing ones only).
+    The runner re-checks each stage's key, so a copy that does not match is simply recomputed."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for d in sorted(src.iterdir()):
+        if d.is_dir() and d.name[:2].isdigit() and int(d.name[:2]) < count and not (dst / d.name).exists():
+            shutil.copytree(d, dst / d.name)
+
+
+# ---- tables -------------------------------------------------------------------------------------
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.2f}"
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e6:.3f} M" if n >= 1e6 else f"{n:,}"
+
+
+def table_rows(rs: list[Row]) -> list[dict[str, Any]]:
+    """The figures of every row, relative to the baseline row (the first)."""
+    base = rs[0]
+    b_size = base.record["size_bytes"]
+    b_lat = base.latency_ms
+    out = []
+    for r in rs:
+        m = r.record.get("metrics") or {}
+        size = r.record["size_bytes"]
+        out.append({
+            "id": r.id, "table": r.table, "label": r.label,
+            "accuracy": m.get("accuracy"), "recall": m.get("recall"), "iou": m.get("iou"),
+            "params": r.record["params"], "macs": r.record.get("macs"),
+            "size_mb": size / 1e6, "size_reduction_pct": 100 * (1 - size / b_size), "size_ratio": b_size / size,
+            "latency_ms": r.latency_ms,
+            "speedup": (b_lat / r.latency_ms) if (b_lat and r.latency_ms) else None,
+        })
+    return out
+
+
+def markdown(figures: list[dict[str, Any]]) -> str:
+    lines: list[str] = []
+    table = None
+    head = ("| Row | Accuracy | Recall | IoU | Params | MACs | Size MB | Reduction % | ORT p50 ms | Speed-up |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for f in figures:
+        if f["table"] != table:
+            table = f["table"]
+            lines += ["", f"**{table}**", "", head]
+        macs = "–" if f["macs"] is None else f"{f['macs'] / 1e6:.1f} M"
+        lat = "–" if f["latency_ms"] is None else f"{f['latency_ms']:.2f}"
+        spd = "–" if f["speedup"] is None else f"{f['speedup']:.2f}×"
+        lines.append(f"| {f['label']} | {_pct(f['accuracy'])} | {_pct(f['recall'])} | {_pct(f['iou'])} | "
+                     f"{_params(f['params'])} | {macs} | {f['size_mb']:.3f} | {f['size_reduction_pct']:.1f} | "
+                     f"{lat} | {spd} |")
+    return "\n".join(lines).strip()
+
+
+def check_targets(figures: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
+    """Issue 4's targets, each as (target, met, the measured figures)."""
+    by = {f["id"]: f for f in figures}
+    base = by["baseline"]
+    iou = lambda f: 100 * (f["iou"] or 0.0)  # noqa: E731
+    out: list[tuple[str, bool, str]] = []
+    f16 = by.get("fp16")
+    if f16:
+        ok = 1.8 <= f16["size_ratio"] <= 2.2 and abs(iou(f16) - iou(base)) <= 0.5
+        out.append(("FP16 halves the size at unchanged IoU (±0.5)", ok,
+                    f"{f16['size_ratio']:.2f}× smaller, IoU {iou(f16):.2f} vs {iou(base):.2f}"))
+    for mode in MODES:
+        ious = [iou(by[f"prune-{mode}-{r}"]) for r in RATIOS if f"prune-{mode}-{r}" in by]
+        if len(ious) == len(RATIOS):
+            ok = all(a >= b for a, b in zip(ious, ious[1:]))
+            out.append((f"IoU falls as the pruning ratio rises ({mode})", ok,
+                        " → ".join(f"{x:.2f}" for x in ious) + f" at {'/'.join(map(str, RATIOS))}"))
+    hyb = by.get("hybrid-freeze")
+    if hyb:
+        paper = [f for f in figures if f["id"].startswith("prune-freeze-") or f["id"] == "fp16"]
+        other = min(paper, key=lambda f: f["size_mb"])
+        out.append(("the hybrid is the smallest of the paper's pruning / FP16 rows (freeze)",
+                    hyb["size_mb"] < other["size_mb"],
+                    f"hybrid {hyb['size_mb']:.3f} MB; smallest other: {other['size_mb']:.3f} MB ({other['label']})"))
+    best = by.get("best")
+    if best:
+        out.append(("best chain ≥ 10× smaller than the fp32 baseline artifact", best["size_ratio"] >= 10,
+                    f"{best['size_ratio']:.1f}× ({best['size_mb']:.3f} MB vs {base['size_mb']:.3f} MB)"))
+        out.append(("best chain IoU within 1 point of the baseline", iou(best) >= iou(base) - 1,
+                    f"{iou(best):.2f} vs {iou(base):.2f} ({iou(best) - iou(base):+.2f})"))
+        if best["speedup"] is not None:
+            out.append(("best chain ≥ 2× faster on onnxruntime CPU, batch 1", best["speedup"] >= 2,
+                        f"{best['speedup']:.2f}× ({best['latency_ms']:.2f} ms vs {base['latency_ms']:.2f} ms)"))
+    return out
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    ap.add_argument("--out", type=Path, default=None, help="runs directory (default: runs/seed_tables_PROFILE)")
+    ap.add_argument("--only", nargs="*", default=None, help="row ids to run (the baseline always runs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a profile value, e.g. --set epochs=20 (JSON values)")
+    ap.add_argument("--dry-run", action="store_true", help="print each row's pipeline and stop")
+    ap.add_argument("--no-write", action="store_true", help="print the tables but leave BENCHMARKS.md alone")
+    args = ap.parse_args()
+
+    prof = dict(PROFILES[args.profile])
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in prof or not value:
+            ap.error(f"--set {item}: expected KEY=VALUE with KEY one of {', '.join(prof)}")
+        prof[key] = json.loads(value)
+        if key == "students":
+            prof[key] = [tuple(s) for s in prof[key]]
+
+    from compressor.pipeline import Pipeline
+
+    all_rows = rows(prof)
+    chosen = [r for r in all_rows if r.id == "baseline" or args.only is None or r.id in args.only]
+    if args.only:
+        unknown = set(args.only) - {r.id for r in all_rows}
+        if unknown:
+            ap.error(f"unknown row ids {sorted(unknown)}; valid: {', '.join(r.id for r in all_rows)}")
+    pipes = {r.id: Pipeline.from_dict(pipeline_dict(prof, r, args.seed), source=f"<seed_tables {r.id}>")
+             for r in chosen}
+    if args.dry_run:
+        for r in chosen:
+            print(f"{r.id:18s} {pipes[r.id].to_line()}")
+        return 0
+
+    out = args.out or ROOT / "runs" / f"seed_tables_{args.profile}"
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    done: dict[str, Row] = {}
+    for i, r in enumerate(chosen):
+        r.run_dir = out / r.id
+        if r.id != "baseline":
+            _seed_stages(done["baseline"].run_dir, r.run_dir, 1)
+            if r.parent in done:  # the stages of the passes both rows begin with
+                parent = done[r.parent]
+                common = next((k for k, (a, b) in enumerate(zip(parent.passes, r.passes)) if a != b),
+                              min(len(parent.passes), len(r.passes)))
+                _seed_stages(parent.run_dir, r.run_dir, 1 + common)
+        t = time.perf_counter()
+        print(f"[{i + 1}/{len(chosen)}] {r.id}: {pipes[r.id].to_line()}", file=sys.stderr, flush=True)
+        result = pipes[r.id].run(out=r.run_dir, progress=False)
+        r.record = result.stages[-1].record
+        done[r.id] = r
+        m = r.record.get("metrics") or {}
+        print(f"    {time.perf_counter() - t:.0f} s, IoU {_pct(m.get('iou'))}, {r.record['params']:,} params, "
+              f"{r.record['size_bytes'] / 1e6:.3f} MB", file=sys.stderr, flush=True)
+    pipeline_s = time.perf_counter() - start
+
+    print("latency: side by side, onnxruntime CPU, batch 1 ...", file=sys.stderr, flush=True)
+    paths = [r.run_dir / r.record["artifact"] for r in chosen]
+    for r, ms in zip(chosen, side_by_side_latency(paths, prof["latency_rounds"], prof["latency_iters"])):
+        r.latency_ms = ms
+    wall = time.perf_counter() - start
+
+    figures = table_rows(chosen)
+    tables = markdown(figures)
+    targets = check_targets(figures)
+    base_train = json.loads((out / "baseline" / "00_baseline" / "stage.json").read_text()).get("seconds")
+    only = f" --only {' '.join(args.only)}" if args.only else ""
+    sets = "".join(f" --set {s}" for s in args.set)
+    cmd = f"python benchmarks/seed_tables.py --profile {args.profile}{only}{sets}"
+    settings = ", ".join(f"{k}={v}" for k, v in prof.items() if k not in ("students",)) + \
+        ", students=" + " ".join(f"{c}x{layers}" for c, layers in prof["students"])
+    target_lines = "\n".join(f"- {'met' if ok else 'MISSED'}: {name}: {fig}" for name, ok, fig in targets)
+    body = (f"## Seed 000's compression tables, {args.profile} profile\n\n"
+            f"- command: `{cmd}`\n- machine: {machine()}\n- date: {dt.date.today().isoformat()}\n"
+            f"- profile: {settings}\n"
+            f"- wall time: {wall / 60:.1f} min in all ({pipeline_s / 60:.1f} min of pipelines, of which the "
+            f"baseline's training {(base_train or 0) / 60:.1f} min; stages already in --out are reused)\n"
+            "- every figure is measured on the row's verified ONNX file: metrics through onnxruntime on the "
+            "validation split, size = file bytes (reduction vs the baseline's fp32 ONNX), latency = median "
+            f"of {prof['latency_rounds']} interleaved rounds × {prof['latency_iters']} calls, batch 1, all "
+            "sessions side by side in one process\n\n"
+            f"{tables}\n\n**Targets (issue 4)**\n\n{target_lines}\n")
+    print(body)
+    if not args.no_write:
+        write_section(f"seed-tables-{args.profile}", body)
+        (out / "figures.json").write_text(json.dumps({"profile": prof, "figures": figures,
+                                                      "targets": targets}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

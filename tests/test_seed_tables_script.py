@@ -1,0 +1,54 @@
+"""benchmarks/seed_tables.py: the row grid, the tables and the target checks (no training here)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import seed_tables as st  # noqa: E402
+
+
+def _row(id_, table, size, iou, params=1000, lat=1.0):
+    r = st.Row(id_, table, id_, [])
+    r.record = {"size_bytes": size, "params": params, "macs": 2e6,
+                "metrics": {"accuracy": 0.9, "recall": 0.8, "iou": iou}}
+    r.latency_ms = lat
+    return r
+
+
+def test_grid_has_the_papers_rows_and_pipelines_validate():
+    from compressor.pipeline import Pipeline
+
+    prof = st.PROFILES["cpu"]
+    rows = st.rows(prof)
+    ids = [r.id for r in rows]
+    assert ids[0] == "baseline" and "fp16" in ids and "best" in ids
+    assert [i for i in ids if i.startswith("prune-")] == [f"prune-{m}-{r}" for m in st.MODES for r in st.RATIOS]
+    assert len([i for i in ids if i.startswith("kd-")]) == 4
+    for r in rows:  # every row's pipeline passes the full validation
+        Pipeline.from_dict(st.pipeline_dict(prof, r, 0))
+    hybrid = next(r for r in rows if r.id == "hybrid-freeze")
+    assert hybrid.parent == "prune-freeze-0.6" and hybrid.passes[-1] == "fp16"
+
+
+def test_tables_and_targets():
+    rows = [_row("baseline", "T2", 1_000_000, 0.80, lat=10.0),
+            _row("prune-freeze-0.4", "T3", 900_000, 0.79), _row("prune-freeze-0.6", "T3", 850_000, 0.75),
+            _row("prune-freeze-0.8", "T3", 800_000, 0.70),
+            _row("fp16", "T4", 510_000, 0.80), _row("hybrid-freeze", "T6", 430_000, 0.75),
+            _row("best", "Ours", 90_000, 0.795, lat=4.0)]
+    figs = st.table_rows(rows)
+    best = figs[-1]
+    assert best["size_ratio"] == pytest.approx(1_000_000 / 90_000) and best["speedup"] == pytest.approx(2.5)
+    assert figs[1]["size_reduction_pct"] == pytest.approx(10.0)
+    md = st.markdown(figs)
+    assert md.count("| Row |") == 5 and "| best | 90.00 | 80.00 | 79.50 |" in md
+    checks = {name: ok for name, ok, _ in st.check_targets(figs)}
+    assert all(checks.values()), checks
+    rows[-1].record["metrics"]["iou"] = 0.78  # 2 points below the baseline
+    rows[3].record["metrics"]["iou"] = 0.76  # 0.8 above 0.6: not monotone
+    checks = {name: ok for name, ok, _ in st.check_targets(st.table_rows(rows))}
+    assert not checks["best chain IoU within 1 point of the baseline"]
+    assert not checks["IoU falls as the pruning ratio rises (freeze)"]

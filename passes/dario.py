@@ -240,12 +240,15 @@ def prepare(gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...],
     structures: list[Structure] = []
     blocks = find_blocks(gm) if granularity in ("block", "both") else []
     block_of: dict[str, str] = {}
+    gated: dict[torch.fx.Node, torch.fx.Node] = {}  # a block's output -> its gate
     for i, (name, inp, outp, region) in enumerate(blocks):
         target = f"dario_block_{i}"
         gm.add_submodule(target, BlockGate())
+        inp = gated.get(inp, inp)  # H_{m-1} of a block right after another is the gated previous output
         with gm.graph.inserting_after(outp):
             g = gm.graph.call_module(target, (outp, inp))
         outp.replace_all_uses_with(g, delete_user_cb=lambda u, g=g: u is not g)
+        gated[outp] = g
         mods = {m.target for m in region | {outp} if m.op == "call_module"}
         for t in mods:
             block_of[t] = name
@@ -288,7 +291,6 @@ def convert(prepared: Prepared, keep: dict[str, list[bool]]) -> dict[str, Any]:
     """Remove what `keep` marks False (per structure name: [block kept] or [head kept, ...]) and take
     every gate out of the graph. Returns what was removed."""
     gm = prepared.module
-    nodes = {n.name: n for n in gm.graph.nodes}
     gate_nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module" and str(n.target).startswith("dario_block_")}
     removed_blocks, removed_heads = [], {}
     for s in prepared.structures:
@@ -296,7 +298,8 @@ def convert(prepared: Prepared, keep: dict[str, list[bool]]) -> dict[str, Any]:
             continue
         g = gate_nodes[s.gate]
         kept = keep.get(s.name, [True])[0]
-        g.replace_all_uses_with(nodes[s.output] if kept else nodes[s.input])
+        out, inp = g.args  # current values: an earlier removed gate has already been replaced
+        g.replace_all_uses_with(out if kept else inp)
         gm.graph.erase_node(g)
         if not kept:
             removed_blocks.append(s.name)

@@ -206,11 +206,25 @@ def test_removed_block_equals_gate_at_zero(vit_ir):
     assert "blocks.1" not in dict(p.module.named_modules()) or not list(p.module.get_submodule("blocks.1").parameters())
 
 
+@pytest.mark.parametrize("kept", [(False, False, True), (True, False, False), (False, False, False)])
+def test_adjacent_removed_blocks_equal_gates_at_zero(vit_ir, kept):
+    x = _x()
+    p = _prepare(vit_ir, "block")
+    keep = {f"blocks.{i}": [k] for i, k in enumerate(kept)}
+    p.set_alpha(_gate_values(p, keep))
+    gated = p.module(x)
+    convert(p, keep)
+    torch.testing.assert_close(p.module(x), gated, rtol=1e-5, atol=1e-6)
+    per_block = sum(q.numel() for q in Block(16, 4).parameters())
+    base = sum(q.numel() for q in TinyViT().parameters())
+    assert sum(q.numel() for q in p.module.parameters()) == base - per_block * kept.count(False)
+
+
 def test_removed_resnet_block_equals_gate_at_zero(resnet_ir):
     x = _x()
     p = _prepare(resnet_ir)
     p.module.eval()
-    keep = {"layer1.0": [False], "layer1.1": [True], "layer2.1": [False]}
+    keep = {"layer1.0": [False], "layer1.1": [False], "layer2.1": [False]}
     p.set_alpha(_gate_values(p, keep))
     gated = p.module(x)
     convert(p, keep)

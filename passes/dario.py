@@ -143,14 +143,15 @@ def _is_add(n: torch.fx.Node) -> bool:
     return n.op == "call_method" and n.target == "add" and len(n.args) == 2 and not n.kwargs
 
 
-def _ancestors(n: torch.fx.Node) -> set[torch.fx.Node]:
+def _closure(n: torch.fx.Node, up: bool) -> set[torch.fx.Node]:
+    """All ancestors (up) or descendants (down) of `n`, without `n`."""
     seen: set[torch.fx.Node] = set()
-    stack = list(n.all_input_nodes)
+    stack = list(n.all_input_nodes if up else n.users)
     while stack:
         m = stack.pop()
         if m not in seen:
             seen.add(m)
-            stack.extend(m.all_input_nodes)
+            stack.extend(m.all_input_nodes if up else m.users)
     return seen
 
 
@@ -160,6 +161,7 @@ def _shape(n: torch.fx.Node) -> tuple | None:
 
 
 def _prefix(targets: list[str]) -> str:
+    """The deepest module path shared by `targets` (a lone module's parent)."""
     if not targets:
         return ""
     parts = [t.split(".") for t in targets]
@@ -168,8 +170,8 @@ def _prefix(targets: list[str]) -> str:
         if len(set(items)) != 1:
             break
         common.append(items[0])
-    if len(common) == min(len(p) for p in parts):  # one module only: its parent is the block
-        common = common[:-1] if len(parts) > 1 or len(common) > 1 else common
+    if len(common) == min(len(p) for p in parts):  # a target is the prefix itself: name its parent
+        common = common[:-1]
     return ".".join(common)
 
 
@@ -189,10 +191,10 @@ def find_blocks(gm: torch.fx.GraphModule) -> list[tuple[str, torch.fx.Node, torc
         if _shape(a) is None or _shape(a) != _shape(b) or _shape(a) != _shape(n):
             continue
         for skip, branch in ((a, b), (b, a)):
-            anc = _ancestors(branch)
+            anc = _closure(branch, up=True)
             if skip not in anc:
                 continue
-            region = {m for m in anc if skip in _ancestors(m)} | {branch}
+            region = (anc & _closure(skip, up=False)) | {branch}
             if _contained(region, n):
                 targets = [m.target for m in region if m.op == "call_module"]
                 residuals.append((skip, n, region, _prefix(targets)))

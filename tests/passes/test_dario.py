@@ -400,3 +400,34 @@ def test_nothing_gateable_is_a_clear_error():
 def test_threshold_outside_the_open_interval_is_rejected(value):
     with pytest.raises(ConfigError, match="threshold"):
         PruneDario(threshold=value)
+
+
+@pytest.mark.parametrize("model,expected", [
+    ("vit", [f"blocks.{i}" for i in range(12)]),
+    ("resnet", ["layer1.0", "layer1.1", "layer1.2", "layer2.1", "layer2.2", "layer3.1", "layer3.2"]),
+    ("mobilenet-v2", None),
+])
+def test_zoo_models_gateable_structures(model, expected):
+    """The zoo's DARIO models: every ViT block, ResNet blocks with identity shortcuts, MobileNetV2's
+    inverted residuals with a residual connection; open gates leave the outputs unchanged."""
+    from compressor.data import build_data
+    from compressor.frontends.vision import InvertedResidual
+    from compressor.frontends.zoo import Zoo
+
+    data = build_data("digits", {}, seed=0)
+    ir = Zoo(model=model).build(data, PassContext(progress=False))
+    x = ir.example_inputs(batch=2)[0]
+    ir.module.eval()
+    ref = ir.module(x)
+    p = prepare(ir.module, (x,), "both")
+    blocks = [s.name for s in p.structures if s.kind == "block"]
+    if expected is None:  # as many as the eager model has residual inverted-residual blocks
+        from compressor.frontends.vision import MobileNetV2
+
+        eager = MobileNetV2(1, 10, (8, 8), width=16)
+        expected = [f"features.{i}.conv" for i, m in enumerate(eager.features)
+                    if isinstance(m, InvertedResidual) and m.use_res_connect]
+        assert expected
+    assert blocks == expected
+    assert len([s for s in p.structures if s.kind == "heads"]) == (12 if model == "vit" else 0)
+    assert torch.equal(p.module.eval()(x), ref)

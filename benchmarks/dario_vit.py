@@ -33,8 +33,8 @@ def pipeline(name: str, passes: list, args: argparse.Namespace) -> dict:
         "name": name, "seed": 0,
         "data": {"name": "digits"},
         "model": {"frontend": "zoo", "model": "vit", "depth": args.depth,
-                  "train": {"epochs": args.epochs, "batch_size": 64, "lr": args.lr, "optimizer": "adamw",
-                            "weight_decay": 0.05}},
+                  "train": {"epochs": args.epochs, "batch_size": 16, "lr": args.lr, "optimizer": "adamw",
+                            "weight_decay": 0.1}},
         "passes": passes,
         "export": ["onnx"],
         "evaluate": {"latency": {"backends": ["onnxruntime-cpu"], "iters": 5, "warmup": 1}},
@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "dario_vit")
     ap.add_argument("--depth", type=int, default=12)
     ap.add_argument("--epochs", type=int, default=15, help="baseline training epochs")
-    ap.add_argument("--lr", type=float, default=0.002)
+    ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--remove", type=int, default=None, help="blocks removed (default: half)")
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--finetune-lr", type=float, default=5e-4)
@@ -65,11 +65,11 @@ def main() -> int:
     from seed_tables import _seed_stages
 
     start = time.perf_counter()
-    ft = {"epochs": args.finetune_epochs, "lr": args.finetune_lr, "batch_size": 64}
+    ft = {"epochs": args.finetune_epochs, "lr": args.finetune_lr, "batch_size": 16}
     unpruned = Pipeline.from_dict(pipeline("dario_vit_unpruned", [{"finetune": ft}], args))
     dario = {"prune-dario": {"remove_blocks": remove, "finetune_epochs": args.finetune_epochs,
                              "finetune_lr": args.finetune_lr, "finetune_scope": args.finetune_scope,
-                             "finetune_batch_size": 64}}
+                             "finetune_batch_size": 16}}
     pruned = Pipeline.from_dict(pipeline("dario_vit_pruned", [dario], args))
     print(f"unpruned: {unpruned.to_line()}\npruned:   {pruned.to_line()}", file=sys.stderr, flush=True)
     u = unpruned.run(out=args.out / "unpruned", progress=False)

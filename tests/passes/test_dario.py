@@ -431,3 +431,19 @@ def test_zoo_models_gateable_structures(model, expected):
     assert blocks == expected
     assert len([s for s in p.structures if s.kind == "heads"]) == (12 if model == "vit" else 0)
     assert torch.equal(p.module.eval()(x), ref)
+
+
+def test_head_and_block_pruned_vit_exports_to_verified_onnx(vit_ir, tmp_path):
+    """After convert (blocks removed, heads sliced, num_heads updated) the IR still exports, and the
+    exporter's onnxruntime-vs-torch check passes."""
+    import onnx
+
+    from compressor.exporters.onnx import export_onnx
+
+    out = PruneDario(granularity="both", iterations=2, warm_start=2, threshold=0.5, remove_blocks=1)(
+        vit_ir, PassContext(progress=False))
+    heads = [out.module.get_submodule(f"{s['name']}").num_heads for s in out.history[-1].stats["structures"]
+             if s["kind"] == "heads" and s["name"].rsplit(".", 1)[0] not in out.history[-1].stats["removed_blocks"]]
+    res = export_onnx(out, tmp_path / "model.onnx")
+    assert res.primary.is_file() and onnx.load(str(res.primary)).graph.input[0].name
+    assert len(heads) == 2 and all(1 <= h <= 4 for h in heads)

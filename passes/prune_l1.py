@@ -6,7 +6,8 @@ them (BatchNorm, the next layer's inputs, concat partners, depthwise convs fed b
 
 Exclusions (seed 000, section 4.3): depthwise convs and layers with fewer than
 `min_out_channels` output channels are excluded, and output layers (the ones producing the
-logits) are always protected. "Excluded" here is the literal reading (torch-pruning's
+logits) are always protected; `protect_penultimate` protects the layers feeding them as well (see
+below). "Excluded" here is the literal reading (torch-pruning's
 `ignored_layers`): an excluded layer freezes its whole coupled group, because removing a channel
 anywhere in the group would change the excluded layer too. The record lists every group with the
 decision taken (pruned / frozen) and why.
@@ -14,6 +15,15 @@ decision taken (pruned / frozen) and why.
 Ranking choice (documented, tested): `importance: filter` (default) ranks by the L1 norm of the
 group's root filter only — the paper's "L1 norm of each filter"; `importance: group` ranks by
 the mean L1 norm over all coupled parameters (torch-pruning's GroupMagnitudeImportance default).
+
+Why `protect_penultimate` exists (measured, BENCHMARKS.md `seed-tables-cpu`): on the PC-DARTS
+segmentation network trained on insar-synthetic (11% positive pixels), 6 of the 16 filters feeding the
+1×1 head fire on the landslide (positive head weight) and 10 on background. The 6 have the 6 smallest
+L1 norms (16.25–17.12 against 17.66–21.88 at 48×48; the same ranks in a 64×64 run), so L1 ranking
+removes them first: at ratio 0.4 (7 of 16 removed) all are gone, and fine-tuning has to rebuild the
+positive evidence from background channels. In 8 epochs it did at 0.4 and did not at 0.6 and 0.8
+(IoU 0, every logit below 0). With the option on, prune 0.6 (follow) fine-tunes to IoU 78.88 instead
+of 0 for 3% more parameters. Off by default: the paper does not protect them.
 """
 from __future__ import annotations
 
@@ -45,6 +55,9 @@ class PruneL1Options:
     exclude_depthwise: bool = option(True, "exclude depthwise convs (their coupled group is frozen)")
     min_out_channels: int = option(0, "exclude layers with fewer output channels than this", min=0)
     ignore: list[str] = option([], "module names (glob patterns) to exclude as well, e.g. 'dec1.*'")
+    protect_penultimate: bool = option(
+        False, "also protect the layers feeding the output layer: on an imbalanced task their small-L1 filters "
+               "may carry the rare class (the seed grid's IoU collapse; see README)")
     importance: Literal["filter", "group"] = option("filter", "rank by the root filter's L1 norm or the whole group's")
     exclude_mode: Literal["freeze", "follow"] = option(
         "freeze", "freeze: an excluded layer freezes its whole coupled group (the literal reading); "
@@ -60,13 +73,13 @@ def is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
 
 
-def output_layers(gm: torch.fx.GraphModule) -> set[str]:
-    """Names of the parametrized layers whose outputs reach the graph output without passing
-    through another parametrized layer: the layers that produce the logits."""
+def _nearest_layers(gm: torch.fx.GraphModule, start: list[torch.fx.Node]) -> set[str]:
+    """Names of the parametrized layers reached walking backwards from `start` without passing
+    through another parametrized layer."""
     modules = dict(gm.named_modules())
     found: set[str] = set()
     seen: set[torch.fx.Node] = set()
-    stack = [n for n in gm.graph.nodes if n.op == "output"]
+    stack = list(start)
     while stack:
         node = stack.pop()
         if node in seen:
@@ -79,16 +92,33 @@ def output_layers(gm: torch.fx.GraphModule) -> set[str]:
     return found
 
 
+def output_layers(gm: torch.fx.GraphModule) -> set[str]:
+    """The parametrized layers whose outputs reach the graph output without passing through another
+    parametrized layer: the layers that produce the logits."""
+    return _nearest_layers(gm, [n for n in gm.graph.nodes if n.op == "output"])
+
+
+def penultimate_layers(gm: torch.fx.GraphModule) -> set[str]:
+    """The parametrized layers whose outputs feed an output layer (its nearest producers)."""
+    outs = output_layers(gm)
+    feeds = [i for n in gm.graph.nodes if n.op == "call_module" and str(n.target) in outs for i in n.all_input_nodes]
+    return _nearest_layers(gm, feeds) - outs
+
+
 def exclusions(gm: nn.Module, opts: PruneL1Options) -> dict[str, str]:
     """module name → why it is excluded."""
     out: dict[str, str] = {}
-    fx_outputs = output_layers(gm) if isinstance(gm, torch.fx.GraphModule) else set()
+    fx = isinstance(gm, torch.fx.GraphModule)
+    fx_outputs = output_layers(gm) if fx else set()
+    fx_penultimate = penultimate_layers(gm) if fx and opts.protect_penultimate else set()
     for name, m in gm.named_modules():
         if not isinstance(m, PRUNABLE):
             continue
         out_ch = m.out_features if isinstance(m, nn.Linear) else m.out_channels
         if name in fx_outputs:
             out[name] = "output layer (always protected)"
+        elif name in fx_penultimate:
+            out[name] = "feeds the output layer (protect_penultimate)"
         elif opts.exclude_depthwise and is_depthwise(m):
             out[name] = "depthwise conv"
         elif out_ch < opts.min_out_channels:
@@ -164,8 +194,10 @@ class PruneL1(Pass):
                             f"{', '.join(list(n for n in names.values() if n)[:5])} (see compress inspect)")
         modules = dict(gm.named_modules())
         protected = output_layers(gm) if isinstance(gm, torch.fx.GraphModule) else set()
-        # freeze: every excluded layer is ignored (its group freezes); follow: only the output layers
-        # are, the other excluded layers are merely never ranked.
+        if o.protect_penultimate and isinstance(gm, torch.fx.GraphModule):
+            protected |= penultimate_layers(gm)
+        # freeze: every excluded layer is ignored (its group freezes); follow: only the protected
+        # layers (output, and penultimate when asked) are, the other excluded layers are merely never ranked.
         frozen_names = set(excluded) if o.exclude_mode == "freeze" else {n for n in excluded if n in protected}
         ignored = [modules[n] for n in frozen_names]
         params_before = ir.parameter_count()

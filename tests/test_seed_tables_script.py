@@ -25,7 +25,13 @@ def test_grid_has_the_papers_rows_and_pipelines_validate():
     rows = st.rows(prof)
     ids = [r.id for r in rows]
     assert ids[0] == "baseline" and "fp16" in ids and "best" in ids
-    assert [i for i in ids if i.startswith("prune-")] == [f"prune-{m}-{r}" for m in st.MODES for r in st.RATIOS]
+    assert [i for i in ids if i.startswith("prune-")] == \
+        [f"prune-{m}-{r}" for m in st.MODES for r in st.RATIOS] + ["prune-follow-0.6-protect"]
+    protect = next(r for r in rows if r.id == "prune-follow-0.6-protect")
+    assert protect.passes[0]["prune-l1"]["protect_penultimate"] is True
+    best = next(r for r in rows if r.id == "best")
+    assert [next(iter(p)) if isinstance(p, dict) else p for p in best.passes] == ["distill", "fp16"]
+    assert best.passes[0]["distill"]["feature_layers"] == st.FEATURE_LAYERS
     assert len([i for i in ids if i.startswith("kd-")]) == 4
     for r in rows:  # every row's pipeline passes the full validation
         Pipeline.from_dict(st.pipeline_dict(prof, r, 0))
@@ -52,3 +58,37 @@ def test_tables_and_targets():
     checks = {name: ok for name, ok, _ in st.check_targets(st.table_rows(rows))}
     assert not checks["best chain IoU within 1 point of the baseline"]
     assert not checks["IoU falls as the pruning ratio rises (freeze)"]
+
+
+def test_head_filter_analysis(seg_ir, tmp_path):
+    """The analysis finds the conv feeding the head, ranks its filters by L1, and counts how many of
+    the positive-head-weight filters a pruning row keeps (the kept ones are the largest L1)."""
+    import json
+
+    import torch
+
+    gm = seg_ir.module
+    pen, head = gm.get_submodule("dec1.0"), gm.get_submodule("head")
+    assert head.in_channels == pen.out_channels == 8
+    with torch.no_grad():  # filters 0..7 get L1 in the order 8, 7, ..., 1; filters 5, 6, 7 vote positive
+        pen.weight.copy_(torch.ones_like(pen.weight) * torch.arange(8, 0, -1.0).view(-1, 1, 1, 1)
+                         / pen.weight[0].numel())
+        head.weight.copy_(torch.tensor([-1.0] * 5 + [1.0] * 3).view(1, 8, 1, 1))
+    base = tmp_path / "baseline" / "00_baseline"
+    base.mkdir(parents=True)
+    seg_ir.save(base / "ir.pt")
+    rows = [_row("baseline", "T2", 1000, 0.8), _row("prune-follow-0.6", "T3", 500, 0.0),
+            _row("prune-follow-0.2", "T3", 900, 0.7)]
+    for r, removed in zip(rows, (None, 4, 1)):
+        r.run_dir = tmp_path / r.id
+        if removed is not None:
+            (r.run_dir / "01_prune-l1").mkdir(parents=True)
+            groups = [{"members": ["stem.0"], "pruned_channels": 2},
+                      {"members": ["dec1.0"], "pruned_channels": removed}]
+            (r.run_dir / "01_prune-l1" / "stage.json").write_text(
+                json.dumps({"history": {"stats": {"groups": groups}}}))
+    text = st.head_filters(rows)
+    assert "(`dec1.0` → `head`, baseline)" in text
+    assert "3 of its 8 filters have a positive head weight" in text and "ranks 6, 7, 8 of 8" in text
+    assert "prune-follow-0.6: removes 4 of 8, keeps 0 of the 3 positive filters → IoU 0.00" in text
+    assert "prune-follow-0.2: removes 1 of 8, keeps 2 of the 3 positive filters → IoU 70.00" in text

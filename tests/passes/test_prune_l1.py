@@ -4,7 +4,7 @@ import torch.nn as nn
 
 from compressor.errors import ConfigError, PassError
 from compressor.passes import PruneL1
-from compressor.passes.prune_l1 import output_layers
+from compressor.passes.prune_l1 import output_layers, penultimate_layers
 
 
 def groups_by_root(ir):
@@ -14,6 +14,27 @@ def groups_by_root(ir):
 def test_output_layer_detected(seg_ir, cls_ir):
     assert output_layers(seg_ir.module) == {"head"}
     assert output_layers(cls_ir.module) == {"classifier"}
+
+
+def test_penultimate_layers_detected(seg_ir, cls_ir):
+    assert penultimate_layers(seg_ir.module) == {"dec1.0"}
+    # through pool and flatten to the last conv
+    assert penultimate_layers(cls_ir.module) == {"features.3.1.0"}
+
+
+@pytest.mark.parametrize("mode", ["freeze", "follow"])
+def test_protect_penultimate_keeps_the_head_inputs(seg_ir, mode):
+    """Without the option the layer feeding the head loses filters; with it, it keeps all of them
+    in both exclusion meanings, and the record says why."""
+    plain = PruneL1(ratio=0.5, exclude_mode=mode)(seg_ir)
+    assert plain.module.get_submodule("dec1.0").out_channels == 4
+    out = PruneL1(ratio=0.5, exclude_mode=mode, protect_penultimate=True)(seg_ir)
+    assert out.module.get_submodule("dec1.0").out_channels == 8
+    g = groups_by_root(out)["dec1.0"]
+    assert g["decision"] == "frozen" and "feeds the output layer" in g["reason"]
+    assert out.parameter_count() > plain.parameter_count()
+    # the rest is pruned as before
+    assert out.module.get_submodule("stem.0").out_channels == 4
 
 
 def test_prunes_and_keeps_function(seg_ir):

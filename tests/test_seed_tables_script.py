@@ -92,3 +92,20 @@ def test_head_filter_analysis(seg_ir, tmp_path):
     assert "3 of its 8 filters have a positive head weight" in text and "ranks 6, 7, 8 of 8" in text
     assert "prune-follow-0.6: removes 4 of 8, keeps 0 of the 3 positive filters → IoU 0.00" in text
     assert "prune-follow-0.2: removes 1 of 8, keeps 2 of the 3 positive filters → IoU 70.00" in text
+
+
+def test_best_chain_ablation_variants_take_one_thing_away():
+    import best_chain_ablation as ab
+    from compressor.pipeline import Pipeline
+
+    prof = st.PROFILES["cpu"]
+    rows = {r.label: r for r in ab.variant_rows(prof)}
+    assert list(rows) == ["as in the grid", "no features", "no teacher"]
+    grid = next(r for r in st.rows(prof) if r.id == "best")
+    assert rows["as in the grid"].passes == grid.passes
+    d = {k: r.passes[0]["distill"] for k, r in rows.items()}
+    assert d["no features"]["feature_layers"] == [] and d["no features"]["alpha"] == d["as in the grid"]["alpha"]
+    assert d["no teacher"]["alpha"] == 0.0 and d["no teacher"]["feature_layers"] == []
+    for r in rows.values():
+        assert r.passes[-1] == "fp16"
+        Pipeline.from_dict(st.pipeline_dict(prof, r, 0))

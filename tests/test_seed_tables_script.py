@@ -109,3 +109,17 @@ def test_best_chain_ablation_variants_take_one_thing_away():
     for r in rows.values():
         assert r.passes[-1] == "fp16"
         Pipeline.from_dict(st.pipeline_dict(prof, r, 0))
+
+
+def test_channel_alignment_variants_differ_only_in_round_to():
+    import channel_alignment as ca
+    from compressor.pipeline import Pipeline
+
+    rows = ca.variant_rows()
+    assert len(rows) == len(st.MODES) * len(ca.RATIOS) * len(ca.ROUND_TO)
+    assert len({r.id for r in rows}) == len(rows)
+    for plain, aligned in zip(rows[::2], rows[1::2]):
+        a, b = plain.passes[0]["prune-l1"], aligned.passes[0]["prune-l1"]
+        assert "round_to" not in a and b.pop("round_to") == 8 and a == b
+    for r in rows:
+        Pipeline.from_dict(st.pipeline_dict(st.PROFILES["cpu"], r, 0))

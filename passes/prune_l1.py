@@ -69,6 +69,10 @@ class PruneL1Options:
     finetune_lr: float = option(1e-3, "learning rate of the fine-tuning between steps", min=0, min_exclusive=True)
 
 
+def _out_channels(m: nn.Module) -> int:
+    return m.out_features if isinstance(m, nn.Linear) else m.out_channels
+
+
 def is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
 
@@ -114,7 +118,7 @@ def exclusions(gm: nn.Module, opts: PruneL1Options) -> dict[str, str]:
     for name, m in gm.named_modules():
         if not isinstance(m, PRUNABLE):
             continue
-        out_ch = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        out_ch = _out_channels(m)
         if name in fx_outputs:
             out[name] = "output layer (always protected)"
         elif name in fx_penultimate:
@@ -267,6 +271,14 @@ class PruneL1(Pass):
         }
         if losses:
             stats["finetune_losses"] = [round(x, 5) for x in losses]
+        # channel counts that are not multiples of 8 run far slower on onnxruntime CPU (and tensor cores):
+        # BENCHMARKS.md `channel-alignment-cpu`, prune 0.4 follow 0.80× unaligned vs 2.18× with round_to 8
+        changed = {r["root"] for r in groups if r["pruned_channels"] > 0}
+        misaligned = sorted(n for n in changed if n in modules and _out_channels(modules[n]) % 8)
+        stats["misaligned_layers"] = len(misaligned)
+        if misaligned and o.round_to is None:
+            log.info("prune-l1: %d pruned layers have channel counts that are not multiples of 8 (e.g. %s); "
+                     "set round_to: 8 when pruning for latency", len(misaligned), ", ".join(misaligned[:3]))
         for r in groups:
             log.debug("group %s: %s (%s) -%d", r["root"], r["decision"], r["reason"], r["pruned_channels"])
         return PassResult(ir.replace(module=gm), changed=params_after != params_before, stats=stats)

@@ -169,3 +169,19 @@ def test_group_importance_scope(seg_ir):
     a = PruneL1(ratio=0.5, importance="group")(seg_ir)
     assert a.parameter_count() == PruneL1(ratio=0.5)(seg_ir).parameter_count()  # same counts, other choice
     assert "ranked on" in groups_by_root(a)["stem.0"]["reason"]
+
+
+def test_misaligned_channel_counts_are_counted_and_hinted(cls_ir, caplog):
+    """ratio 0.3 of 8 or 16 channels leaves counts that are not multiples of 8; round_to: 8 aligns them."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="compressor.passes.prune_l1"):
+        out = PruneL1(ratio=0.3)(cls_ir)
+    stats = out.history[-1].stats
+    assert stats["misaligned_layers"] > 0
+    assert "set round_to: 8" in caplog.text
+    aligned = PruneL1(ratio=0.3, round_to=8)(cls_ir)
+    assert aligned.history[-1].stats["misaligned_layers"] == 0
+    for name, m in aligned.module.named_modules():
+        if isinstance(m, nn.Conv2d) and m.groups == 1:
+            assert m.out_channels % 8 == 0, name

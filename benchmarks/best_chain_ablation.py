@@ -1,7 +1,7 @@
-"""Ablation of seed_tables.py's best chain: what the teacher and the feature alignment each add.
+"""Ablation of seed_tables.py's best chain: what the teacher, the feature alignment and the student add.
 
     python benchmarks/seed_tables.py                 # first: trains the baseline (the teacher)
-    python benchmarks/best_chain_ablation.py         # then: three variants of the best row
+    python benchmarks/best_chain_ablation.py         # then: four variants of the best row
 
 The best chain distills the PC-DARTS baseline into a small student of its genotype with feature
 alignment on the decoder, then converts it to FP16. Each variant below is that pipeline with one
@@ -9,11 +9,15 @@ thing taken away; everything else (student, epochs, learning rate, data, seed) i
 
 - `as in the grid`: α = best_alpha, T = best_temperature, feature alignment on FEATURE_LAYERS;
 - `no features`: the same without feature alignment;
-- `no teacher`: α = 0 and no feature alignment, i.e. the student trained on the labels alone.
+- `no teacher`: α = 0 and no feature alignment, i.e. the student trained on the labels alone;
+- `pruned student`: the same distillation, but into the teacher pruned by prune-l1 (0.6, follow,
+  `round_to: 8`, `protect_penultimate`) instead of a fresh small network: the "prune + distill +
+  FP16" chain, with the two fixes that BENCHMARKS.md's reading of the seed tables motivates.
 
 The baseline and the grid's best row are reused from seed_tables.py's run directory (their stages
 are copied and the runner's keys find them cached); the variants run under runs/best_chain_ablation.
-Figures are those of the final FP16 ONNX file, measured through onnxruntime on the validation split.
+Figures are those of the final FP16 ONNX file, measured through onnxruntime on the validation split;
+latency is measured side by side with the baseline's fp32 file.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, write_section  # noqa: E402
+from _common import ROOT, machine, side_by_side_latency, write_section  # noqa: E402
 import seed_tables as st  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
@@ -33,6 +37,11 @@ VARIANTS: dict[str, dict] = {
     "no features": {"feature_layers": []},
     "no teacher": {"feature_layers": [], "alpha": 0.0},
 }
+
+
+# the other way to get a small student: prune the teacher (aligned, head inputs protected), then
+# distill into the pruned network with the same loss
+PRUNED_STUDENT = {"ratio": 0.6, "exclude_mode": "follow", "round_to": 8, "protect_penultimate": True}
 
 
 def variant_rows(prof: dict) -> list[st.Row]:
@@ -43,6 +52,15 @@ def variant_rows(prof: dict) -> list[st.Row]:
         row.id, row.label = "best-" + name.replace(" ", "-"), name
         row.passes[0]["distill"].update(change)
         out.append(row)
+    row = copy.deepcopy(best)
+    row.id, row.label = "best-pruned-student", "pruned student: prune-l1 " + ", ".join(
+        f"{k}={v}" for k, v in PRUNED_STUDENT.items())
+    distill = row.passes[0]["distill"]
+    for key in ("student_init_channels", "student_layers"):
+        distill.pop(key)
+    distill["student"] = "current"
+    row.passes.insert(0, {"prune-l1": dict(PRUNED_STUDENT)})
+    out.append(row)
     return out
 
 
@@ -66,25 +84,32 @@ def main() -> int:
               f"first (or give --grid DIR)", file=sys.stderr)
         return 2
     start = time.perf_counter()
-    lines = ["| Variant | α | T | Feature alignment | Accuracy | Recall | IoU | ΔIoU vs baseline | Stage min |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
-    base_iou = None
-    for row in variant_rows(prof):
-        run_dir = out / row.id
-        st._seed_stages(grid / "baseline", run_dir, 1)
+    base = st.Row("baseline", "baseline", "baseline (teacher, fp32)", [])
+    rows = [base] + variant_rows(prof)
+    for row in rows:
+        row.run_dir = out / row.id
+        st._seed_stages(grid / "baseline", row.run_dir, 1)
         if row.label == "as in the grid":
-            st._seed_stages(grid / "best", run_dir, 1 + len(row.passes))
-        print(f"{row.label}: {Pipeline.from_dict(st.pipeline_dict(prof, row, 0)).to_line()}", file=sys.stderr,
-              flush=True)
-        result = Pipeline.from_dict(st.pipeline_dict(prof, row, 0)).run(out=run_dir, progress=False)
-        base_iou = base_iou if base_iou is not None else (result.stages[0].record.get("metrics") or {}).get("iou")
-        m = result.stages[-1].record.get("metrics") or {}
-        d = row.passes[0]["distill"]
-        minutes = sum(s.record.get("seconds") or 0 for s in result.stages[1:]) / 60
+            st._seed_stages(grid / "best", row.run_dir, 1 + len(row.passes))
+        pipe = Pipeline.from_dict(st.pipeline_dict(prof, row, 0))
+        print(f"{row.label}: {pipe.to_line()}", file=sys.stderr, flush=True)
+        result = pipe.run(out=row.run_dir, progress=False)
+        row.record = result.stages[-1].record
+        row.record["compute_min"] = sum(s.record.get("seconds") or 0 for s in result.stages[1:]) / 60
+    paths = [r.run_dir / r.record["artifact"] for r in rows]
+    for r, ms in zip(rows, side_by_side_latency(paths, prof["latency_rounds"], prof["latency_iters"])):
+        r.latency_ms = ms
+    base_iou = (base.record.get("metrics") or {}).get("iou") or 0.0
+    lines = ["| Variant | α | T | Feature alignment | Params | IoU | ΔIoU vs baseline | Size ratio | Speed-up | "
+             "Stage min |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows[1:]:
+        m = row.record.get("metrics") or {}
+        d = next(p["distill"] for p in row.passes if isinstance(p, dict) and "distill" in p)
         lines.append(f"| {row.label} | {d['alpha']:g} | {d['temperature']:g} | "
-                     f"{', '.join(d['feature_layers']) or 'none'} | {st._pct(m.get('accuracy'))} | "
-                     f"{st._pct(m.get('recall'))} | {st._pct(m.get('iou'))} | "
-                     f"{100 * ((m.get('iou') or 0) - (base_iou or 0)):+.2f} | {minutes:.1f} |")
+                     f"{', '.join(d['feature_layers']) or 'none'} | {row.record['params']:,} | "
+                     f"{st._pct(m.get('iou'))} | {100 * ((m.get('iou') or 0) - base_iou):+.2f} | "
+                     f"{base.record['size_bytes'] / row.record['size_bytes']:.1f}× | "
+                     f"{base.latency_ms / row.latency_ms:.2f}× | {row.record['compute_min']:.1f} |")
     body = (f"## Best chain ablation, {args.profile} profile\n\n"
             f"- command: `python benchmarks/best_chain_ablation.py --profile {args.profile}` (after "
             f"`python benchmarks/seed_tables.py --profile {args.profile}`)\n- machine: {machine()}\n"
@@ -92,7 +117,10 @@ def main() -> int:
             "(stages already computed are reused)\n"
             f"- student C={prof['best_student'][0]}, {prof['best_student'][1]} cells, {prof['best_epochs']} epochs, "
             f"lr {prof['best_lr']}, then FP16; baseline (teacher) IoU {st._pct(base_iou)}; figures of the FP16 "
-            "ONNX file through onnxruntime on the validation split; one run per variant (seed 0)\n\n" + "\n".join(lines) + "\n")
+            "ONNX file through onnxruntime on the validation split; size ratio and speed-up against the "
+            "baseline's fp32 ONNX file, latency measured side by side (onnxruntime CPU, batch 1, median of "
+            f"{prof['latency_rounds']} interleaved rounds × {prof['latency_iters']} calls); one run per variant "
+            "(seed 0)\n\n" + "\n".join(lines) + "\n")
     print(body)
     if not args.no_write:
         write_section(f"best-chain-ablation-{args.profile}", body)

@@ -100,7 +100,13 @@ def test_best_chain_ablation_variants_take_one_thing_away():
 
     prof = st.PROFILES["cpu"]
     rows = {r.label: r for r in ab.variant_rows(prof)}
-    assert list(rows) == ["as in the grid", "no features", "no teacher"]
+    labels = list(rows)
+    assert labels[:3] == ["as in the grid", "no features", "no teacher"] and labels[3].startswith("pruned student")
+    pruned = rows.pop(labels[3])
+    assert [next(iter(p)) if isinstance(p, dict) else p for p in pruned.passes] == ["prune-l1", "distill", "fp16"]
+    assert pruned.passes[0]["prune-l1"] == ab.PRUNED_STUDENT and pruned.passes[1]["distill"]["student"] == "current"
+    assert "student_layers" not in pruned.passes[1]["distill"]
+    Pipeline.from_dict(st.pipeline_dict(prof, pruned, 0))
     grid = next(r for r in st.rows(prof) if r.id == "best")
     assert rows["as in the grid"].passes == grid.passes
     d = {k: r.passes[0]["distill"] for k, r in rows.items()}

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, side_by_side_latency, write_section  # noqa: E402
+from _common import ROOT, machine, write_section  # noqa: E402
 import seed_tables as st  # noqa: E402
 
 VARIANTS: dict[str, dict] = {
@@ -74,31 +74,18 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
     args = ap.parse_args()
 
-    from compressor.pipeline import Pipeline
-
     prof = st.PROFILES[args.profile]
     grid = args.grid or ROOT / "runs" / f"seed_tables_{args.profile}"
     out = args.out or ROOT / "runs" / "best_chain_ablation"
-    if not (grid / "baseline" / "00_baseline" / "ir.pt").exists():
-        print(f"error: no baseline in {grid}; run `python benchmarks/seed_tables.py --profile {args.profile}` "
-              f"first (or give --grid DIR)", file=sys.stderr)
+    error = st.grid_error(grid, args.profile)
+    if error:
+        print(error, file=sys.stderr)
         return 2
     start = time.perf_counter()
     base = st.Row("baseline", "baseline", "baseline (teacher, fp32)", [])
     rows = [base] + variant_rows(prof)
-    for row in rows:
-        row.run_dir = out / row.id
-        st._seed_stages(grid / "baseline", row.run_dir, 1)
-        if row.label == "as in the grid":
-            st._seed_stages(grid / "best", row.run_dir, 1 + len(row.passes))
-        pipe = Pipeline.from_dict(st.pipeline_dict(prof, row, 0))
-        print(f"{row.label}: {pipe.to_line()}", file=sys.stderr, flush=True)
-        result = pipe.run(out=row.run_dir, progress=False)
-        row.record = result.stages[-1].record
-        row.record["compute_min"] = sum(s.record.get("seconds") or 0 for s in result.stages[1:]) / 60
-    paths = [r.run_dir / r.record["artifact"] for r in rows]
-    for r, ms in zip(rows, side_by_side_latency(paths, prof["latency_rounds"], prof["latency_iters"])):
-        r.latency_ms = ms
+    st.run_from_grid(prof, rows, grid, out, prof["latency_rounds"], prof["latency_iters"],
+                     reuse={"best-as-in-the-grid": "best"})
     base_iou = (base.record.get("metrics") or {}).get("iou") or 0.0
     lines = ["| Variant | α | T | Feature alignment | Params | IoU | ΔIoU vs baseline | Size ratio | Speed-up | "
              "Stage min |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]

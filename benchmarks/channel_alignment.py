@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, side_by_side_latency, write_section  # noqa: E402
+from _common import ROOT, machine, write_section  # noqa: E402
 import seed_tables as st  # noqa: E402
 
 RATIOS = (0.4, 0.6, 0.8)
@@ -51,29 +51,17 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print the table but leave BENCHMARKS.md alone")
     args = ap.parse_args()
 
-    from compressor.pipeline import Pipeline
-
     prof = st.PROFILES[args.profile]
     grid = args.grid or ROOT / "runs" / f"seed_tables_{args.profile}"
     out = args.out or ROOT / "runs" / "channel_alignment"
-    base_dir = grid / "baseline"
-    if not (base_dir / "00_baseline" / "ir.pt").exists():
-        print(f"error: no baseline in {grid}; run `python benchmarks/seed_tables.py --profile {args.profile}` "
-              f"first (or give --grid DIR)", file=sys.stderr)
+    error = st.grid_error(grid, args.profile)
+    if error:
+        print(error, file=sys.stderr)
         return 2
     start = time.perf_counter()
     base = st.Row("baseline", "baseline", "baseline (fp32)", [])
-    base.run_dir = out / "baseline"
     rows = [base] + variant_rows()
-    for row in rows:
-        row.run_dir = out / row.id
-        st._seed_stages(base_dir, row.run_dir, 1)
-        pipe = Pipeline.from_dict(st.pipeline_dict(prof, row, 0))
-        print(f"{row.id}: {pipe.to_line()}", file=sys.stderr, flush=True)
-        row.record = pipe.run(out=row.run_dir, progress=False).stages[-1].record
-    paths = [r.run_dir / r.record["artifact"] for r in rows]
-    for r, ms in zip(rows, side_by_side_latency(paths, args.rounds, args.iters)):
-        r.latency_ms = ms
+    st.run_from_grid(prof, rows, grid, out, args.rounds, args.iters)
 
     lines = ["| Row | round_to | Params | MACs | ORT p50 ms | Speed-up vs baseline |", "|---|---|---:|---:|---:|---:|"]
     for r in rows:

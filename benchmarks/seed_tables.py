@@ -153,6 +153,36 @@ def _seed_stages(src: Path, dst: Path, count: int) -> None:
             shutil.copytree(d, dst / d.name)
 
 
+def grid_error(grid: Path, profile: str) -> str | None:
+    """The one-line error for a script that builds on this grid's baseline, or None when it is there."""
+    if (grid / "baseline" / "00_baseline" / "ir.pt").exists():
+        return None
+    return (f"error: no baseline in {grid}; run `python benchmarks/seed_tables.py --profile {profile}` first "
+            f"(or give --grid DIR)")
+
+
+def run_from_grid(prof: dict[str, Any], rows: list[Row], grid: Path, out: Path, rounds: int, iters: int,
+                  reuse: dict[str, str] | None = None) -> None:
+    """Run every row's pipeline under out/ROW_ID, starting from the grid's cached baseline (and from the
+    stages of grid row `reuse[row.id]` where given), keep its final record (plus `compute_min`, the time
+    of its stages after the baseline) and time all the ONNX files side by side."""
+    from compressor.pipeline import Pipeline
+
+    for row in rows:
+        row.run_dir = out / row.id
+        _seed_stages(grid / "baseline", row.run_dir, 1)
+        if reuse and row.id in reuse:
+            _seed_stages(grid / reuse[row.id], row.run_dir, 1 + len(row.passes))
+        pipe = Pipeline.from_dict(pipeline_dict(prof, row, 0))
+        print(f"{row.id}: {pipe.to_line()}", file=sys.stderr, flush=True)
+        result = pipe.run(out=row.run_dir, progress=False)
+        row.record = result.stages[-1].record
+        row.record["compute_min"] = sum(s.record.get("seconds") or 0 for s in result.stages[1:]) / 60
+    paths = [r.run_dir / r.record["artifact"] for r in rows]
+    for r, ms in zip(rows, side_by_side_latency(paths, rounds, iters)):
+        r.latency_ms = ms
+
+
 # ---- tables -------------------------------------------------------------------------------------
 
 def _pct(v: float | None) -> str:

@@ -109,20 +109,26 @@ def penultimate_layers(gm: torch.fx.GraphModule) -> set[str]:
     return _nearest_layers(gm, feeds) - outs
 
 
+def protected_layers(gm: nn.Module, opts: PruneL1Options) -> dict[str, str]:
+    """module name → why it is protected: frozen in both exclusion meanings (fx graphs only)."""
+    if not isinstance(gm, torch.fx.GraphModule):
+        return {}
+    out = {n: "feeds the output layer (protect_penultimate)" for n in penultimate_layers(gm)} \
+        if opts.protect_penultimate else {}
+    out.update({n: "output layer (always protected)" for n in output_layers(gm)})
+    return out
+
+
 def exclusions(gm: nn.Module, opts: PruneL1Options) -> dict[str, str]:
     """module name → why it is excluded."""
     out: dict[str, str] = {}
-    fx = isinstance(gm, torch.fx.GraphModule)
-    fx_outputs = output_layers(gm) if fx else set()
-    fx_penultimate = penultimate_layers(gm) if fx and opts.protect_penultimate else set()
+    protected = protected_layers(gm, opts)
     for name, m in gm.named_modules():
         if not isinstance(m, PRUNABLE):
             continue
         out_ch = _out_channels(m)
-        if name in fx_outputs:
-            out[name] = "output layer (always protected)"
-        elif name in fx_penultimate:
-            out[name] = "feeds the output layer (protect_penultimate)"
+        if name in protected:
+            out[name] = protected[name]
         elif opts.exclude_depthwise and is_depthwise(m):
             out[name] = "depthwise conv"
         elif out_ch < opts.min_out_channels:
@@ -197,9 +203,7 @@ class PruneL1(Pass):
             raise PassError(f"prune-l1: ignore pattern(s) {unknown} match no module; module names look like "
                             f"{', '.join(list(n for n in names.values() if n)[:5])} (see compress inspect)")
         modules = dict(gm.named_modules())
-        protected = output_layers(gm) if isinstance(gm, torch.fx.GraphModule) else set()
-        if o.protect_penultimate and isinstance(gm, torch.fx.GraphModule):
-            protected |= penultimate_layers(gm)
+        protected = protected_layers(gm, o)
         # freeze: every excluded layer is ignored (its group freezes); follow: only the protected
         # layers (output, and penultimate when asked) are, the other excluded layers are merely never ranked.
         frozen_names = set(excluded) if o.exclude_mode == "freeze" else {n for n in excluded if n in protected}

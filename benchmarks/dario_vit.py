@@ -85,7 +85,7 @@ def main() -> int:
     lat64 = side_by_side_latency(paths, args.rounds, max(5, args.iters // 8), batch=64)
 
     print("search timing and mode comparison ...", file=sys.stderr, flush=True)
-    base = ModelIR.load(u.run_dir / "00_baseline" / "ir.pt")
+    base = ModelIR.load(u.run_dir / "00_baseline")
     d = DarioOptions()
     shape = tuple(base.inputs[0].shape[1:])
 

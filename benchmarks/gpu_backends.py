@@ -2,7 +2,7 @@
 
 Without --run it builds the zoo seg-cnn (width 16) and the PC-DARTS segmentation networks
 (PC_DARTS_cifar, 2 channels, 100×100: C=16 with 8 cells, and C=36 with 20 cells) on the fly; with
---run it times every stage's ir.pt of a finished run directory, and its .onnx files on the
+--run it times every stage (IR directory) of a finished run directory, and its .onnx files on the
 onnxruntime backends this machine has (onnxruntime-cuda / -tensorrt with onnxruntime-gpu; else
 onnxruntime-cpu at batch 1, or none with --no-onnx). Each CUDA-graph configuration is also
 checked against eager outputs (max |difference|). Prints a markdown table headed by the device,
@@ -196,7 +196,7 @@ def environment() -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, default=None, help="a finished run directory (its */ir.pt and */*.onnx)")
+    ap.add_argument("--run", type=Path, default=None, help="a finished run directory (its stage IRs and */*.onnx)")
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS, help="without --run")
     ap.add_argument("--backend", default="torch-cuda", choices=["torch-cuda", "torch-cpu"])
     ap.add_argument("--precisions", nargs="*", default=["fp32", "fp16"], choices=["fp32", "fp16"])
@@ -221,12 +221,12 @@ def main() -> None:
     if args.run is not None:
         from compressor.ir import ModelIR
 
-        irs = sorted(args.run.glob("*/ir.pt"))
+        irs = sorted(args.run.glob("*/ir.json"))
         onnx_files = [] if args.no_onnx else sorted(args.run.glob("*/*.onnx"))
         if not irs and not onnx_files:
-            sys.exit(f"no */ir.pt or */*.onnx under {args.run}")
+            sys.exit(f"no */ir.json or */*.onnx under {args.run}")
         for path in irs:
-            bench_ir(path.parent.name, ModelIR.load(path), args, rows)
+            bench_ir(path.parent.name, ModelIR.load(path.parent, trust_factory=True), args, rows)
         for path in onnx_files:
             bench_onnx(f"{path.parent.name}/{path.name}", path, args, rows)
     else:

@@ -155,7 +155,7 @@ def _seed_stages(src: Path, dst: Path, count: int) -> None:
 
 def grid_error(grid: Path, profile: str) -> str | None:
     """The one-line error for a script that builds on this grid's baseline, or None when it is there."""
-    if (grid / "baseline" / "00_baseline" / "ir.pt").exists():
+    if (grid / "baseline" / "00_baseline" / "ir.json").exists():
         return None
     return (f"error: no baseline in {grid}; run `python benchmarks/seed_tables.py --profile {profile}` first "
             f"(or give --grid DIR)")
@@ -285,11 +285,13 @@ def head_filters(rs: list[Row]) -> str:
     penultimate conv feeding a one-logit head channel for channel."""
     import torch.nn as nn
 
+    from compressor.analysis import output_layers, penultimate_layers
     from compressor.ir import ModelIR
-    from compressor.passes.prune_l1 import output_layers, penultimate_layers
+    from compressor.passes.prune_l1 import PRUNABLE
 
-    gm = ModelIR.load(rs[0].run_dir / "00_baseline" / "ir.pt").module
-    outs, pens = output_layers(gm), penultimate_layers(gm)
+    base = ModelIR.load(rs[0].run_dir / "00_baseline")
+    gm, example = base.module, base.example_inputs(1)
+    outs, pens = output_layers(gm, example, PRUNABLE), penultimate_layers(gm, example, PRUNABLE)
     if len(outs) != 1 or len(pens) != 1:
         return ""
     head_name, pen_name = next(iter(outs)), next(iter(pens))

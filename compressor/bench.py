@@ -2,7 +2,8 @@
 
 Benchmarking an .onnx file imports numpy and onnxruntime only, and an .engine file numpy and
 tensorrt only, never torch, so that both run on an edge device; torch is imported only for an
-IR file (ir.pt written by ModelIR.save).
+IR directory (a stage directory of a run, written by ModelIR.save). Nothing is ever unpickled: a
+.pt file is refused in one line.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from compressor.errors import ConfigError
 from compressor.evaluate.latency import (
     BACKEND_SUFFIXES,
     BACKENDS,
+    IR_KIND,
     LatencyStats,
     format_stats_table,
     latency_engine,
@@ -22,39 +24,68 @@ from compressor.options import closest
 
 __all__ = ["BACKENDS", "SUFFIXES", "run_bench", "run_bench_many", "format_stats_table"]
 
-# suffix -> the backend "auto" picks
-SUFFIXES: dict[str, str] = {".onnx": "onnxruntime-cpu", ".engine": "tensorrt", ".pt": "torch-cpu"}
+# artifact kind -> the backend "auto" picks
+SUFFIXES: dict[str, str] = {".onnx": "onnxruntime-cpu", ".engine": "tensorrt", IR_KIND: "torch-cpu"}
+
+
+def artifact_kind(path: Path) -> str:
+    """'.onnx', '.engine', IR_KIND (a directory or its ir.json), or the file's own suffix."""
+    if path.is_dir() or path.name == "ir.json":
+        return IR_KIND
+    return path.suffix.lower()
+
+
+def _plural(kind: str) -> str:
+    return "IR directories" if kind == IR_KIND else f"{kind} files"
+
+
+def _is_pickle(path: Path) -> bool:
+    """A torch.save zip or a raw pickle, told from its first bytes (the file is never unpickled)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or head[:1] == b"\x80"
 
 
 def _resolve_backend(path: Path, backend: str) -> str:
-    suffix = path.suffix.lower()
+    suffix = artifact_kind(path)
+    if suffix not in SUFFIXES:
+        what = "is a pickle (torch.save) file, and pickled files are never loaded (loading one can run code)" \
+            if path.is_file() and _is_pickle(path) else f"is of unknown kind '{suffix or path.name}'"
+        raise ConfigError(f"cannot benchmark '{path.name}': it {what}; valid: "
+                          + ", ".join(f"{s} ({b})" for s, b in SUFFIXES.items())
+                          + "; for a model, give its stage directory from a run")
     if backend == "auto":
-        if suffix not in SUFFIXES:
-            raise ConfigError(f"cannot benchmark '{path.name}': unknown suffix '{suffix}'; valid: "
-                              + ", ".join(f"{s} ({b})" for s, b in SUFFIXES.items()))
         return SUFFIXES[suffix]
     if backend not in BACKEND_SUFFIXES:
         guess = closest(backend, [*BACKENDS, "auto"])
         hint = f"did you mean '{guess}'? " if guess else ""
         raise ConfigError(f"unknown backend '{backend}'; {hint}valid: auto, {', '.join(BACKENDS)}")
     if suffix not in BACKEND_SUFFIXES[backend]:
-        takes = ", ".join(BACKEND_SUFFIXES[backend])
+        takes = ", ".join(_plural(k) for k in BACKEND_SUFFIXES[backend])
         here = [b for b, s in BACKEND_SUFFIXES.items() if suffix in s]
-        fits = f"backends for {suffix} files: {', '.join(here)}" if here else "use --backend auto"
-        raise ConfigError(f"backend '{backend}' cannot run '{path.name}'; it takes {takes} files; {fits}")
+        fits = f"backends for {_plural(suffix)}: {', '.join(here)}" if here else "use --backend auto"
+        raise ConfigError(f"backend '{backend}' cannot run '{path.name}'; it takes {takes}; {fits}")
     return backend
 
 
 def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), batch: int = 1,
                    threads: int | None = None, warmup: int = 10, iters: int = 100, min_seconds: float = 0.0,
-                   precision: str | None = None, cuda_graphs: bool = False) -> list[LatencyStats]:
-    """Latency of `artifact` on each of `backends`, in order ("auto": by suffix, .onnx ->
-    onnxruntime-cpu, .engine -> tensorrt, .pt (an IR file) -> torch-cpu; repeats dropped).
+                   precision: str | None = None, cuda_graphs: bool = False,
+                   trust_factory: bool = False) -> list[LatencyStats]:
+    """Latency of `artifact` on each of `backends`, in order ("auto": by kind, .onnx ->
+    onnxruntime-cpu, .engine -> tensorrt, an IR directory -> torch-cpu; repeats dropped).
+    `trust_factory` allows rebuilding an IR whose recipe calls a user factory (that runs its code).
 
     Every backend is checked against the file before anything runs. `precision` (fp32 | fp16;
     None: the IR's own) applies to the torch backends only, `cuda_graphs` to torch-cuda only.
     """
     path = Path(artifact)
+    if not path.exists():
+        raise ConfigError(f"no artifact at {path}; pass an .onnx file, a TensorRT .engine or a stage directory "
+                          "of a run")
     if not backends:
         backends = ("auto",)
     resolved: list[str] = []
@@ -62,9 +93,6 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
         r = _resolve_backend(path, b)
         if r not in resolved:
             resolved.append(r)
-    if not path.is_file():
-        raise ConfigError(f"no artifact at {path}; pass an .onnx file, a TensorRT .engine or a stage's ir.pt "
-                          "from a run directory")
     if batch < 1 or iters < 1 or warmup < 0 or min_seconds < 0 or (threads is not None and threads < 1):
         raise ConfigError(f"invalid bench settings batch={batch} threads={threads} warmup={warmup} "
                           f"iters={iters} min_seconds={min_seconds}; need batch >= 1, threads >= 1 (or unset), "
@@ -82,7 +110,7 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
     if torch_backends:
         from compressor.ir import ModelIR  # only here: the IR backends need torch
 
-        ir = ModelIR.load(path)
+        ir = ModelIR.load(path, trust_factory=trust_factory)
     out: list[LatencyStats] = []
     for b in resolved:
         if b.startswith("onnxruntime-"):
@@ -103,8 +131,9 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
 
 def run_bench(artifact: str | Path, backend: str = "auto", batch: int = 1, threads: int | None = None,
               warmup: int = 10, iters: int = 100, min_seconds: float = 0.0, precision: str | None = None,
-              cuda_graphs: bool = False) -> LatencyStats:
+              cuda_graphs: bool = False, trust_factory: bool = False) -> LatencyStats:
     """Latency of `artifact` on one `backend` (see run_bench_many)."""
     (stats,) = run_bench_many(artifact, [backend], batch=batch, threads=threads, warmup=warmup, iters=iters,
-                              min_seconds=min_seconds, precision=precision, cuda_graphs=cuda_graphs)
+                              min_seconds=min_seconds, precision=precision, cuda_graphs=cuda_graphs,
+                              trust_factory=trust_factory)
     return stats

@@ -22,7 +22,7 @@ Examples:
   compress run p.yaml --set passes.prune-l1.ratio=0.4   # override an option, re-run from that pass
   compress validate p.yaml                              # check a pipeline without running it
   compress passes                                       # every pass and its options
-  compress inspect runs/quickstart/01_prune-l1/ir.pt    # graph, params per module, history
+  compress inspect runs/quickstart/01_prune-l1          # recipe, tensors per module, history
   compress bench runs/quickstart/04_onnx/model.onnx     # latency (onnxruntime; no torch needed)
 """
 
@@ -157,11 +157,21 @@ def passes(pattern: str) -> None:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @handle_errors
 def inspect(artifact: Path) -> None:
-    """Print an IR (a stage's ir.pt, or a stage directory): graph, params and bytes per module, history."""
-    from compressor.ir import ModelIR
+    """Print a stage directory (an IR: format, inputs, task, precision, recipe and edits, tensors per
+    module, pass history) or an .onnx file (inputs, outputs, opset, operators, weights).
 
-    path = artifact / "ir.pt" if artifact.is_dir() else artifact
-    click.echo(ModelIR.load(path).summary())
+    Nothing is rebuilt or executed: the IR's module is described from its ir.json and the header of
+    its weights.safetensors, so inspecting a stage never runs the code a recipe names. Pickled files
+    (.pt) are refused.
+    """
+    if artifact.suffix.lower() == ".onnx" and artifact.is_file():
+        from compressor.exporters.onnx import describe_onnx
+
+        click.echo(describe_onnx(artifact))
+        return
+    from compressor.ir import describe_directory
+
+    click.echo(describe_directory(artifact))
 
 
 # the names of compressor.evaluate.latency.BACKENDS, spelled out so that importing the CLI stays
@@ -173,8 +183,8 @@ BENCH_BACKENDS = ("auto", "torch-cpu", "torch-cuda", "onnxruntime-cpu", "onnxrun
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--backend", "backends", multiple=True, type=click.Choice(BENCH_BACKENDS),
-              help="Backend; repeat for several in one table (default: auto, by file type: "
-                   ".onnx onnxruntime-cpu, .engine tensorrt, ir.pt torch-cpu).")
+              help="Backend; repeat for several in one table (default: auto, by artifact: "
+                   ".onnx onnxruntime-cpu, .engine tensorrt, a stage directory torch-cpu).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
               help="torch backends: time a float or half copy (default: the IR's precision).")
 @click.option("--cuda-graphs", is_flag=True, help="torch-cuda: capture the forward in a CUDA graph and replay it.")
@@ -185,11 +195,15 @@ BENCH_BACKENDS = ("auto", "torch-cpu", "torch-cuda", "onnxruntime-cpu", "onnxrun
 @click.option("--min-seconds", default=1.0, show_default=True, type=click.FloatRange(min=0),
               help="Keep timing until this many seconds have passed (at most 10 x --iters runs).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table: one object, or a list of them for several backends.")
+@click.option("--trust-factory", is_flag=True,
+              help="Allow rebuilding a stage whose recipe calls a user factory ('package.module:callable'): "
+                   "that imports and runs its code, so only for sources you trust.")
 @handle_errors
 def bench(artifact: Path, backends: tuple[str, ...], precision: str | None, cuda_graphs: bool, batch: int,
-          threads: int | None, warmup: int, iters: int, min_seconds: float, as_json: bool) -> None:
-    """Time ARTIFACT (model.onnx, model.engine or ir.pt): SingleStream-style median / p90 / p99
-    latency and throughput at --batch (not an MLPerf-compliant measurement).
+          threads: int | None, warmup: int, iters: int, min_seconds: float, as_json: bool,
+          trust_factory: bool) -> None:
+    """Time ARTIFACT (model.onnx, model.engine or a stage directory): SingleStream-style median / p90 /
+    p99 latency and throughput at --batch (not an MLPerf-compliant measurement).
 
     For an .onnx or .engine file this path imports neither torch nor the rest of the compiler, so
     it runs on an edge device that has only numpy and onnxruntime or tensorrt.
@@ -199,7 +213,8 @@ def bench(artifact: Path, backends: tuple[str, ...], precision: str | None, cuda
     from compressor.bench import format_stats_table, run_bench_many
 
     stats = run_bench_many(artifact, backends or ("auto",), batch=batch, threads=threads, warmup=warmup,
-                           iters=iters, min_seconds=min_seconds, precision=precision, cuda_graphs=cuda_graphs)
+                           iters=iters, min_seconds=min_seconds, precision=precision, cuda_graphs=cuda_graphs,
+                           trust_factory=trust_factory)
     if as_json:
         dicts = [s.to_dict() for s in stats]
         click.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))

@@ -1,15 +1,14 @@
-"""Frontend protocol and lowering: an nn.Module becomes a ModelIR (an fx GraphModule + specs)."""
+"""Frontend protocol and lowering: an eager nn.Module becomes a ModelIR (the module + specs + recipe)."""
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-import torch.fx
 import torch.nn as nn
 
 from compressor.errors import FrontendError
-from compressor.ir import InputSpec, ModelIR, TaskSpec
+from compressor.ir import InputSpec, ModelIR, Recipe, TaskSpec
 from compressor.passes_base import Configurable
 
 if TYPE_CHECKING:
@@ -25,14 +24,10 @@ class Frontend(Configurable):
     def build(self, data: "DataBundle | None", ctx: "PassContext") -> ModelIR:
         raise FrontendError(f"frontend {self.name} does not implement build()")
 
-
-class _LeafTracer(torch.fx.Tracer):
-    def __init__(self, leaf_types: Sequence[str] = ()) -> None:  # default: unpickling re-creates it
-        super().__init__()
-        self.leaf_types = set(leaf_types)
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return type(m).__name__ in self.leaf_types or super().is_leaf_module(m, qualname)
+    @classmethod
+    def rebuild(cls, spec: dict[str, Any]) -> nn.Module:
+        """A fresh module from the recipe spec that `build` recorded (weights are loaded afterwards)."""
+        raise FrontendError(f"frontend {cls.name} cannot rebuild a module from a recipe")
 
 
 def check_output(out: Any, task: TaskSpec, spec: InputSpec, batch: int) -> None:
@@ -49,39 +44,29 @@ def check_output(out: Any, task: TaskSpec, spec: InputSpec, batch: int) -> None:
 
 
 def lower(model: nn.Module, inputs: list[InputSpec], task: TaskSpec, meta: dict[str, Any] | None = None,
-          leaf_modules: Sequence[str] = ()) -> ModelIR:
-    """Check that `model` accepts the declared inputs and yields task-shaped logits, then trace it."""
+          recipe: "Recipe | dict[str, Any] | None" = None) -> ModelIR:
+    """Check that `model` accepts the declared inputs, yields task-shaped logits and is deterministic in
+    eval mode (two forwards agree), then wrap it as the IR. The module stays the eager module its author
+    wrote: nothing is traced. `recipe` (the frontend spec that rebuilds it) makes the IR saveable."""
     model = model.eval()
     spec = inputs[0]
     example = tuple(s.example(batch=2) for s in inputs)
     try:
         with torch.no_grad():
             out = model(*example)
+            again = model(*example)
     except Exception as exc:
         shape = [list(s.shape) for s in inputs]
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FrontendError(f"the model does not accept inputs of shape {shape} (batch dim None): {first}; "
                             f"check the data's channels/size against the model's") from None
     check_output(out, task, spec, 2)
-    try:
-        tracer = _LeafTracer(leaf_modules)
-        graph = tracer.trace(model)
-        for node in graph.nodes:
-            # Type annotations on placeholders become code globals that torch 2.13's GraphModule
-            # pickling cannot name (a str global '_torch_Tensor_'); the IR does not need them.
-            node.type = None
-        gm = torch.fx.GraphModule(tracer.root, graph, type(model).__name__)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FrontendError(f"torch.fx could not trace {type(model).__name__}: {first}; list untraceable "
-                            f"submodule classes in the frontend's leaf_modules option") from None
-    gm.eval()
-    with torch.no_grad():
-        traced = gm(*example)
-    if not torch.allclose(traced, out, atol=1e-5, rtol=1e-4):
-        raise FrontendError(f"the traced graph of {type(model).__name__} does not reproduce the model's outputs "
-                            f"(data-dependent control flow?); mark those submodules as leaf_modules")
-    return ModelIR(module=gm, inputs=list(inputs), task=task, meta=dict(meta or {}))
+    if not torch.allclose(out, again, atol=1e-6, rtol=1e-5):
+        raise FrontendError(f"{type(model).__name__} gives different outputs for the same input in eval mode "
+                            "(randomness in forward?); compressor needs a deterministic model")
+    if isinstance(recipe, dict):
+        recipe = Recipe(frontend=recipe)
+    return ModelIR(module=model, inputs=list(inputs), task=task, meta=dict(meta or {}), recipe=recipe)
 
 
 def input_spec_from(shape: Sequence[int], value_range: tuple[float, float] | None, name: str = "input") -> InputSpec:

@@ -4,8 +4,8 @@ Run directory layout (one folder per stage, named `NN_name`):
 ```
 runs/<name>/
   pipeline.yaml            the resolved pipeline, one line per stage
-  00_baseline/ ir.pt  stage.json  metrics.json
-  01_prune-l1/ ir.pt  stage.json  metrics.json
+  00_baseline/ ir.json  weights.safetensors  stage.json  metrics.json
+  01_prune-l1/ ir.json  weights.safetensors  stage.json  metrics.json
   03_onnx/     model.onnx  stage.json  metrics.json
   report.json  report.md  report.png
 ```
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
 METRICS_FILE = "metrics.json"
-IR_FILE = "ir.pt"
+IR_FILE = "ir.json"  # with weights.safetensors: the IR directory format of compressor.ir
 
 
 def versions() -> dict[str, str]:
@@ -168,9 +168,9 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
         d = _stage_dir(run_dir, index, name)
         keep.add(d.name)
         start = time.perf_counter()
-        if not force and _finished(d, key, IR_FILE):
-            ir, cached = ModelIR.load(d / IR_FILE), True
-        else:
+        ir = _load_cached(d, key, pipeline) if not force and _finished(d, key, IR_FILE) else None
+        cached = ir is not None
+        if ir is None:
             resumed = _fresh(d, key)
             say(f"[{index + 1}/{total}] {label}: {'resuming' if resumed else 'running'}")
             ctx.run_dir = d
@@ -178,7 +178,7 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
                 ir = compute()
             finally:
                 ctx.run_dir = run_dir
-            ir.save(d / IR_FILE)
+            ir.save(d)
             _done(d, {"key": key, "name": name, "label": label, "kind": kind,
                       "seconds": round(time.perf_counter() - start, 3), **record(ir)})
             cached = False
@@ -237,6 +237,25 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
     report = write_report([o.record for o in outcomes], run_dir, title=title)
     say(f"report: {report['md']}")
     return RunResult(run_dir, outcomes, report, ir)
+
+
+def _load_cached(d: Path, key: str, pipeline: Any) -> ModelIR | None:
+    """A finished stage's IR, rebuilt only from a recipe of this pipeline's own frontend (a torch recipe
+    only for this pipeline's factory: rebuilding it runs that code). A stage that cannot be loaded is
+    recomputed, with a warning that says why."""
+    from compressor.errors import FrontendError
+    from compressor.ir import read_document
+
+    own = pipeline.model.frontend
+    try:
+        doc, _ = read_document(d)
+        name = (doc["recipe"] or {}).get("frontend", {}).get("name")
+        if name != own.name:
+            raise FrontendError(f"its recipe names frontend '{name}', this pipeline's is '{own.name}'")
+        return ModelIR.load(d, trust_factory=getattr(own.options, "factory", False) or False)
+    except FrontendError as exc:
+        log.warning("stage %s is recomputed: %s", d.name, exc)
+        return None
 
 
 def _train_baseline(ir: ModelIR, opts: Any, ctx: PassContext, d: Path) -> ModelIR:
@@ -311,7 +330,7 @@ def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR,
             metrics = evaluate_module(ir.module, _eval_loader(ctx, ev), ir.task, device="cpu", dtype=dtype,
                                       progress=ctx.progress, desc=f"evaluate {name}")
         size = ir.state_bytes()
-        rel = str((d / IR_FILE).relative_to(d.parent))
+        rel = str(d.relative_to(d.parent))
     else:
         if ctx.data is not None and artifact.suffix == ".onnx":
             metrics = evaluate_onnx(artifact, _eval_loader(ctx, ev), ir.task, threads=lat_opts.threads,

@@ -22,6 +22,7 @@ from compressor.options import option
 
 log = logging.getLogger(__name__)
 
+AUX_WEIGHT = 0.4  # DARTS's auxiliary-head loss weight (quark0/darts train.py)
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target, inputs)
 
 
@@ -78,6 +79,22 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """A training checkpoint: state_dicts and plain data, loaded with weights_only=True (never unpickles
+    code); anything else is refused in one line."""
+    from compressor.errors import PassError
+
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PassError(f"checkpoint {path} is not a plain state_dict checkpoint ({first[:160]}); it was not "
+                        "loaded: delete it to restart that stage") from None
+    if not isinstance(state, dict) or not {"model", "optim", "epoch"} <= set(state):
+        raise PassError(f"checkpoint {path} lacks model/optim/epoch entries; delete it to restart that stage")
+    return state
+
+
 def fit(
     module: nn.Module,
     train_loader,
@@ -111,7 +128,7 @@ def fit(
 
     start_epoch, losses = 0, []
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, device)
         module.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
@@ -130,7 +147,11 @@ def fit(
             x, y = x.to(device, dtype=dtype), y.to(device)
             with torch.autocast("cuda", enabled=use_amp):
                 logits = module(x)
-                loss = loss_fn(logits, y, x)
+                if isinstance(logits, tuple):  # (logits, auxiliary logits): a DARTS network with its aux head
+                    logits, aux = logits
+                    loss = loss_fn(logits, y, x) + AUX_WEIGHT * loss_fn(aux, y, x)
+                else:
+                    loss = loss_fn(logits, y, x)
             optim.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if opts.grad_clip > 0:

@@ -285,7 +285,8 @@ def _cast_to(node: onnx.NodeProto) -> int | None:
 
 
 def _repair_fp32_islands(before: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelProto:
-    """Two fixes to onnxconverter-common's node_block_list handling (1.16):
+    """Two fixes to onnxconverter-common's handling of blocked nodes (1.16; node_block_list and its default
+    op block list, e.g. Resize):
     - it stores a blocked node's weights as fp16 and casts them back up, which loses values beyond
       the fp16 range (the reason to keep a module in fp32): weights read only through such up-casts
       get their fp32 values back;
@@ -332,8 +333,9 @@ def _to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx
                           f"pip install onnxconverter-common") from exc
     try:
         with _quiet():
-            if not keep_fp32:
-                return float16.convert_float_to_float16(model, keep_io_types=True)
+            if not keep_fp32:  # the default block list still keeps Resize in fp32: a graph ending in one
+                # (Segformer's upsampled logits) needs the output cast repaired too
+                return _repair_fp32_islands(model, float16.convert_float_to_float16(model, keep_io_types=True))
             blocked = fp32_node_names(model, keep_fp32)
             log.info("onnx: keeping %d nodes of %s in fp32", len(blocked), keep_fp32)
             converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
@@ -557,3 +559,36 @@ def export_onnx(ir: ModelIR, path: str | os.PathLike[str], options: OnnxOptions 
 
 
 export = export_onnx  # `from compressor.exporters import onnx; onnx.export(ir, "model.onnx")`
+
+
+def describe_onnx(path: str | os.PathLike[str]) -> str:
+    """`compress inspect model.onnx`: inputs, outputs, opset, operator counts and weight bytes (a protobuf
+    read: no code runs)."""
+    from onnx import numpy_helper
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise ExportError(f"{path} is not a readable ONNX file ({_first_line(exc)})") from None
+
+    def value(v: Any) -> str:
+        t = v.type.tensor_type
+        dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+        return f"{v.name}{dims} {onnx.TensorProto.DataType.Name(t.elem_type).lower()}"
+
+    ops: dict[str, int] = {}
+    for node in model.graph.node:
+        ops[node.op_type] = ops.get(node.op_type, 0) + 1
+    dtypes: dict[str, int] = {}
+    for init in model.graph.initializer:
+        name = onnx.TensorProto.DataType.Name(init.data_type).lower()
+        dtypes[name] = dtypes.get(name, 0) + numpy_helper.to_array(init).nbytes
+    opset = _default_opset(model)
+    return "\n".join([
+        f"ONNX file: {path} ({path.stat().st_size:,} bytes, opset {opset}, producer {model.producer_name})",
+        "inputs: " + ", ".join(value(v) for v in model.graph.input),
+        "outputs: " + ", ".join(value(v) for v in model.graph.output),
+        f"nodes: {len(model.graph.node)}: " + ", ".join(f"{k} {n}" for k, n in sorted(ops.items(), key=lambda kv: -kv[1])),
+        "weights: " + (", ".join(f"{k} {b:,} bytes" for k, b in dtypes.items()) or "none"),
+    ])

@@ -6,6 +6,7 @@ the file may hold a state_dict or a dict with a `state_dict` / `model` entry.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from compressor.context import PassContext
     from compressor.data import DataBundle
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class TorchOptions:
@@ -33,7 +36,8 @@ class TorchOptions:
     input_shape: list[int] | None = option(None, "C,H,W of one sample (default: the data's)")
     task: Literal["classification", "segmentation"] | None = option(None, "task kind (default: the data's)")
     num_classes: int | None = option(None, "classes (default: the data's)", min=1)
-    leaf_modules: list[str] = option([], "class names that torch.fx must not trace into")
+    leaf_modules: list[str] = option([], "ignored (the IR no longer traces the model); accepted so that old "
+                                         "pipelines still validate")
     search_path: str | None = option(None, "directory added to sys.path before importing the factory")
 
     def __post_init__(self) -> None:
@@ -98,17 +102,27 @@ class TorchModel(Frontend):
         if shape is None or kind is None or classes is None:
             raise FrontendError("the torch frontend needs input_shape, task and num_classes, from its options "
                                 "or from a data: block")
-        factory = resolve_factory(o.factory, o.search_path)
-        torch.manual_seed(ctx.seed)
-        try:
-            model = factory(**o.kwargs)
-        except Exception as exc:
-            raise FrontendError(f"factory '{o.factory}' failed: {type(exc).__name__}: {exc}") from None
-        if not isinstance(model, nn.Module):
-            raise FrontendError(f"factory '{o.factory}' returned {type(model).__name__}, not a torch.nn.Module")
+        if o.leaf_modules:
+            log.warning("torch frontend: leaf_modules is ignored (the IR keeps the eager module, nothing is traced); "
+                        "remove it from the pipeline")
+        recipe = {"name": "torch", "factory": o.factory, "kwargs": dict(o.kwargs), "seed": ctx.seed,
+                  "search_path": str(Path(o.search_path).resolve()) if o.search_path else None}
+        model = self.rebuild(recipe)
         if o.weights:
             load_weights(model, o.weights)
         value_range = data.input_range if data else None
         return lower(model, [input_spec_from(shape, value_range)], TaskSpec(kind, classes),
-                     meta={"frontend": "torch", "factory": o.factory, "weights": o.weights},
-                     leaf_modules=o.leaf_modules)
+                     meta={"frontend": "torch", "factory": o.factory, "weights": o.weights}, recipe=recipe)
+
+    @classmethod
+    def rebuild(cls, spec: dict[str, Any]) -> nn.Module:
+        """Import and call the factory (user code: ModelIR.load asks for trust before calling this)."""
+        factory = resolve_factory(spec["factory"], spec.get("search_path"))
+        torch.manual_seed(int(spec.get("seed", 0)))
+        try:
+            model = factory(**spec.get("kwargs", {}))
+        except Exception as exc:
+            raise FrontendError(f"factory '{spec['factory']}' failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(model, nn.Module):
+            raise FrontendError(f"factory '{spec['factory']}' returned {type(model).__name__}, not a torch.nn.Module")
+        return model

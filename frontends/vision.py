@@ -5,9 +5,8 @@ All three are classifiers built from (in_channels, num_classes) of the data; the
 
 - `VisionTransformer` (Dosovitskiy et al. 2021): patch embedding, a cls token, a learned positional
   embedding sized from the input's H×W, `depth` pre-norm blocks, a final LayerNorm and a linear
-  head on the cls token. Its `Attention` has a fixed duck-typed interface that the block/head
-  pruning pass relies on (`num_heads`, `head_dim`, `qkv`, `proj`, `scale`, `head_gate`) and must be
-  lowered as a leaf module (`lower(..., leaf_modules=VIT_LEAF_MODULES)`).
+  head on the cls token. Its `Attention` has timm's fused-qkv layout (`qkv`, `proj`, `num_heads`,
+  `head_dim`), which `compressor.adapters` knows how to gate and prune by head.
 - `ResNet` (He et al. 2016, the CIFAR ResNet-6n+2 family): 3×3 stem, three stages of `depth`
   BasicBlocks with widths w, 2w, 4w; stages 2 and 3 start with stride 2 and a 1×1 conv + BN
   projection shortcut. depth=3 is ResNet-20.
@@ -18,9 +17,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-
-VIT_LEAF_MODULES: tuple[str, ...] = ("Attention",)
-
 
 # --------------------------------------------------------------------------------------------- ViT
 
@@ -38,13 +34,10 @@ class PatchEmbed(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with an optional per-head gate on the attention maps.
-
-    The block/head pruning pass relies on this exact interface: `num_heads`, `head_dim`,
-    `qkv` (dim → 3·num_heads·head_dim, laid out as (3, num_heads, head_dim)), `proj`
-    (num_heads·head_dim → dim), `scale` and `head_gate` (a module returning num_heads gates, or
-    None). forward takes every size from the tensors and attributes, so removing heads (slicing
-    qkv/proj and lowering num_heads) needs no other change.
+    """Multi-head self-attention in timm's fused-qkv layout: `num_heads`, `head_dim`, `qkv`
+    (dim → 3·num_heads·head_dim, laid out as (3, num_heads, head_dim)), `proj` (num_heads·head_dim →
+    dim), `scale`. forward takes every size from the tensors and attributes, so removing heads (slicing
+    qkv/proj and lowering num_heads, `compressor.adapters.attention`) needs no other change.
     """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int | None = None, qkv_bias: bool = True) -> None:
@@ -54,16 +47,13 @@ class Attention(nn.Module):
         self.scale = self.head_dim ** -0.5
         self.qkv = nn.Linear(dim, 3 * num_heads * self.head_dim, bias=qkv_bias)
         self.proj = nn.Linear(num_heads * self.head_dim, dim)
-        self.head_gate: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = qkv.unbind(0)  # not qkv[0], qkv[1], qkv[2]: torch-pruning reads indexing as channel slicing
         attn = (q @ k.transpose(-2, -1)) * self.scale
         attn = attn.softmax(-1)
-        if self.head_gate is not None:
-            attn = attn * self.head_gate().view(1, -1, 1, 1)
         out = (attn @ v).transpose(1, 2).reshape(B, N, self.num_heads * self.head_dim)
         return self.proj(out)
 

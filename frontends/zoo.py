@@ -10,8 +10,7 @@
   learned positional embedding sized from the input, `depth` pre-norm blocks (default 12) of
   `heads`-head attention (default 4) and a 2× MLP. Its embedding dim is 4·`width` (64 at the
   default width 16). `patch_size` defaults to 2 below 32 pixels a side and 4 from 32 up (the largest
-  of those, then 1, that divides both H and W). `Attention` is lowered as one leaf module, for the
-  block/head pruning pass.
+  of those, then 1, that divides both H and W).
 - `resnet`: a CIFAR-style ResNet (He et al. 2016): stages of `depth` BasicBlocks (default 3, i.e.
   ResNet-20) with widths `width`, 2·`width`, 4·`width`, 1×1 conv projection shortcuts.
 - `mobilenet-v2`: MobileNetV2 (Sandler et al. 2018) with channels scaled by `width`/32 (32 gives
@@ -31,9 +30,9 @@ import torch.nn.functional as F
 
 from compressor.errors import FrontendError
 from compressor.frontend import Frontend, input_spec_from, lower
-from compressor.frontends.vision import VIT_LEAF_MODULES, MobileNetV2, ResNet, VisionTransformer
+from compressor.frontends.vision import MobileNetV2, ResNet, VisionTransformer
 from compressor.ir import ModelIR, TaskSpec
-from compressor.options import option
+from compressor.options import option, options_dict, parse_options
 from compressor.registry import register_frontend
 
 if TYPE_CHECKING:
@@ -102,7 +101,6 @@ class ZooModel:
     # (in_channels, num_classes, input (H, W), options) → module
     factory: Callable[[int, int, tuple[int, int], "ZooOptions"], nn.Module]
     help: str
-    leaf_modules: tuple[str, ...] = ()  # class names torch.fx keeps as single call_module nodes
 
 
 VIT_DIM_PER_WIDTH = 4  # vit's embedding dim is 4·width: 64 at the default width 16
@@ -133,8 +131,7 @@ ZOO: dict[str, ZooModel] = {
     "cls-cnn": ZooModel("classification", lambda c, n, hw, o: ClsCNN(c, n, o.width),
                         "conv-conv-pool-separable-pool-linear classifier"),
     "vit": ZooModel("classification", _vit,
-                    "small Vision Transformer (dim 4·width, depth 12, 4 heads, patch 2 / 4 from 32 px)",
-                    leaf_modules=VIT_LEAF_MODULES),
+                    "small Vision Transformer (dim 4·width, depth 12, 4 heads, patch 2 / 4 from 32 px)"),
     "resnet": ZooModel("classification", lambda c, n, hw, o: ResNet(c, n, o.width, o.depth or 3),
                        "CIFAR ResNet-6·depth+2 (ResNet-20 at depth 3), widths width/2·width/4·width"),
     "mobilenet-v2": ZooModel("classification", lambda c, n, hw, o: MobileNetV2(c, n, hw, o.width),
@@ -190,11 +187,18 @@ class Zoo(Frontend):
             raise FrontendError(f"zoo model '{self.options.model}' is a {entry.task} model but dataset "
                                 f"'{data.name}' is a {data.task.kind} task; pick a "
                                 f"{data.task.kind} model: " + ", ".join(k for k, v in ZOO.items() if v.task == data.task.kind))
-        torch.manual_seed(self.options.seed)
         input_hw = (int(data.input_shape[-2]), int(data.input_shape[-1]))
-        model = entry.factory(data.input_shape[0], data.task.num_classes, input_hw, self.options)
+        recipe = {"name": "zoo", "options": options_dict(self.options), "in_channels": int(data.input_shape[0]),
+                  "num_classes": data.task.num_classes, "input_hw": list(input_hw)}
+        model = self.rebuild(recipe)
         spec = input_spec_from(data.input_shape, data.input_range)
         meta = {"frontend": "zoo", "model": self.options.model, "width": self.options.width}
         meta.update({k: getattr(self.options, k) for k in MODEL_OPTIONS if getattr(self.options, k) is not None})
-        return lower(model, [spec], TaskSpec(data.task.kind, data.task.num_classes), meta=meta,
-                     leaf_modules=entry.leaf_modules)
+        return lower(model, [spec], TaskSpec(data.task.kind, data.task.num_classes), meta=meta, recipe=recipe)
+
+    @classmethod
+    def rebuild(cls, spec: dict) -> nn.Module:
+        opts = parse_options(ZooOptions, spec["options"], "recipe zoo")
+        torch.manual_seed(opts.seed)
+        return ZOO[opts.model].factory(int(spec["in_channels"]), int(spec["num_classes"]),
+                                       tuple(spec["input_hw"]), opts)

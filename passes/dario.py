@@ -1,34 +1,34 @@
 """prune-dario: differentiable, data-agnostic block and attention-head pruning (DARIO, seed 001 §6.1).
 
-The pass runs in three phases on the IR's fx graph, each usable on its own from Python:
+The pass runs in three phases on the IR's eager module, each usable on its own from Python:
 
-1. `prepare(gm)` finds the gateable structures and inserts gates.
-   - Blocks: residual adds `x + f(x)` whose branch f can be dropped (every value computed in the
-     branch is used only inside it), grouped into one block when consecutive adds have branches in the
-     same module (a pre-norm ViT block's two residuals, `blocks.3`); a shape-preserving activation
-     module of that block right after the last add (a ResNet basic block's post-add ReLU) belongs to
-     it. A gate after the block computes eq. 6.1: H̃_m = σ(α)·H_m + (1 − σ(α))·H_{m−1}, where
-     H_{m−1} is the block's input. Residuals with a projection shortcut (conv(x) + f(x)) are not
-     gateable: dropping f would not give the identity.
-   - Heads: attention modules that follow the protocol of `compressor.frontends.vision.Attention`
-     (attributes `qkv`, `proj`, `num_heads`, `head_dim`, `head_gate`) get a `HeadGate`, which
-     scales head h's attention probabilities by σ(α_h) (eq. 6.2).
-   A gate with α = +inf is exactly the original model; α = −inf exactly the structure removed.
+1. `prepare(module, example, granularity)` finds the gateable structures and gates them with hooks;
+   nothing is traced, so it works on the models users bring (Hugging Face, torch.nn, their own).
+   - Blocks (`compressor.adapters.blocks`): elements of a ModuleList / Sequential that run once,
+     keep their input's shape and add their input to what they compute (`x + f(x)`, read from the
+     autograd graph): transformer layers, residual blocks with identity shortcuts, inverted residuals.
+     A forward hook on the block computes eq. 6.1: H̃_m = σ(α)·H_m + (1 − σ(α))·H_{m−1}, H_{m−1} the
+     block's input; the next block's input is then the gated output, so adjacent gates chain.
+   - Heads (`compressor.adapters.attention`): every attention layout an adapter knows (fused qkv as in
+     timm and the zoo, HF separate q/k/v, nn.MultiheadAttention); head h's context is scaled by
+     σ(α_h) before the output projection, which equals scaling its attention probabilities (eq. 6.2).
+   Gates live in `module.dario_gates` (so functional_call substitutes them); α starts at +inf, where
+   σ(α) is exactly 1 and the prepared model is bit-identical to the original.
 2. `search(...)` optimizes α (Algorithm 5) to minimize a proxy objective on a batch of ones with
-   BatchNorm disabled (replaced by the identity in a private copy; dropout off):
-   warm start = best of k samples α ~ N(0, 1); then per iteration the gated model runs on ones,
-   R_SF = Σ outputs, θ̃ = θ − γ ∂R_SF/∂θ (a differentiable inner step: create_graph), s = S(θ̃),
-   α ← AdamW step on ∂s/∂α (cosine schedule); θ itself is never changed (functional_call), so it is
-   "restored" each step by construction. Modes:
+   BatchNorm disabled (forward hooks return the BN input; dropout off), under the math SDPA backend
+   (the fused CPU kernels have no double backward): warm start = best of k samples α ~ N(0, 1); then
+   per iteration the gated model runs on ones, R_SF = Σ outputs, θ̃ = θ − γ ∂R_SF/∂θ (a differentiable
+   inner step: create_graph), s = S(θ̃), α ← AdamW step on ∂s/∂α (cosine schedule); θ itself is never
+   changed (functional_call), so it is "restored" each step by construction. Modes:
    - `differentiable`: the paper's intent (θ̃ differentiable in α).
    - `reference-code`: what SunHaozhe/DARIO optimizes: θ̃ is computed without a graph, so α's
      gradient is ∂R_SF/∂α and S only scores the iterate.
    - `random`: the random-search baseline of figure 6.8, α ~ N(0, 1) for the same number of proxy
      evaluations (k + n), best kept.
    Every mode returns the best α it evaluated (lowest objective).
-3. `convert(gm, structures, decisions)` rewrites the graph: a removed block's output is replaced by
-   its input (dead nodes and modules are deleted); removed heads are sliced out of qkv and proj and
-   `num_heads` is updated; never all heads of a module (the head with the highest σ stays).
+3. `convert(prepared, keep)` removes the gates and what `keep` marks removed: a block becomes the
+   identity, heads are sliced out through their adapter (never all heads of a module). What was removed
+   is recorded in the IR's recipe (edit `dario`) and replayed when the stage is loaded.
 
 Proxies (table 6.1), over all parameter tensors θ̃_t (T tensors, N scalars) of the model:
 L0 = mean_t ‖θ̃_t‖₀, L1 = mean_t ‖θ̃_t‖₁, L2 = mean_t ‖θ̃_t‖₂, synflow = Σ (∂ΣH^a/∂θ ⊙ θ̃^a) with H^a
@@ -43,19 +43,19 @@ with the shared training loop, optionally distilling from the unpruned model.
 """
 from __future__ import annotations
 
-import copy
+import contextlib
 import math
-import operator
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
-import torch.fx
 import torch.nn as nn
 from torch.func import functional_call
 
+from compressor.adapters.blocks import BlockInfo, call_order, find_blocks, remove_blocks
 from compressor.context import PassContext
+from compressor.edits import register_edit
 from compressor.errors import PassError
 from compressor.ir import ModelIR
 from compressor.options import option
@@ -65,7 +65,7 @@ from compressor.train import TrainOptions, fit
 
 PROXIES = ("var", "l0", "l1", "l2", "synflow", "nsynflow", "l0-var", "l1-var", "l0-l1")
 MINIMIZED = {"var"}  # negatively correlated with accuracy (thesis tables 6.2, 6.3); the rest are maximized
-ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.Identity, nn.Dropout)
+GATES = "dario_gates"  # the root's submodule holding the gates while the model is prepared
 
 
 # ---- gates ------------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ class BlockGate(nn.Module):
 
 
 class HeadGate(nn.Module):
-    """σ(α_h) per head, multiplied into the attention probabilities (eq. 6.2); α starts at +inf."""
+    """σ(α_h) per head, multiplied into head h's context (eq. 6.2); α starts at +inf."""
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
@@ -93,35 +93,31 @@ class HeadGate(nn.Module):
         return torch.sigmoid(self.alpha)
 
 
-def is_attention(m: nn.Module) -> bool:
-    """The head-gating protocol (see compressor.frontends.vision.Attention)."""
-    return (all(hasattr(m, a) for a in ("qkv", "proj", "num_heads", "head_dim", "head_gate"))
-            and isinstance(m.qkv, nn.Linear) and isinstance(m.proj, nn.Linear)
-            and m.qkv.out_features == 3 * m.num_heads * m.head_dim and m.proj.in_features == m.num_heads * m.head_dim)
-
-
 @dataclass
 class Structure:
-    """One gateable structure: a block (input node → output node) or the heads of an attention module."""
+    """One gateable structure: a block or the heads of an attention module."""
 
     kind: Literal["block", "heads"]
-    name: str  # block: its module prefix (or add node); heads: the attention module's path
-    gate: str  # the gate module's path in the prepared GraphModule
-    size: int  # 1 for a block, num_heads for heads
-    input: str = ""  # block: input node name
-    output: str = ""  # block: output node name (before the gate)
+    name: str  # the module's dotted path
+    gate: str  # the gate's key in module.dario_gates
+    size: int  # 1 for a block, the head count for heads
     block: str | None = None  # heads: the block containing the attention module, if any
-    params: int = 0  # parameters inside the structure (a block's modules; heads: qkv + proj)
-    modules: list[str] = field(default_factory=list)  # block: the modules called inside it
+    params: int = 0  # parameters inside the structure (heads: the attention module's)
+    adapter: str = ""  # heads: the attention adapter's name
+    tuple_len: int = 0  # block: 0 if it returns a tensor, else the length of its output tuple
 
 
 @dataclass
 class Prepared:
-    module: torch.fx.GraphModule
+    module: nn.Module
     structures: list[Structure]
+    handles: list[Any] = field(default_factory=list)
+
+    def gate(self, s: Structure) -> nn.Module:
+        return self.module.get_submodule(GATES)[s.gate]
 
     def gates(self) -> list[nn.Parameter]:
-        return [self.module.get_submodule(s.gate).alpha for s in self.structures]
+        return [self.gate(s).alpha for s in self.structures]
 
     def set_alpha(self, values: torch.Tensor) -> None:
         with torch.no_grad():
@@ -135,194 +131,116 @@ class Prepared:
         return torch.cat([p.detach().reshape(-1) for p in self.gates()])
 
 
-# ---- finding blocks ---------------------------------------------------------------------------
-
-def _is_add(n: torch.fx.Node) -> bool:
-    if n.op == "call_function" and n.target in (operator.add, torch.add) and len(n.args) == 2 and not n.kwargs:
-        return True
-    return n.op == "call_method" and n.target == "add" and len(n.args) == 2 and not n.kwargs
-
-
-def _closure(n: torch.fx.Node, up: bool) -> set[torch.fx.Node]:
-    """All ancestors (up) or descendants (down) of `n`, without `n`."""
-    seen: set[torch.fx.Node] = set()
-    stack = list(n.all_input_nodes if up else n.users)
-    while stack:
-        m = stack.pop()
-        if m not in seen:
-            seen.add(m)
-            stack.extend(m.all_input_nodes if up else m.users)
-    return seen
-
-
-def _shape(n: torch.fx.Node) -> tuple | None:
-    tm = n.meta.get("tensor_meta")
-    return tuple(tm.shape) if tm is not None and hasattr(tm, "shape") else None
-
-
-def _prefix(targets: list[str]) -> str:
-    """The deepest module path shared by `targets` (a lone module's parent)."""
-    if not targets:
-        return ""
-    parts = [t.split(".") for t in targets]
-    common = []
-    for items in zip(*parts):
-        if len(set(items)) != 1:
-            break
-        common.append(items[0])
-    if len(common) == min(len(p) for p in parts):  # a target is the prefix itself: name its parent
-        common = common[:-1]
-    return ".".join(common)
-
-
-def _contained(region: set[torch.fx.Node], output: torch.fx.Node) -> bool:
-    return all(u in region or u is output for n in region for u in n.users)
-
-
-def find_blocks(gm: torch.fx.GraphModule) -> list[tuple[str, torch.fx.Node, torch.fx.Node, set[torch.fx.Node]]]:
-    """Residual blocks as (name, input node, output node, nodes strictly inside). Needs shape metadata
-    (ShapeProp) on the nodes."""
-    order = {n: i for i, n in enumerate(gm.graph.nodes)}
-    residuals = []
-    for n in gm.graph.nodes:
-        if not _is_add(n) or not all(isinstance(a, torch.fx.Node) for a in n.args):
-            continue
-        a, b = n.args
-        if _shape(a) is None or _shape(a) != _shape(b) or _shape(a) != _shape(n):
-            continue
-        for skip, branch in ((a, b), (b, a)):
-            anc = _closure(branch, up=True)
-            if skip not in anc:
-                continue
-            region = (anc & _closure(skip, up=False)) | {branch}
-            if _contained(region, n):
-                targets = [m.target for m in region if m.op == "call_module"]
-                residuals.append((skip, n, region, _prefix(targets)))
-                break
-    blocks: list[list[Any]] = []
-    for skip, add, region, prefix in sorted(residuals, key=lambda r: order[r[1]]):
-        last = blocks[-1] if blocks else None
-        if last is not None and prefix and last[0] == prefix and skip is last[2]:
-            last[3] |= region | {last[2]}
-            last[2] = add
-        else:
-            blocks.append([prefix, skip, add, set(region)])
-    out = []
-    for prefix, inp, outp, region in blocks:
-        # a shape-preserving activation of the same block right after it (ResNet's post-add ReLU)
-        while prefix and len(outp.users) == 1:
-            u = next(iter(outp.users))
-            if (u.op == "call_module" and str(u.target).startswith(prefix + ".")
-                    and isinstance(gm.get_submodule(u.target), ACTIVATIONS) and _shape(u) == _shape(outp)):
-                region.add(outp)
-                outp = u
-            else:
-                break
-        if _shape(inp) == _shape(outp) and _contained(region, outp):
-            out.append((prefix or outp.name, inp, outp, region))
-    return out
-
-
 # ---- prepare / convert ------------------------------------------------------------------------
 
 def _example(ir: ModelIR, batch: int = 2) -> tuple[torch.Tensor, ...]:
     return tuple(t.float() for t in ir.example_inputs(batch=batch))
 
 
-def prepare(gm: torch.fx.GraphModule, example: tuple[torch.Tensor, ...],
+def _block_hook(gate: BlockGate) -> Any:
+    def hook(_m: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
+        inp = next(v for v in (*args, *kwargs.values()) if torch.is_tensor(v))
+        if isinstance(out, tuple):
+            return (gate(out[0], inp), *out[1:])
+        return gate(out, inp)
+    return hook
+
+
+def prepare(module: nn.Module, example: tuple[torch.Tensor, ...],
             granularity: Literal["block", "head", "both"] = "block") -> Prepared:
-    """Insert gates into `gm` (in place) and return it with its structures, in graph order."""
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    was_training = gm.training
-    gm.eval()
-    with torch.no_grad():
-        ShapeProp(gm).propagate(*example)
-    gm.train(was_training)
+    """Gate `module` in place (hooks + `module.dario_gates`) and return it with its structures, blocks
+    in execution order, then heads."""
     structures: list[Structure] = []
-    blocks = find_blocks(gm) if granularity in ("block", "both") else []
-    block_of: dict[str, str] = {}
-    gated: dict[torch.fx.Node, torch.fx.Node] = {}  # a block's output -> its gate
-    for i, (name, inp, outp, region) in enumerate(blocks):
-        target = f"dario_block_{i}"
-        gm.add_submodule(target, BlockGate())
-        inp = gated.get(inp, inp)  # H_{m-1} of a block right after another is the gated previous output
-        with gm.graph.inserting_after(outp):
-            g = gm.graph.call_module(target, (outp, inp))
-        outp.replace_all_uses_with(g, delete_user_cb=lambda u, g=g: u is not g)
-        gated[outp] = g
-        mods = {m.target for m in region | {outp} if m.op == "call_module"}
-        for t in mods:
-            block_of[t] = name
-        params = sum(p.numel() for t in mods for p in gm.get_submodule(t).parameters())
-        structures.append(Structure("block", name, target, 1, inp.name, outp.name, params=params,
-                                    modules=sorted(mods)))
+    gates = nn.ModuleDict()
+    handles: list[Any] = []
+    blocks: list[BlockInfo] = find_blocks(module, example) if granularity in ("block", "both") else []
+    for i, b in enumerate(blocks):
+        key = f"block_{i}"
+        gates[key] = BlockGate()
+        handles.append(module.get_submodule(b.name).register_forward_hook(_block_hook(gates[key]), with_kwargs=True))
+        structures.append(Structure("block", b.name, key, 1, params=b.params, tuple_len=b.tuple_len))
     if granularity in ("head", "both"):
-        for n in gm.graph.nodes:
-            if n.op != "call_module":
-                continue
-            m = gm.get_submodule(n.target)
-            if is_attention(m):
-                m.head_gate = HeadGate(m.num_heads)
-                params = sum(p.numel() for p in (*m.qkv.parameters(), *m.proj.parameters()))
-                structures.append(Structure("heads", n.target, f"{n.target}.head_gate", m.num_heads,
-                                            block=block_of.get(n.target), params=params))
-    gm.recompile()
-    return Prepared(gm, structures)
+        from compressor.adapters.attention import find_attention
+
+        for j, (path, adapter) in enumerate(find_attention(module)):
+            attn = module.get_submodule(path)
+            n = adapter.num_heads(attn)
+            key = f"heads_{j}"
+            gates[key] = HeadGate(n)
+            handles.append(adapter.gate_heads(attn, gates[key]))
+            owner = next((b.name for b in blocks if path.startswith(b.name + ".")), None)
+            structures.append(Structure("heads", path, key, n, block=owner, adapter=adapter.name,
+                                        params=sum(p.numel() for p in attn.parameters())))
+    module.add_module(GATES, gates)
+    return Prepared(module, structures, handles)
 
 
-def _slice_heads(m: nn.Module, keep: list[int]) -> None:
-    h, d = m.num_heads, m.head_dim
-    idx = torch.tensor(keep)
-    qkv, proj = m.qkv, m.proj
-    dim_in = qkv.in_features
-    w = qkv.weight.detach().view(3, h, d, dim_in)[:, idx].reshape(3 * len(keep) * d, dim_in)
-    new_qkv = nn.Linear(dim_in, w.shape[0], bias=qkv.bias is not None)
-    new_qkv.weight = nn.Parameter(w.clone())
-    if qkv.bias is not None:
-        new_qkv.bias = nn.Parameter(qkv.bias.detach().view(3, h, d)[:, idx].reshape(-1).clone())
-    pw = proj.weight.detach().view(proj.out_features, h, d)[:, idx].reshape(proj.out_features, len(keep) * d)
-    new_proj = nn.Linear(len(keep) * d, proj.out_features, bias=proj.bias is not None)
-    new_proj.weight = nn.Parameter(pw.clone())
-    if proj.bias is not None:
-        new_proj.bias = nn.Parameter(proj.bias.detach().clone())
-    m.qkv, m.proj, m.num_heads = new_qkv, new_proj, len(keep)
+def unprepare(prepared: Prepared) -> None:
+    """Take every gate out: hooks removed, `dario_gates` deleted; the module is the original again."""
+    for h in prepared.handles:
+        h.remove()
+    prepared.handles.clear()
+    if hasattr(prepared.module, GATES):
+        delattr(prepared.module, GATES)
+
+
+def apply_removal(root: nn.Module, removed_blocks: list[dict[str, Any]],
+                  removed_heads: dict[str, dict[str, Any]]) -> nn.Module:
+    """The structural part of a conversion (what the recipe edit replays): heads first (block paths may
+    shift when layers are deleted), then blocks."""
+    from compressor.adapters.attention import adapter_named
+
+    for path, spec in removed_heads.items():
+        adapter_named(spec["adapter"]).remove_heads(root, path, list(spec["keep"]))
+    return remove_blocks(root, removed_blocks)
+
+
+@register_edit("dario")
+def _replay_dario(module: nn.Module, edit: dict[str, Any], example: tuple) -> nn.Module:
+    return apply_removal(module, edit["removed_blocks"], edit["removed_heads"])
 
 
 def convert(prepared: Prepared, keep: dict[str, list[bool]]) -> dict[str, Any]:
-    """Remove what `keep` marks False (per structure name: [block kept] or [head kept, ...]) and take
-    every gate out of the graph. Returns what was removed."""
-    gm = prepared.module
-    gate_nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module" and str(n.target).startswith("dario_block_")}
-    removed_blocks, removed_heads = [], {}
+    """Remove the gates, and what `keep` marks False (per structure name: [block kept] or
+    [head kept, ...]). Returns what was removed, in the recipe edit's form."""
+    unprepare(prepared)
+    removed_blocks = [{"name": s.name, "tuple_len": s.tuple_len} for s in prepared.structures
+                      if s.kind == "block" and not keep.get(s.name, [True])[0]]
+    gone = {b["name"] for b in removed_blocks}
+    removed_heads: dict[str, dict[str, Any]] = {}
     for s in prepared.structures:
-        if s.kind != "block":
+        if s.kind != "heads" or (s.block in gone):
             continue
-        g = gate_nodes[s.gate]
-        kept = keep.get(s.name, [True])[0]
-        out, inp = g.args  # current values: an earlier removed gate has already been replaced
-        g.replace_all_uses_with(out if kept else inp)
-        gm.graph.erase_node(g)
-        if not kept:
-            removed_blocks.append(s.name)
-    gm.graph.eliminate_dead_code()
-    gm.recompile()
-    live = {n.target for n in gm.graph.nodes if n.op == "call_module"}
-    for s in prepared.structures:
-        if s.kind != "heads" or s.name not in live:
-            continue
-        m = gm.get_submodule(s.name)
-        mask = list(keep.get(s.name, [True] * m.num_heads))
+        mask = list(keep.get(s.name, [True] * s.size))
         if not any(mask):
             raise PassError(f"prune-dario: convert would remove every head of {s.name}; keep at least one")
-        m.head_gate = None
         if not all(mask):
-            _slice_heads(m, [i for i, k in enumerate(mask) if k])
-            removed_heads[s.name] = [i for i, k in enumerate(mask) if not k]
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    gm.graph.lint()
-    return {"removed_blocks": removed_blocks, "removed_heads": removed_heads}
+            removed_heads[s.name] = {"adapter": s.adapter, "keep": [i for i, k in enumerate(mask) if k]}
+    try:
+        apply_removal(prepared.module, removed_blocks, removed_heads)
+    except ValueError as exc:
+        raise PassError(f"prune-dario: {exc}") from None
+    return {"removed_blocks": [b["name"] for b in removed_blocks],
+            "removed_heads": {k: [i for i in range(len(keep[k])) if not keep[k][i]] for k in removed_heads},
+            "edit": {"removed_blocks": removed_blocks, "removed_heads": removed_heads}}
+
+
+@contextlib.contextmanager
+def _search_mode(module: nn.Module) -> Iterator[None]:
+    """BatchNorm off (each BN returns its input), eval mode, the math SDPA backend: the search's setting."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    handles = [m.register_forward_hook(lambda _m, args, _o: args[0]) for m in module.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = module.training
+    module.eval()
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+        module.train(was_training)
 
 
 # ---- proxies ----------------------------------------------------------------------------------
@@ -368,21 +286,21 @@ class SearchResult:
 
 
 class _Objective:
-    """Proxy objective of a gated model on ones, with BatchNorm disabled; θ is never modified."""
+    """Proxy objective of a gated model on ones; θ is never modified. Call inside `_search_mode` (BatchNorm
+    off: its parameters are not part of θ, as if each BN were the identity)."""
 
     def __init__(self, prepared: Prepared, input_shape: tuple[int, ...], batch: int, proxy_kind: str,
                  gamma: float, coefs: tuple[float, float, float]) -> None:
-        model = copy.deepcopy(prepared.module)
-        for name, m in list(model.named_modules()):
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                parent, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
-        self.model = model.eval()
-        gates = set(Prepared(model, prepared.structures).gates())
-        self.gate_names = [n for n, p in model.named_parameters() if any(p is g for g in gates)]
-        self.gates = [dict(model.named_parameters())[n] for n in self.gate_names]
-        self.names = [n for n, p in model.named_parameters() if not any(p is g for g in gates)]
-        self.theta = [dict(model.named_parameters())[n].detach() for n in self.names]
+        model = prepared.module
+        self.model = model
+        gates = {id(g) for g in prepared.gates()}
+        bn = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+              for p in m.parameters(recurse=False)}
+        named = dict(model.named_parameters())
+        self.gate_names = [n for n, p in named.items() if id(p) in gates]
+        self.gates = [named[n] for n in self.gate_names]
+        self.names = [n for n, p in named.items() if id(p) not in gates and id(p) not in bn]
+        self.theta = [named[n].detach() for n in self.names]
         self.ones = torch.ones(batch, *input_shape)
         self.kind, self.gamma, self.coefs = proxy_kind, gamma, coefs
         self.sign = 1.0 if proxy_kind in MINIMIZED else -1.0
@@ -432,6 +350,15 @@ def search(prepared: Prepared, input_shape: tuple[int, ...], *, mode: str = "dif
            weight_decay: float = 1e-2, gamma: float = 1e-3, batch: int = 1,
            coefs: tuple[float, float, float] = (1.0, 1.0, 1.0), seed: int = 0, progress: bool = False) -> SearchResult:
     """Algorithm 5 (see the module docstring). Returns the best α evaluated and the objective curve."""
+    with _search_mode(prepared.module):
+        return _search(prepared, input_shape, mode=mode, proxy_kind=proxy_kind, iterations=iterations,
+                       warm_start=warm_start, lr=lr, weight_decay=weight_decay, gamma=gamma, batch=batch,
+                       coefs=coefs, seed=seed, progress=progress)
+
+
+def _search(prepared: Prepared, input_shape: tuple[int, ...], *, mode: str, proxy_kind: str, iterations: int,
+            warm_start: int, lr: float, weight_decay: float, gamma: float, batch: int,
+            coefs: tuple[float, float, float], seed: int, progress: bool) -> SearchResult:
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
@@ -580,20 +507,20 @@ class PruneDario(Pass):
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options
-        gm = ir.module
-        if not isinstance(gm, torch.fx.GraphModule):
-            raise PassError("prune-dario needs a traced IR (fx GraphModule); build it with a frontend")
-        original = copy.deepcopy(gm) if o.distill_alpha > 0 else None
-        params_before = sum(p.numel() for p in gm.parameters())
-        prepared = prepare(gm, _example(ir), o.granularity)
+        model = ir.module
+        original = ir.clone().module if o.distill_alpha > 0 else None
+        params_before = sum(p.numel() for p in model.parameters())
+        example = _example(ir)
+        prepared = prepare(model, example, o.granularity)
         if not prepared.structures:
-            what = {"block": "no residual block x + f(x) whose branch can be dropped",
-                    "head": "no attention module with qkv, proj, num_heads, head_dim and head_gate",
-                    "both": "no droppable residual block and no attention module"}[o.granularity]
-            raise PassError(f"prune-dario: nothing to gate in {ir.meta.get('model', type(gm).__name__)}: {what}; "
-                            "DARIO prunes ViT encoder blocks, ResNet basic blocks with identity shortcuts, "
-                            "MobileNetV2 inverted residuals and compressor.frontends.vision.Attention heads "
-                            "(zoo models vit, resnet, mobilenet-v2)")
+            unprepare(prepared)
+            what = {"block": "no residual block x + f(x) among the elements of a ModuleList/Sequential",
+                    "head": "no attention module of a known layout",
+                    "both": "no residual block and no attention module"}[o.granularity]
+            raise PassError(f"prune-dario: nothing to gate in {ir.meta.get('model', type(model).__name__)}: {what}; "
+                            "DARIO prunes repeated residual blocks (transformer layers, ResNet basic blocks with "
+                            "identity shortcuts, inverted residuals) and attention heads (fused qkv, HF q/k/v, "
+                            "nn.MultiheadAttention)")
         result = search(prepared, tuple(ir.inputs[0].shape[1:]), mode=o.mode, proxy_kind=o.proxy,
                         iterations=o.iterations, warm_start=o.warm_start, lr=o.lr, weight_decay=o.weight_decay,
                         gamma=o.gamma, batch=o.batch_size, coefs=(o.c1, o.c2, o.c3), seed=o.seed,
@@ -606,19 +533,25 @@ class PruneDario(Pass):
                           "kept": keep[s.name], "params": s.params})
             i += s.size
         removed = convert(prepared, keep)
+        edit = removed.pop("edit")
         last_block = next((s for s in reversed(prepared.structures) if s.kind == "block" and keep[s.name][0]), None)
+        n_blocks = sum(1 for s in table if s["kind"] == "block")
         stats: dict[str, Any] = {
             "structures": table, **removed,
-            "blocks": f"{sum(1 for s in table if s['kind'] == 'block' and s['kept'][0])}/"
-                      f"{sum(1 for s in table if s['kind'] == 'block')} kept",
+            "blocks": f"{sum(1 for s in table if s['kind'] == 'block' and s['kept'][0])}/{n_blocks} kept",
             "search": {"mode": o.mode, "proxy": o.proxy, "seconds": round(result.seconds, 2),
                        "evaluations": result.evaluations, "initial": result.initial, "warm_start": result.warm_start,
                        "best": result.best, "curve": [round(v, 8) for v in result.curve[:: max(1, len(result.curve) // 50)]]},
-            "params_before": params_before, "params_after": sum(p.numel() for p in gm.parameters()),
+            "params_before": params_before, "params_after": sum(p.numel() for p in model.parameters()),
         }
+        if o.granularity == "both" and not any(s["kind"] == "heads" for s in table):
+            stats["note"] = "granularity both: no attention module of a known layout, so only blocks were gated"
+        if o.granularity == "both" and not n_blocks:
+            stats["note"] = "granularity both: no residual block found, so only heads were gated"
+        ir = ir.with_edit("dario", **edit)
         if o.finetune_epochs > 0:
             stats["finetune"] = self._finetune(ir, ctx, last_block, original)
-        gm.eval()
+        model.eval()
         ir.meta["dario"] = {"removed_blocks": removed["removed_blocks"], "removed_heads": removed["removed_heads"]}
         changed = bool(removed["removed_blocks"] or removed["removed_heads"])
         return PassResult(ir, changed=changed or o.finetune_epochs > 0, stats=stats)
@@ -627,13 +560,13 @@ class PruneDario(Pass):
         from compressor.data import make_loader
 
         o = self.options
-        gm = ir.module
+        model = ir.module
         scope = o.finetune_scope if last_block is not None else "all"  # no block kept: nothing to anchor on
         if scope == "last-block":
-            trainable = _modules_from(gm, last_block)
-            for name, p in gm.named_parameters():
+            trainable = _modules_from(model, last_block.name, _example(ir))
+            for name, p in model.named_parameters():
                 p.requires_grad_(any(name.startswith(t + ".") for t in trainable))
-        n_train = sum(p.numel() for p in gm.parameters() if p.requires_grad)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         data = ctx.require_data("prune-dario fine-tuning")
         topts = TrainOptions(epochs=o.finetune_epochs, lr=o.finetune_lr, batch_size=o.finetune_batch_size)
         loss_fn = None
@@ -642,26 +575,23 @@ class PruneDario(Pass):
         ctx.seed_everything(len(ir.history))
         loader = make_loader(data.train, o.finetune_batch_size, shuffle=True, seed=ctx.seed + len(ir.history))
         ckpt_dir = ctx.scratch_dir("checkpoints")
-        res = fit(gm, loader, ir.task, topts, device=ctx.device, loss_fn=loss_fn,
+        res = fit(model, loader, ir.task, topts, device=ctx.device, loss_fn=loss_fn,
                   checkpoint=ckpt_dir / "dario-finetune.pt" if ckpt_dir else None, progress=ctx.progress,
                   desc="dario finetune")
-        for p in gm.parameters():
+        for p in model.parameters():
             p.requires_grad_(True)
-        gm.to("cpu").eval()
+        model.to("cpu").eval()
         return {"epochs": res.epochs_run, "scope": scope, "trainable_params": n_train,
                 "final_loss": round(res.final_loss, 5), "distill_alpha": o.distill_alpha}
 
 
-def _modules_from(gm: torch.fx.GraphModule, block: Structure) -> set[str]:
-    """The modules of `block` and every module called after its output node."""
-    mods = set(block.modules)
-    after = False
-    for n in gm.graph.nodes:
-        if n.name == block.output:
-            after = True
-        elif after and n.op == "call_module":
-            mods.add(str(n.target))
-    return mods
+def _modules_from(model: nn.Module, block: str, example: tuple[torch.Tensor, ...]) -> set[str]:
+    """The block and every parametrized leaf module whose forward starts after the block's: the thesis's
+    fine-tuning scope (the last kept block, the head)."""
+    order = call_order(model, example)
+    start = order.index(block) if block in order else 0
+    leaves = {n for n, m in model.named_modules() if n and not list(m.children())}
+    return {block} | {n for n in order[start:] if n in leaves}
 
 
 def _kd_loss(teacher: nn.Module, kind: str, alpha: float, temperature: float) -> Any:

@@ -173,8 +173,8 @@ class Distill(Pass):
             for name in o.feature_layers:
                 if name not in s_tap.outputs or name not in t_tap.outputs:
                     leaves = [n for n, _ in student.named_modules() if n.startswith(name + ".")]
-                    raise PassError(f"distill: feature layer '{name}' is not called in the traced graph (a container); "
-                                    f"name one of its layers instead, e.g. {', '.join(leaves[-3:]) or 'a conv or BN'}")
+                    raise PassError(f"distill: feature layer '{name}' is not called in the model's forward; name a "
+                                    f"module that runs, e.g. {', '.join(leaves[-3:]) or 'a conv or BN'}")
                 s, t = s_tap.outputs[name], t_tap.outputs[name]
                 if s.dim() != 4 or t.dim() != 4:
                     raise PassError(f"distill: feature layer '{name}' gives {s.dim()}-D outputs; choose conv stages "

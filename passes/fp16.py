@@ -12,11 +12,13 @@ from __future__ import annotations
 import copy
 import fnmatch
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from compressor.context import PassContext
+from compressor.edits import register_edit, set_submodule
 from compressor.errors import PassError
 from compressor.ir import ModelIR
 from compressor.options import option
@@ -33,14 +35,53 @@ class FP16Options:
 
 
 class Fp32Island(nn.Module):
-    """Runs `inner` in fp32 inside an fp16 model; a no-op wrapper when everything is fp32."""
+    """Runs `inner` in fp32 inside an fp16 model: floating tensor arguments are cast to fp32, floating
+    tensor results back to the dtype of the first floating argument (any call signature, tuple outputs)."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner.float()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.float()).to(x.dtype)
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        floats = [a for a in (*args, *kwargs.values()) if torch.is_tensor(a) and a.is_floating_point()]
+        dtype = floats[0].dtype if floats else torch.float32
+        up = lambda v: v.float() if torch.is_tensor(v) and v.is_floating_point() else v  # noqa: E731
+        out = self.inner(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
+        return _cast_floats(out, dtype)
+
+
+def _cast_floats(out: Any, dtype: torch.dtype) -> Any:
+    if torch.is_tensor(out):
+        return out.to(dtype) if out.is_floating_point() else out
+    if isinstance(out, tuple) and not hasattr(out, "_fields"):
+        return tuple(_cast_floats(o, dtype) for o in out)
+    return out
+
+
+def islands_for(module: nn.Module, patterns: list[str]) -> list[str]:
+    """The outermost modules whose path matches a pattern (glob): each becomes one fp32 island."""
+    keep: list[str] = []
+    for name, _ in module.named_modules():
+        if name and any(fnmatch.fnmatch(name, p) for p in patterns) and \
+                not any(name.startswith(k + ".") for k in keep):
+            keep.append(name)
+    return keep
+
+
+def to_fp16(module: nn.Module, islands: list[str]) -> nn.Module:
+    """Cast `module` to fp16 in place, with `islands` (module paths) kept fp32 as Fp32Island wrappers.
+    The pass and the replay of its recipe edit both go through here."""
+    # copy the kept modules before the cast: half() would turn overflowing weights into inf
+    kept = {n: copy.deepcopy(module.get_submodule(n)) for n in islands}
+    module.half()
+    for name, sub in kept.items():
+        set_submodule(module, name, Fp32Island(sub))
+    return module
+
+
+@register_edit("fp16")
+def _replay_fp16(module: nn.Module, edit: dict[str, Any], example: tuple) -> nn.Module:
+    return to_fp16(module, list(edit.get("fp32_modules", [])))
 
 
 def _leaf_names(module: nn.Module) -> list[str]:
@@ -54,12 +95,6 @@ def _overflowing(module: nn.Module) -> list[str]:
         if any(t.is_floating_point() and t.numel() and t.abs().max().item() > FP16_MAX for t in own):
             out.append(name)
     return out
-
-
-def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, attr, new)
 
 
 @register_pass("fp16")
@@ -82,25 +117,9 @@ class FP16(Pass):
         if overflow and not o.keep_overflow:
             raise PassError(f"fp16: weights overflow half precision in {overflow[:3]}; keep them in fp32 with "
                             f"keep_overflow: true (or keep_fp32: [...]), or keep this model in fp32")
-        # Islands wrap the modules the graph calls: a kept container (e.g. a Sequential flattened
-        # by fx) keeps every called module inside it.
-        patterns = list(o.keep_fp32) + list(overflow)
-        keep = []
-        for node in ir.module.graph.nodes:
-            if node.op != "call_module":
-                continue
-            target = str(node.target)
-            scopes = [".".join(target.split(".")[:i]) for i in range(1, target.count(".") + 2)]
-            if any(fnmatch.fnmatch(sc, p) for sc in scopes for p in patterns) and target not in keep:
-                keep.append(target)
-        # copy the kept modules before the cast: half() would turn overflowing weights into inf
-        islands = {n: copy.deepcopy(ir.module.get_submodule(n)) for n in keep}
-        ir.module.half()
-        for name, sub in islands.items():
-            _replace(ir.module, name, Fp32Island(sub))
-        if keep:
-            ir.module.recompile()
+        keep = islands_for(ir.module, list(o.keep_fp32) + list(overflow))
+        to_fp16(ir.module, keep)
         meta = {**ir.meta, "fp32_modules": keep} if keep else ir.meta
-        ir = ir.replace(precision="fp16", meta=meta)
+        ir = ir.replace(precision="fp16", meta=meta).with_edit("fp16", fp32_modules=keep)
         after = ir.state_bytes()
         return PassResult(ir, changed=True, stats={"bytes_before": before, "bytes_after": after, "fp32_modules": keep})

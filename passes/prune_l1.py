@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.fx
 import torch.nn as nn
 import torch_pruning as tp
 
+from compressor.adapters.attention import find_attention
+from compressor.analysis import output_layers, penultimate_layers
 from compressor.context import PassContext
+from compressor.edits import register_edit
 from compressor.errors import PassError
 from compressor.ir import ModelIR
 from compressor.options import option
@@ -67,6 +69,10 @@ class PruneL1Options:
     iterative_steps: int = option(1, "reach the ratio in this many equal steps", min=1, max=100)
     finetune_epochs: int = option(0, "fine-tune this many epochs after each step (needs data)", min=0)
     finetune_lr: float = option(1e-3, "learning rate of the fine-tuning between steps", min=0, min_exclusive=True)
+    heads: Literal["dims", "whole"] = option(
+        "dims", "attention (any layout compressor.adapters knows): dims: every head loses the same share of its "
+                "dims (head count kept); whole: whole heads are removed at the ratio (head size kept). Channels of "
+                "different heads are never mixed; head-count attributes are updated")
 
 
 def _out_channels(m: nn.Module) -> int:
@@ -77,52 +83,22 @@ def is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
 
 
-def _nearest_layers(gm: torch.fx.GraphModule, start: list[torch.fx.Node]) -> set[str]:
-    """Names of the parametrized layers reached walking backwards from `start` without passing
-    through another parametrized layer."""
-    modules = dict(gm.named_modules())
-    found: set[str] = set()
-    seen: set[torch.fx.Node] = set()
-    stack = list(start)
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        if node.op == "call_module" and isinstance(modules.get(str(node.target)), PRUNABLE):
-            found.add(str(node.target))
-            continue
-        stack.extend(n for n in node.all_input_nodes)
-    return found
-
-
-def output_layers(gm: torch.fx.GraphModule) -> set[str]:
-    """The parametrized layers whose outputs reach the graph output without passing through another
-    parametrized layer: the layers that produce the logits."""
-    return _nearest_layers(gm, [n for n in gm.graph.nodes if n.op == "output"])
-
-
-def penultimate_layers(gm: torch.fx.GraphModule) -> set[str]:
-    """The parametrized layers whose outputs feed an output layer (its nearest producers)."""
-    outs = output_layers(gm)
-    feeds = [i for n in gm.graph.nodes if n.op == "call_module" and str(n.target) in outs for i in n.all_input_nodes]
-    return _nearest_layers(gm, feeds) - outs
-
-
-def protected_layers(gm: nn.Module, opts: PruneL1Options) -> dict[str, str]:
-    """module name → why it is protected: frozen in both exclusion meanings (fx graphs only)."""
-    if not isinstance(gm, torch.fx.GraphModule):
-        return {}
-    out = {n: "feeds the output layer (protect_penultimate)" for n in penultimate_layers(gm)} \
+def protected_layers(module: nn.Module, opts: PruneL1Options, example: tuple[torch.Tensor, ...]) -> dict[str, str]:
+    """module name → why it is protected: frozen in both exclusion meanings. The output layers (found on
+    the autograd graph of one forward, `compressor.analysis`) always are; the layers feeding them with
+    `protect_penultimate`."""
+    outs = output_layers(module, example, PRUNABLE)
+    out = {n: "feeds the output layer (protect_penultimate)" for n in penultimate_layers(module, example, PRUNABLE)} \
         if opts.protect_penultimate else {}
-    out.update({n: "output layer (always protected)" for n in output_layers(gm)})
+    out.update({n: "output layer (always protected)" for n in outs})
     return out
 
 
-def exclusions(gm: nn.Module, opts: PruneL1Options) -> dict[str, str]:
+def exclusions(gm: nn.Module, opts: PruneL1Options, example: tuple[torch.Tensor, ...],
+               protected: dict[str, str] | None = None) -> dict[str, str]:
     """module name → why it is excluded."""
     out: dict[str, str] = {}
-    protected = protected_layers(gm, opts)
+    protected = protected_layers(gm, opts, example) if protected is None else protected
     for name, m in gm.named_modules():
         if not isinstance(m, PRUNABLE):
             continue
@@ -196,14 +172,16 @@ class PruneL1(Pass):
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options
         gm = ir.module.eval()
+        converted = convert_mha(gm)
         names = {m: n for n, m in gm.named_modules()}
-        excluded = exclusions(gm, o)
+        example = ir.example_inputs(batch=1)
+        protected = protected_layers(gm, o, example)
+        excluded = exclusions(gm, o, example, protected)
         unknown = [p for p in o.ignore if not any(fnmatch.fnmatch(n, p) for n in names.values())]
         if unknown:
             raise PassError(f"prune-l1: ignore pattern(s) {unknown} match no module; module names look like "
                             f"{', '.join(list(n for n in names.values() if n)[:5])} (see compress inspect)")
         modules = dict(gm.named_modules())
-        protected = protected_layers(gm, o)
         # freeze: every excluded layer is ignored (its group freezes); follow: only the protected
         # layers (output, and penultimate when asked) are, the other excluded layers are merely never ranked.
         frozen_names = set(excluded) if o.exclude_mode == "freeze" else {n for n in excluded if n in protected}
@@ -211,11 +189,18 @@ class PruneL1(Pass):
         params_before = ir.parameter_count()
 
         importance = FilterL1Importance({modules[n] for n in excluded}, o.importance)
+        attention = find_attention(gm)
+        num_heads: dict[nn.Module, int] = {}
+        for path, adapter in attention:
+            num_heads.update(adapter.pruning_num_heads(gm.get_submodule(path)))
+        whole = o.heads == "whole"
         try:
             pruner = tp.pruner.BasePruner(
-                gm, ir.example_inputs(batch=1), importance=importance, pruning_ratio=o.ratio,
+                gm, example, importance=importance, pruning_ratio=o.ratio,
                 ignored_layers=ignored, global_pruning=o.global_pruning, round_to=o.round_to,
-                iterative_steps=o.iterative_steps, root_module_types=list(PRUNABLE))
+                iterative_steps=o.iterative_steps, root_module_types=list(PRUNABLE), num_heads=num_heads,
+                prune_num_heads=whole and bool(num_heads), prune_head_dims=not whole,
+                head_pruning_ratio=o.ratio if whole else 0.0, output_transform=_first_output)
         except Exception as exc:
             raise PassError(f"prune-l1: torch-pruning could not build the dependency graph: {exc}") from exc
 
@@ -256,7 +241,12 @@ class PruneL1(Pass):
             if rec["decision"] == "pruned" and rec["pruned_channels"] == 0:
                 rec["decision"] = "kept"
                 rec["reason"] = "nothing to remove at this ratio/rounding"
-        gm.recompile()
+        synced: dict[str, dict[str, Any]] = {}
+        for path, adapter in attention:
+            m = gm.get_submodule(path)
+            qkv = adapter.pruning_num_heads(m)
+            heads = next((pruner.num_heads[q] for q in qkv if q in pruner.num_heads), None)
+            synced[path] = {"adapter": adapter.name, "values": adapter.sync_after_pruning(m, heads)}
         gm.eval()
         with torch.no_grad():
             out = gm(*ir.example_inputs(batch=2))
@@ -285,7 +275,15 @@ class PruneL1(Pass):
                      "set round_to: 8 when pruning for latency", len(misaligned), ", ".join(misaligned[:3]))
         for r in groups:
             log.debug("group %s: %s (%s) -%d", r["root"], r["decision"], r["reason"], r["pruned_channels"])
-        return PassResult(ir.replace(module=gm), changed=params_after != params_before, stats=stats)
+        if attention:
+            stats["attention"] = {p: {"adapter": v["adapter"], **{k: _plain(x) for k, x in v["values"].items()}}
+                                  for p, v in synced.items()}
+        history = [[str(n), bool(out_ch), [int(i) for i in idxs]] for n, out_ch, idxs in pruner.pruning_history()]
+        edit = {"mha_converted": converted, "history": history, "attention": {p: {"adapter": v["adapter"], "values": {k: _plain(x) for k, x in
+                                                                                          v["values"].items()}}
+                                                  for p, v in synced.items()}}
+        return PassResult(ir.replace(module=gm).with_edit("prune", **edit), changed=params_after != params_before,
+                          stats=stats)
 
     def _finetune(self, ir: ModelIR, ctx: PassContext, step: int) -> list[float]:
         from compressor.data import make_loader
@@ -298,3 +296,46 @@ class PruneL1(Pass):
                      desc=f"prune step {step + 1}/{self.options.iterative_steps} finetune")
         ir.module.to("cpu").eval()
         return result.losses
+
+
+def convert_mha(model: nn.Module) -> list[dict[str, Any]]:
+    """Replace every nn.MultiheadAttention by the adapters' HeadPrunedMultiheadAttention with all its heads
+    (the same function): torch-pruning's own MHA handling removes the same channel indices from the
+    residual stream and from q/k/v and regroups what is left into the old head count, mixing heads; the
+    replacement has separate q/k/v projections that it prunes head by head. Returns what was converted,
+    for the recipe."""
+    converted = []
+    for path, adapter in find_attention(model):
+        if adapter.name == "torch-mha" and path:
+            heads = adapter.num_heads(model.get_submodule(path))
+            adapter.remove_heads(model, path, list(range(heads)))
+            converted.append({"path": path, "heads": heads})
+    return converted
+
+
+def _first_output(out: Any) -> torch.Tensor:
+    """The tensor torch-pruning traces from (a model may return a tuple or an HF output)."""
+    from compressor.analysis import _first_tensor
+
+    return _first_tensor(out)
+
+
+def _plain(value: Any) -> Any:
+    """Attribute values as JSON data (head counts, sizes, scales)."""
+    return value if isinstance(value, (int, float, bool, str)) or value is None else float(value)
+
+
+@register_edit("prune")
+def _replay_prune(module: nn.Module, edit: dict[str, Any], example: tuple[torch.Tensor, ...]) -> nn.Module:
+    """Torch-Pruning's own replay: the dependency graph of the fresh module, then the recorded pruning
+    history (root layer, out/in channels, indices) group by group; then the attention attributes the
+    pass set (head counts and sizes), through their adapters."""
+    from compressor.adapters.attention import adapter_named
+
+    for spec in edit.get("mha_converted", []):
+        adapter_named("torch-mha").remove_heads(module, spec["path"], list(range(int(spec["heads"]))))
+    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example, output_transform=_first_output)
+    graph.load_pruning_history([tuple(h) for h in edit["history"]])
+    for path, spec in edit.get("attention", {}).items():
+        adapter_named(spec["adapter"]).replay_sync(module.get_submodule(path), spec["values"])
+    return module

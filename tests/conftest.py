@@ -54,7 +54,10 @@ def seg_ir():
     from compressor.ir import TaskSpec
 
     torch.manual_seed(0)
-    return lower(SegCNN(2, 8), [input_spec_from((2, 32, 32), (-3.1416, 3.1416))], TaskSpec("segmentation", 1))
+    recipe = {"name": "zoo", "options": {"model": "seg-cnn", "width": 8}, "in_channels": 2, "num_classes": 1,
+              "input_hw": [32, 32]}
+    return lower(SegCNN(2, 8), [input_spec_from((2, 32, 32), (-3.1416, 3.1416))], TaskSpec("segmentation", 1),
+                 recipe=recipe)
 
 
 @pytest.fixture
@@ -64,4 +67,7 @@ def cls_ir():
     from compressor.ir import TaskSpec
 
     torch.manual_seed(0)
-    return lower(ClsCNN(1, 10, 8), [input_spec_from((1, 8, 8), (0.0, 1.0))], TaskSpec("classification", 10))
+    recipe = {"name": "zoo", "options": {"model": "cls-cnn", "width": 8}, "in_channels": 1, "num_classes": 10,
+              "input_hw": [8, 8]}
+    return lower(ClsCNN(1, 10, 8), [input_spec_from((1, 8, 8), (0.0, 1.0))], TaskSpec("classification", 10),
+                 recipe=recipe)

@@ -73,10 +73,16 @@ def test_bench_ir_file_on_torch(tmp_path) -> None:
 
     from compressor.ir import InputSpec, ModelIR, TaskSpec
 
-    gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Conv2d(2, 1, 3, padding=1)))
-    ir = ModelIR(gm, [InputSpec("x", (None, 2, 8, 8))], TaskSpec("segmentation", 1))
-    ir.save(tmp_path / "ir.pt")
-    s = run_bench(tmp_path / "ir.pt", batch=3, threads=1, warmup=1, iters=3)
+    from compressor.ir import Recipe
+
+    recipe = Recipe({"name": "zoo", "options": {"model": "seg-cnn", "width": 4}, "in_channels": 2, "num_classes": 1,
+                     "input_hw": [8, 8]})
+    from compressor.frontends.zoo import Zoo
+
+    ir = ModelIR(Zoo.rebuild(recipe.frontend), [InputSpec("x", (None, 2, 8, 8))], TaskSpec("segmentation", 1),
+                 recipe=recipe)
+    ir.save(tmp_path / "ir")
+    s = run_bench(tmp_path / "ir", batch=3, threads=1, warmup=1, iters=3)
     assert s.backend == "torch-cpu" and s.batch == 3 and s.extra["precision"] == "fp32"
     table = format_stats_table([s, s])
     assert len(table.splitlines()) == 4 and "torch-cpu" in table
@@ -86,13 +92,13 @@ def test_bench_errors(tmp_path) -> None:
     with pytest.raises(ConfigError, match="no artifact"):
         run_bench(tmp_path / "missing.onnx")
     (tmp_path / "model.bin").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"unknown suffix '\.bin'.*\.onnx"):
+    with pytest.raises(ConfigError, match=r"unknown kind '\.bin'; valid: \.onnx.*give its stage directory"):
         run_bench(tmp_path / "model.bin")
     _relu_onnx(tmp_path / "m.onnx")
     with pytest.raises(ConfigError, match="unknown backend 'onnxruntime-gpu'; did you mean 'onnxruntime-cpu'"
                                           r"\? valid: auto, torch-cpu, .*tensorrt"):
         run_bench(tmp_path / "m.onnx", backend="onnxruntime-gpu")
-    with pytest.raises(ConfigError, match="cannot run 'm.onnx'; it takes .pt files; backends for .onnx files: "
+    with pytest.raises(ConfigError, match="cannot run 'm.onnx'; it takes IR directories; backends for .onnx files: "
                                           "onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt"):
         run_bench(tmp_path / "m.onnx", backend="torch-cpu")
     with pytest.raises(ConfigError, match="batch >= 1"):

@@ -98,16 +98,24 @@ def test_passes_lists_options():
 
 
 def test_inspect(tmp_path, seg_ir):
-    seg_ir.save(tmp_path / "ir.pt")
-    r = invoke("inspect", tmp_path)
+    seg_ir.save(tmp_path / "ir")
+    r = invoke("inspect", tmp_path / "ir")
     assert r.exit_code == 0 and "segmentation" in r.output and "stem.0" in r.output
-    r = invoke("inspect", tmp_path / "missing.pt")
-    assert r.exit_code == 2 and "no IR file" in r.output
+    r = invoke("inspect", tmp_path / "missing")
+    assert r.exit_code == 2 and "no IR at" in r.output
+
+
+def test_inspect_onnx(tmp_path, seg_ir):
+    from compressor.exporters.onnx import export_onnx
+
+    export_onnx(seg_ir, tmp_path / "model.onnx", simplify=False, verify=False)
+    r = invoke("inspect", tmp_path / "model.onnx")
+    assert r.exit_code == 0 and "inputs: input['batch', 2, 32, 32] float" in r.output and "Conv" in r.output
 
 
 def test_bench_ir(tmp_path, seg_ir):
-    seg_ir.save(tmp_path / "ir.pt")
-    r = invoke("bench", tmp_path / "ir.pt", "--iters", 3, "--warmup", 1, "--json")
+    seg_ir.save(tmp_path / "ir")
+    r = invoke("bench", tmp_path / "ir", "--iters", 3, "--warmup", 1, "--json")
     assert r.exit_code == 0, r.output
     stats = json.loads(r.output)
     assert stats["backend"] == "torch-cpu" and stats["iters"] >= 3 and stats["median_ms"] > 0
@@ -141,7 +149,7 @@ def test_kill_then_resume(tmp_path):
     for f in out.rglob("*.json"):
         json.loads(f.read_text())
     for f in out.rglob("*.pt"):
-        torch.load(f, map_location="cpu", weights_only=False)
+        torch.load(f, map_location="cpu", weights_only=True)
     before = (out / "01_prune-l1" / "stage.json").read_text()
 
     # resume with fewer epochs (a different key): the killed stage is redone from scratch

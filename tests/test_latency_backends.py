@@ -155,10 +155,10 @@ def test_cpu_backends_end_to_end(tmp_path, seg_ir) -> None:
 
 def test_auto_dispatch(tmp_path, seg_ir) -> None:
     _onnx(tmp_path / "m.onnx")
-    seg_ir.save(tmp_path / "ir.pt")
+    seg_ir.save(tmp_path / "ir")
     assert run_bench(tmp_path / "m.onnx", warmup=0, iters=1).backend == "onnxruntime-cpu"
-    s = run_bench(tmp_path / "ir.pt", warmup=0, iters=1, precision="fp16")
-    assert s.backend == "torch-cpu" and s.extra["precision"] == "fp16" and s.extra["artifact"].endswith("ir.pt")
+    s = run_bench(tmp_path / "ir", warmup=0, iters=1, precision="fp16")
+    assert s.backend == "torch-cpu" and s.extra["precision"] == "fp16" and s.extra["artifact"].endswith("ir")
     if not (HAS_TRT and HAS_CUDA):
         (tmp_path / "m.engine").write_bytes(b"x")
         with pytest.raises(BackendUnavailable):  # auto picked tensorrt for the .engine file
@@ -194,21 +194,21 @@ def test_cli_several_backends(tmp_path, seg_ir, monkeypatch) -> None:
     assert [d["backend"] for d in data] == ["onnxruntime-cpu", "onnxruntime-cuda"] and data[0]["batch"] == 2
     assert all(d["iters"] == 3 and d["median_ms"] > 0 for d in data)
 
-    seg_ir.save(tmp_path / "ir.pt")
-    r = CliRunner().invoke(main, ["bench", str(tmp_path / "ir.pt"), "--backend", "torch-cuda", "--backend",
+    seg_ir.save(tmp_path / "ir")
+    r = CliRunner().invoke(main, ["bench", str(tmp_path / "ir"), "--backend", "torch-cuda", "--backend",
                                   "onnxruntime-cuda"])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
-    assert "backend 'onnxruntime-cuda' cannot run 'ir.pt'; it takes .onnx files; backends for .pt files: " \
+    assert "backend 'onnxruntime-cuda' cannot run 'ir'; it takes .onnx files; backends for IR directories: " \
            "torch-cpu, torch-cuda" in r.output
-    r = CliRunner().invoke(main, ["bench", str(tmp_path / "ir.pt"), "--precision", "fp16", "--warmup", "0",
+    r = CliRunner().invoke(main, ["bench", str(tmp_path / "ir"), "--precision", "fp16", "--warmup", "0",
                                   "--iters", "2", "--min-seconds", "0", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)  # one backend: one object
     assert d["backend"] == "torch-cpu" and d["extra"]["precision"] == "fp16"
-    r = CliRunner().invoke(main, ["bench", str(tmp_path / "ir.pt"), "--backend", "tensorflow"])
+    r = CliRunner().invoke(main, ["bench", str(tmp_path / "ir"), "--backend", "tensorflow"])
     assert r.exit_code == 2 and "tensorflow" in r.output
     if not HAS_CUDA:
-        r = CliRunner().invoke(main, ["bench", str(tmp_path / "ir.pt"), "--backend", "torch-cpu", "--backend",
+        r = CliRunner().invoke(main, ["bench", str(tmp_path / "ir"), "--backend", "torch-cpu", "--backend",
                                       "torch-cuda", "--cuda-graphs", "--iters", "1", "--min-seconds", "0"])
         assert r.exit_code == 2 and "torch-cuda needs a CUDA GPU" in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1

@@ -76,7 +76,7 @@ def test_head_filter_analysis(seg_ir, tmp_path):
         head.weight.copy_(torch.tensor([-1.0] * 5 + [1.0] * 3).view(1, 8, 1, 1))
     base = tmp_path / "baseline" / "00_baseline"
     base.mkdir(parents=True)
-    seg_ir.save(base / "ir.pt")
+    seg_ir.save(base)
     rows = [_row("baseline", "T2", 1000, 0.8), _row("prune-follow-0.6", "T3", 500, 0.0),
             _row("prune-follow-0.2", "T3", 900, 0.7)]
     for r, removed in zip(rows, (None, 4, 1)):

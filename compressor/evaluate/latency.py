@@ -3,7 +3,7 @@
 Backends (the names used by `compress bench --backend`, by `evaluate.latency.backends` in a
 pipeline and in reports):
 
-    torch-cpu, torch-cuda                                   an IR (ir.pt / ModelIR)
+    torch-cpu, torch-cuda                                   an IR (a stage directory / ModelIR)
     onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt an .onnx file
     tensorrt                                                a TensorRT .engine file
 
@@ -39,10 +39,11 @@ __all__ = [
     "make_cuda_graph", "normalize_backend", "engine_unavailable", "device_name", "host_info", "gpu_info", "format_stats_table",
 ]
 
-# backend name -> the artifact suffixes it runs
+IR_KIND = "IR directory"  # what the torch backends run: a directory written by ModelIR.save
+# backend name -> the artifact kinds (file suffixes, or IR_KIND) it runs
 BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "torch-cpu": (".pt",),
-    "torch-cuda": (".pt",),
+    "torch-cpu": (IR_KIND,),
+    "torch-cuda": (IR_KIND,),
     "onnxruntime-cpu": (".onnx",),
     "onnxruntime-cuda": (".onnx",),
     "onnxruntime-tensorrt": (".onnx",),

@@ -89,6 +89,14 @@ def build_network(genotype: Genotype, task: str, in_channels: int, num_classes: 
     raise FrontendError(f"unknown task {task!r}; the darts frontend builds classification or segmentation networks")
 
 
+def _recipe(geno: Genotype, task: str, in_channels: int, num_classes: int, init_channels: int, layers: int,
+            auxiliary: bool, drop_path_prob: float, seed: int) -> dict[str, Any]:
+    """What rebuilds the network: the genotype itself (not a search's options), so no search re-runs."""
+    return {"name": "darts", "genotype": geno.to_dict(), "task": task, "in_channels": in_channels,
+            "num_classes": num_classes, "init_channels": init_channels, "layers": layers, "auxiliary": auxiliary,
+            "drop_path_prob": drop_path_prob, "seed": seed}
+
+
 def _meta(name: str, genotype: Genotype, init_channels: int, layers: int) -> dict:
     return {"frontend": "darts", "genotype": name, "genotype_json": genotype.to_dict(),
             "init_channels": init_channels, "layers": layers}
@@ -108,10 +116,9 @@ def lower_genotype(genotype: "str | os.PathLike[str] | Genotype", task: Literal[
     hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     shape = (in_channels, *hw)
     _check_size(shape, 2 if task == "classification" else SEG_REDUCTIONS)
-    torch.manual_seed(seed)
-    model = build_network(geno, task, in_channels, num_classes, init_channels, layers, auxiliary, drop_path_prob)
-    return _lower_module(model, [input_spec_from(shape, value_range)], TaskSpec(task, num_classes),
-                         meta=_meta(genotype_name(genotype), geno, init_channels, layers))
+    recipe = _recipe(geno, task, in_channels, num_classes, init_channels, layers, auxiliary, drop_path_prob, seed)
+    return _lower_module(Darts.rebuild(recipe), [input_spec_from(shape, value_range)], TaskSpec(task, num_classes),
+                         meta=_meta(genotype_name(genotype), geno, init_channels, layers), recipe=recipe)
 
 
 lower = lower_genotype
@@ -143,12 +150,18 @@ class Darts(Frontend):
             geno, name, extra = self._search(data, ctx)
         else:
             geno, name = get_genotype(o.resolved_genotype), genotype_name(o.resolved_genotype)
-        torch.manual_seed(o.seed)
-        model = build_network(geno, kind, data.input_shape[0], data.task.num_classes, o.init_channels, o.layers,
-                              o.auxiliary, o.drop_path_prob)
+        recipe = _recipe(geno, kind, int(data.input_shape[0]), data.task.num_classes, o.init_channels, o.layers,
+                         o.auxiliary, o.drop_path_prob, o.seed)
         spec = input_spec_from(data.input_shape, data.input_range)
-        return _lower_module(model, [spec], TaskSpec(kind, data.task.num_classes),
-                             meta={**_meta(name, geno, o.init_channels, o.layers), **extra})
+        return _lower_module(self.rebuild(recipe), [spec], TaskSpec(kind, data.task.num_classes),
+                             meta={**_meta(name, geno, o.init_channels, o.layers), **extra}, recipe=recipe)
+
+    @classmethod
+    def rebuild(cls, spec: dict[str, Any]) -> nn.Module:
+        torch.manual_seed(int(spec.get("seed", 0)))
+        return build_network(Genotype.from_dict(spec["genotype"]), spec["task"], int(spec["in_channels"]),
+                             int(spec["num_classes"]), int(spec["init_channels"]), int(spec["layers"]),
+                             bool(spec.get("auxiliary", False)), float(spec.get("drop_path_prob", 0.0)))
 
     def _search(self, data: "DataBundle", ctx: "PassContext") -> tuple[Genotype, str, dict[str, Any]]:
         """Run (or resume, or reuse) the search. Its folder is keyed by the search options, the data

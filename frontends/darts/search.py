@@ -518,7 +518,12 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
     stage_i, epoch_in_stage, done, history, seconds = 0, 0, 0, [], 0.0
     ckpt = None
     if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        try:  # tensors and plain data only: a checkpoint never unpickles code
+            ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"search checkpoint {ckpt_path} is not a plain checkpoint ({first[:160]}); it was not "
+                              "loaded: delete it to restart the search") from None
         if ckpt["options"] != _structural(opts):
             diff = sorted(k for k in ckpt["options"] if ckpt["options"][k] != _structural(opts).get(k))
             raise ConfigError(f"{out_dir} holds a search with different options ({', '.join(diff)}); only "

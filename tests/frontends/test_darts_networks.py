@@ -37,7 +37,7 @@ def test_classification_builds_and_traces(name):
     x = ir.example_inputs(2)
     assert ir.module(*x).shape == (2, 10)
     assert ir.meta["genotype"] == name and ir.meta["genotype_json"] == GENOTYPES[name].to_dict()
-    assert isinstance(ir.module, torch.fx.GraphModule)
+    assert isinstance(ir.module, NetworkCIFAR) and ir.recipe.frontend["genotype"] == GENOTYPES[name].to_dict()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -78,8 +78,6 @@ def test_auxiliary_and_drop_path_only_in_training():
     with torch.no_grad():
         a, b = net(x), net(x)
     assert torch.equal(a, b) and a.shape == (2, 10)
-    gm = torch.fx.symbolic_trace(net)  # eval: no drop-path, no auxiliary head in the graph
-    assert not any("auxiliary" in str(n.target) for n in gm.graph.nodes)
     with pytest.raises(ValueError, match=r"drop_path_prob must be in \[0, 1\)"):
         net.drop_path_prob = 1.0
 

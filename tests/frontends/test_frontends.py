@@ -14,10 +14,44 @@ HERE = str(Path(__file__).parent)
 SPEC = dict(input_shape=[2, 16, 16], task="segmentation", num_classes=1, search_path=HERE)
 
 
-def test_lower_traces_and_matches(seg_ir):
+def test_lower_keeps_the_eager_module(seg_ir):
     x = seg_ir.example_inputs(batch=2)
-    assert isinstance(seg_ir.module, torch.fx.GraphModule)
+    assert type(seg_ir.module) is SegCNN  # the author's class, not a traced graph
     assert seg_ir.module(*x).shape == (2, 1, 32, 32)
+
+
+class Untraceable(torch.nn.Module):
+    """Python that torch.fx cannot trace: a branch on a tensor value, int() of a size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        if x.dtype != torch.float32:
+            x = x.float()
+        n = int(x.shape[-1])
+        y = self.conv(x)
+        return y if float(y.detach().abs().sum()) >= 0 else y[..., :n]
+
+
+class Noisy(torch.nn.Module):
+    def forward(self, x):
+        return x[:, :1] + torch.rand_like(x[:, :1])
+
+
+def test_lower_takes_untraceable_models_and_checks_determinism():
+    ir = lower(Untraceable(), [input_spec_from((2, 8, 8), None)], TaskSpec("segmentation", 1))
+    assert ir.module(*ir.example_inputs(2)).shape == (2, 1, 8, 8)
+    with pytest.raises(FrontendError, match="different outputs for the same input"):
+        lower(Noisy(), [input_spec_from((2, 8, 8), None)], TaskSpec("segmentation", 1))
+
+
+def test_torch_frontend_ignores_leaf_modules_with_a_warning(caplog):
+    with caplog.at_level("WARNING"):
+        ir = TorchModel(factory="userpkg_models:tiny_seg", leaf_modules=["Conv2d"], **SPEC).build(None, PassContext())
+    assert ir.recipe.frontend["factory"] == "userpkg_models:tiny_seg"
+    assert sum("leaf_modules is ignored" in r.message for r in caplog.records) == 1
 
 
 def test_seg_cnn_odd_sizes():

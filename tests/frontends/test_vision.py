@@ -8,7 +8,7 @@ from compressor.data import ArrayDataset, DataBundle, build_data
 from compressor.errors import ConfigError, FrontendError
 from compressor.frontend import input_spec_from, lower
 from compressor.frontends.vision import (
-    VIT_LEAF_MODULES, Attention, BasicBlock, InvertedResidual, MobileNetV2, ResNet, VisionTransformer,
+    BasicBlock, InvertedResidual, MobileNetV2, ResNet, VisionTransformer,
 )
 from compressor.frontends.zoo import ZOO, Zoo
 from compressor.ir import TaskSpec
@@ -78,11 +78,10 @@ def test_resnet20_param_count():
         == ["layer2.0", "layer3.0"]
 
 
-def test_resnet_graph_names_post_add_relu():
-    ir = lower(ResNet(3, 10, width=4, depth=2), [input_spec_from((3, 8, 8), None)], TaskSpec("classification", 10))
-    nodes = {n.target: n for n in ir.module.graph.nodes if n.op == "call_module"}
-    add = nodes["layer1.0.relu2"].args[0]
-    assert add.op == "call_function" and "add" in str(add.target)
+def test_resnet_ir_is_the_eager_module():
+    model = ResNet(3, 10, width=4, depth=2)
+    ir = lower(model, [input_spec_from((3, 8, 8), None)], TaskSpec("classification", 10))
+    assert ir.module is model and isinstance(ir.module.layer1[0].relu2, nn.ReLU)
     assert ir.module(*ir.example_inputs(2)).shape == (2, 10)
 
 
@@ -103,63 +102,24 @@ def test_mobilenet_v2_strides_on_small_inputs(hw, final):
     assert feats.shape[1] == model.last_channel == 320  # max(64, 1280·8/32)
 
 
-def test_vit_graph_has_attention_leaves(digits):
+def test_vit_attention_is_found_by_the_fused_qkv_adapter(digits):
+    from compressor.adapters import find_attention
+
     ir = Zoo(model="vit").build(digits, PassContext())
-    gm = ir.module
-    attn = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), Attention)]
-    assert len(attn) == 12
-    assert [n.target for n in attn] == [f"blocks.{i}.attn" for i in range(12)]
-    assert not any(n.op == "call_module" and n.target.startswith("blocks.0.attn.") for n in gm.graph.nodes)
+    found = find_attention(ir.module)
+    assert [p for p, _ in found] == [f"blocks.{i}.attn" for i in range(12)]
+    assert {a.name for _, a in found} == {"fused-qkv"}
 
 
-def test_vit_traced_equals_eager():
+def test_vit_ir_equals_eager():
     torch.manual_seed(0)
     model = VisionTransformer(3, 7, (12, 12), dim=16, depth=3, num_heads=2, patch_size=3).eval()
     x = torch.rand(4, 3, 12, 12)
     with torch.no_grad():
         eager = model(x)
-    ir = lower(model, [input_spec_from((3, 12, 12), None)], TaskSpec("classification", 7),
-               leaf_modules=VIT_LEAF_MODULES)
+    ir = lower(model, [input_spec_from((3, 12, 12), None)], TaskSpec("classification", 7))
     with torch.no_grad():
-        assert torch.allclose(ir.module(x), eager, atol=1e-6)
-    assert ZOO["vit"].leaf_modules == VIT_LEAF_MODULES == ("Attention",)
-
-
-class Gate(nn.Module):
-    def __init__(self, values):
-        super().__init__()
-        self.values = torch.as_tensor(values, dtype=torch.float32)
-
-    def forward(self):
-        return self.values
-
-
-def test_attention_gate_of_ones_is_no_gate():
-    torch.manual_seed(0)
-    attn = Attention(dim=16, num_heads=4).eval()
-    x = torch.randn(2, 5, 16)
-    with torch.no_grad():
-        plain = attn(x)
-        attn.head_gate = Gate([1.0, 1.0, 1.0, 1.0])
-        assert torch.equal(attn(x), plain)
-
-
-def test_attention_removing_a_head_equals_gating_it_off():
-    """The interface the head-pruning pass relies on: qkv rows laid out (3, heads, head_dim), proj
-    columns (heads, head_dim), every size read from the attributes."""
-    torch.manual_seed(0)
-    attn = Attention(dim=16, num_heads=4).eval()
-    x = torch.randn(2, 5, 16)
-    drop, hd = 1, attn.head_dim
-    with torch.no_grad():
-        attn.head_gate = Gate([1.0 if h != drop else 0.0 for h in range(4)])
-        gated = attn(x)
-        keep = torch.tensor([h != drop for h in range(4)]).repeat_interleave(hd)
-        attn.qkv.weight = nn.Parameter(attn.qkv.weight[keep.repeat(3)])
-        attn.qkv.bias = nn.Parameter(attn.qkv.bias[keep.repeat(3)])
-        attn.proj.weight = nn.Parameter(attn.proj.weight[:, keep])
-        attn.num_heads, attn.head_gate = 3, None
-        assert torch.allclose(attn(x), gated, atol=1e-6)
+        assert torch.equal(ir.module(x), eager)
 
 
 def test_vit_bad_patch_size(digits):

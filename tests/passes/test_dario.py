@@ -13,6 +13,7 @@ from compressor.context import PassContext
 from compressor.errors import ConfigError, PassError
 from compressor.frontend import input_spec_from, lower
 from compressor.ir import TaskSpec
+from compressor.adapters.blocks import SkipBlock, find_blocks
 from compressor.passes.dario import (
     BlockGate,
     Prepared,
@@ -20,7 +21,6 @@ from compressor.passes.dario import (
     _Objective,
     convert,
     decide,
-    find_blocks,
     prepare,
     proxy,
     search,
@@ -30,21 +30,18 @@ INF = math.inf
 
 
 class Attention(nn.Module):
-    """The head-gating protocol, as in compressor.frontends.vision.Attention."""
+    """timm's fused-qkv layout (found by the fused-qkv adapter)."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.num_heads, self.head_dim = heads, dim // heads
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
         self.scale = self.head_dim ** -0.5
-        self.head_gate = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         a = ((qkv[0] @ qkv[1].transpose(-2, -1)) * self.scale).softmax(-1)
-        if self.head_gate is not None:
-            a = a * self.head_gate().view(1, -1, 1, 1)
         return self.proj((a @ qkv[2]).transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
 
 
@@ -108,8 +105,7 @@ class Plain(nn.Module):
 
 def _ir(model: nn.Module):
     torch.manual_seed(0)
-    return lower(model, [input_spec_from((1, 8, 8), (0.0, 16.0))], TaskSpec("classification", 10),
-                 leaf_modules=["Attention"])
+    return lower(model, [input_spec_from((1, 8, 8), (0.0, 16.0))], TaskSpec("classification", 10))
 
 
 def _randomize_bn(model: nn.Module) -> None:
@@ -147,22 +143,32 @@ def _gate_values(p: Prepared, keep: dict[str, list[bool]]) -> torch.Tensor:
 
 # ---- finding blocks ----------------------------------------------------------------------------
 
-def test_vit_blocks_group_both_residuals_of_a_block(vit_ir):
-    from torch.fx.passes.shape_prop import ShapeProp
-
-    ShapeProp(vit_ir.module).propagate(_x(2))
-    blocks = find_blocks(vit_ir.module)
-    assert [b[0] for b in blocks] == ["blocks.0", "blocks.1", "blocks.2"]
-    # block i's input is block i-1's output: the chain is contiguous
-    assert blocks[1][1] is blocks[0][2] and blocks[2][1] is blocks[1][2]
+def test_vit_blocks_are_the_transformer_blocks(vit_ir):
+    blocks = find_blocks(vit_ir.module, (_x(2),))
+    assert [b.name for b in blocks] == ["blocks.0", "blocks.1", "blocks.2"]
+    assert all(b.tuple_len == 0 and b.params == sum(q.numel() for q in Block(16, 4).parameters()) for b in blocks)
 
 
 def test_resnet_identity_blocks_are_gated_projection_blocks_are_not(resnet_ir):
     p = _prepare(resnet_ir)
     assert [s.name for s in p.structures] == ["layer1.0", "layer1.1", "layer2.1"]
-    # the post-add ReLU belongs to the block (its output is the gate's input)
-    assert all(s.output.endswith("relu2") for s in p.structures)
     assert p.structures[0].params == sum(q.numel() for q in TinyResNet().layer1[0].parameters())
+
+
+class NotResidual(nn.Module):
+    """Shape-preserving elements of a Sequential without a residual add: not blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU(), nn.Conv2d(1, 1, 3, padding=1))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x).flatten(1))
+
+
+def test_shape_preserving_layers_without_a_residual_are_not_blocks():
+    assert find_blocks(NotResidual(), (_x(2),)) == []
 
 
 def test_heads_found_with_their_block(vit_ir):
@@ -202,8 +208,8 @@ def test_removed_block_equals_gate_at_zero(vit_ir):
     torch.testing.assert_close(p.module(x), gated, rtol=1e-5, atol=1e-6)
     removed = sum(q.numel() for q in Block(16, 4).parameters())
     assert sum(q.numel() for q in p.module.parameters()) == before - removed - 3  # - the three gates
-    assert not any(isinstance(m, BlockGate) for m in p.module.modules())
-    assert "blocks.1" not in dict(p.module.named_modules()) or not list(p.module.get_submodule("blocks.1").parameters())
+    assert not any(isinstance(m, BlockGate) for m in p.module.modules()) and not hasattr(p.module, "dario_gates")
+    assert isinstance(p.module.get_submodule("blocks.1"), SkipBlock)
 
 
 @pytest.mark.parametrize("kept", [(False, False, True), (True, False, False), (False, False, False)])
@@ -242,7 +248,7 @@ def test_removed_heads_equal_gates_at_zero(vit_ir):
     assert info["removed_heads"] == {"blocks.0.attn": [1, 3], "blocks.2.attn": [0, 1, 2]}
     a0, a2 = p.module.get_submodule("blocks.0.attn"), p.module.get_submodule("blocks.2.attn")
     assert (a0.num_heads, tuple(a0.qkv.weight.shape), tuple(a0.proj.weight.shape)) == (2, (24, 16), (16, 8))
-    assert (a2.num_heads, a2.head_gate) == (1, None)
+    assert (a2.num_heads, tuple(a2.qkv.weight.shape)) == (1, (12, 16))
     torch.testing.assert_close(p.module(x), gated, rtol=1e-5, atol=1e-6)
 
 
@@ -280,8 +286,7 @@ def test_synflow_of_a_two_layer_linear_net():
     with torch.no_grad():
         net[0].weight.copy_(torch.tensor([[1.0, 2.0], [-3.0, 4.0]]))
         net[1].weight.copy_(torch.tensor([[1.0, -1.0]]))
-    gm = torch.fx.symbolic_trace(net)
-    obj = _Objective(Prepared(gm, []), (2,), 1, "synflow", 0.0, (1, 1, 1))
+    obj = _Objective(Prepared(net, []), (2,), 1, "synflow", 0.0, (1, 1, 1))
     syn = obj._synflow([], create_graph=False)
     assert proxy("synflow", obj.theta, syn).item() == pytest.approx(20.0)
     assert proxy("nsynflow", obj.theta, syn).item() == pytest.approx(20.0 / 6)
@@ -425,7 +430,7 @@ def test_zoo_models_gateable_structures(model, expected):
         from compressor.frontends.vision import MobileNetV2
 
         eager = MobileNetV2(1, 10, (8, 8), width=16)
-        expected = [f"features.{i}.conv" for i, m in enumerate(eager.features)
+        expected = [f"features.{i}" for i, m in enumerate(eager.features)
                     if isinstance(m, InvertedResidual) and m.use_res_connect]
         assert expected
     assert blocks == expected

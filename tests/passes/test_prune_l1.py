@@ -4,7 +4,8 @@ import torch.nn as nn
 
 from compressor.errors import ConfigError, PassError
 from compressor.passes import PruneL1
-from compressor.passes.prune_l1 import output_layers, penultimate_layers
+from compressor.analysis import output_layers, penultimate_layers
+from compressor.passes.prune_l1 import PRUNABLE
 
 
 def groups_by_root(ir):
@@ -12,14 +13,14 @@ def groups_by_root(ir):
 
 
 def test_output_layer_detected(seg_ir, cls_ir):
-    assert output_layers(seg_ir.module) == {"head"}
-    assert output_layers(cls_ir.module) == {"classifier"}
+    assert output_layers(seg_ir.module, seg_ir.example_inputs(1), PRUNABLE) == {"head"}
+    assert output_layers(cls_ir.module, cls_ir.example_inputs(1), PRUNABLE) == {"classifier"}
 
 
 def test_penultimate_layers_detected(seg_ir, cls_ir):
-    assert penultimate_layers(seg_ir.module) == {"dec1.0"}
+    assert penultimate_layers(seg_ir.module, seg_ir.example_inputs(1), PRUNABLE) == {"dec1.0"}
     # through pool and flatten to the last conv
-    assert penultimate_layers(cls_ir.module) == {"features.3.1.0"}
+    assert penultimate_layers(cls_ir.module, cls_ir.example_inputs(1), PRUNABLE) == {"features.3.1.0"}
 
 
 @pytest.mark.parametrize("mode", ["freeze", "follow"])

@@ -148,6 +148,7 @@ def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str
     md = [f"# {title or 'Compression report'}", "", markdown_table(rows), ""]
     md += [f"- {st.get('index', i)} {st.get('name', '')}: `{st.get('label') or st.get('name', '')}`"
            + (f" ({st['precision']})" if st.get("precision") else "")
+           + (f"; note: {st['note']}" if st.get("note") else "")
            for i, st in enumerate(rows)]
     _write_atomic(paths["md"], lambda p: p.write_text("\n".join(md) + "\n", encoding="utf-8"))
 

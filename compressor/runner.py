@@ -346,6 +346,9 @@ def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR,
               "size_bytes": size, "latency": latency, "latency_skipped": skipped}
     if metrics_skipped is not None:
         record["metrics_skipped"] = metrics_skipped
+    note = ir.history[-1].stats.get("note") if kind == "pass" and ir.history else None
+    if note:  # what a pass wants the reader to know (e.g. prune-dario: "both" found no attention)
+        record["note"] = note
     return record
 
 

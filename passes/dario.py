@@ -53,6 +53,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call
 
+from compressor.adapters.attention import adapter_named, find_attention
 from compressor.adapters.blocks import BlockInfo, call_order, find_blocks, remove_blocks
 from compressor.context import PassContext
 from compressor.edits import register_edit
@@ -160,8 +161,6 @@ def prepare(module: nn.Module, example: tuple[torch.Tensor, ...],
         handles.append(module.get_submodule(b.name).register_forward_hook(_block_hook(gates[key]), with_kwargs=True))
         structures.append(Structure("block", b.name, key, 1, params=b.params, tuple_len=b.tuple_len))
     if granularity in ("head", "both"):
-        from compressor.adapters.attention import find_attention
-
         for j, (path, adapter) in enumerate(find_attention(module)):
             attn = module.get_submodule(path)
             n = adapter.num_heads(attn)
@@ -188,8 +187,6 @@ def apply_removal(root: nn.Module, removed_blocks: list[dict[str, Any]],
                   removed_heads: dict[str, dict[str, Any]]) -> nn.Module:
     """The structural part of a conversion (what the recipe edit replays): heads first (block paths may
     shift when layers are deleted), then blocks."""
-    from compressor.adapters.attention import adapter_named
-
     for path, spec in removed_heads.items():
         adapter_named(spec["adapter"]).remove_heads(root, path, list(spec["keep"]))
     return remove_blocks(root, removed_blocks)
@@ -424,9 +421,10 @@ def _search(prepared: Prepared, input_shape: tuple[int, ...], *, mode: str, prox
 # ---- decisions --------------------------------------------------------------------------------
 
 def decide(structures: list[Structure], alpha: torch.Tensor, threshold: float, remove_blocks: int | None = None,
-           min_blocks: int = 1) -> dict[str, list[bool]]:
-    """Keep σ(α) ≥ threshold (or remove exactly the `remove_blocks` lowest-σ blocks); at least
-    `min_blocks` blocks and one head per attention module stay."""
+           min_blocks: int = 1, remove_heads: int | None = None) -> dict[str, list[bool]]:
+    """Keep σ(α) ≥ threshold (or remove exactly the `remove_blocks` lowest-σ blocks, and / or the
+    `remove_heads` lowest-σ heads over all attention modules); at least `min_blocks` blocks and one head
+    per attention module stay."""
     sig = torch.sigmoid(alpha)
     keep: dict[str, list[bool]] = {}
     i = 0
@@ -455,6 +453,20 @@ def decide(structures: list[Structure], alpha: torch.Tensor, threshold: float, r
             if not keep[name][0]:
                 keep[name] = [True]
                 kept += 1
+    if remove_heads is not None:
+        heads, i = [], 0
+        for s in structures:
+            if s.kind == "heads":
+                heads += [(float(sig[i + h]), s.name, h) for h in range(s.size)]
+                keep[s.name] = [True] * s.size
+            i += s.size
+        dropped = 0
+        for _, name, h in sorted(heads):  # lowest σ first, never the last head of a module
+            if dropped >= remove_heads:
+                break
+            if sum(keep[name]) > 1:
+                keep[name][h] = False
+                dropped += 1
     return keep
 
 
@@ -482,6 +494,8 @@ class DarioOptions:
                               min=0, max=1, min_exclusive=True, max_exclusive=True)
     remove_blocks: int | None = option(None, "remove exactly this many blocks (lowest σ first) instead of "
                                              "thresholding blocks", min=0)
+    remove_heads: int | None = option(None, "remove exactly this many attention heads over the whole model (lowest "
+                                            "σ first, one kept per module) instead of thresholding heads", min=0)
     min_blocks: int = option(1, "never keep fewer blocks than this", min=0)
     finetune_epochs: int = option(0, "fine-tune epochs after pruning (needs data)", min=0)
     finetune_lr: float = option(1e-3, "fine-tune learning rate", min=0, min_exclusive=True)
@@ -525,7 +539,7 @@ class PruneDario(Pass):
                         iterations=o.iterations, warm_start=o.warm_start, lr=o.lr, weight_decay=o.weight_decay,
                         gamma=o.gamma, batch=o.batch_size, coefs=(o.c1, o.c2, o.c3), seed=o.seed,
                         progress=ctx.progress)
-        keep = decide(prepared.structures, result.alpha, o.threshold, o.remove_blocks, o.min_blocks)
+        keep = decide(prepared.structures, result.alpha, o.threshold, o.remove_blocks, o.min_blocks, o.remove_heads)
         sig = torch.sigmoid(result.alpha)
         table, i = [], 0
         for s in prepared.structures:

@@ -69,16 +69,11 @@ def test_cli_bench_onnx_never_imports_torch(tmp_path) -> None:
 
 
 def test_bench_ir_file_on_torch(tmp_path) -> None:
-    import torch
-
-    from compressor.ir import InputSpec, ModelIR, TaskSpec
-
-    from compressor.ir import Recipe
+    from compressor.frontends.zoo import Zoo
+    from compressor.ir import InputSpec, ModelIR, Recipe, TaskSpec
 
     recipe = Recipe({"name": "zoo", "options": {"model": "seg-cnn", "width": 4}, "in_channels": 2, "num_classes": 1,
                      "input_hw": [8, 8]})
-    from compressor.frontends.zoo import Zoo
-
     ir = ModelIR(Zoo.rebuild(recipe.frontend), [InputSpec("x", (None, 2, 8, 8))], TaskSpec("segmentation", 1),
                  recipe=recipe)
     ir.save(tmp_path / "ir")

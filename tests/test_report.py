@@ -92,3 +92,18 @@ def test_classification_report(tmp_path) -> None:
     data = json.loads(paths["json"].read_text())
     assert data["stages"][1]["size_reduction_pct"] == pytest.approx(50.0)
     assert data["stages"][1]["params_reduction_pct"] == pytest.approx(0.0)
+
+
+def test_pass_note_is_in_the_report(tmp_path) -> None:
+    """A pass's note (prune-dario `both` on a model without attention) reaches report.md, through the run."""
+    from compressor.pipeline import Pipeline
+
+    p = Pipeline.from_dict({
+        "name": "note", "data": {"name": "digits"},
+        "model": {"frontend": "zoo", "model": "resnet", "width": 4, "depth": 1},
+        "passes": [{"prune-dario": {"granularity": "both", "iterations": 1, "warm_start": 1}}],
+        "evaluate": {"max_samples": 16, "macs": False, "latency": {"backends": []}},
+    })
+    result = p.run(out=tmp_path / "run", progress=False)
+    assert result.stages[1].record["note"].startswith("granularity both: no attention module")
+    assert "note: granularity both: no attention module" in result.report["md"].read_text()

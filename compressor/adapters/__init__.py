@@ -1,4 +1,5 @@
-"""Model-structure adapters: passes ask these instead of matching class names (see attention.py)."""
+"""Model-structure adapters: passes ask these instead of matching class names (attention.py: attention
+layouts; blocks.py: repeated residual blocks)."""
 from compressor.adapters.attention import (
     ADAPTERS,
     AttentionAdapter,
@@ -13,9 +14,14 @@ from compressor.adapters.attention import (
     find_attention,
     register_adapter,
 )
+from compressor.adapters.blocks import BlockInfo, SkipBlock, find_blocks, remove_blocks
 
 __all__ = [
     "ADAPTERS",
+    "BlockInfo",
+    "SkipBlock",
+    "find_blocks",
+    "remove_blocks",
     "AttentionAdapter",
     "FusedQKVAdapter",
     "Handle",

@@ -10,7 +10,7 @@ from compressor.frontend import input_spec_from, lower
 from compressor.frontends.vision import (
     BasicBlock, InvertedResidual, MobileNetV2, ResNet, VisionTransformer,
 )
-from compressor.frontends.zoo import ZOO, Zoo
+from compressor.frontends.zoo import Zoo
 from compressor.ir import TaskSpec
 
 

@@ -366,6 +366,11 @@ def test_decide_threshold_count_min_blocks_and_heads(vit_ir):
     assert keep["blocks.1.attn"] == [False, False, False, True]  # never all heads: the highest σ stays
     assert decide(p.structures, a, 0.65, remove_blocks=1)["blocks.2"] == [True]
     assert [decide(p.structures, a, 0.95, min_blocks=2)[f"blocks.{i}"] for i in range(3)] == [[True], [False], [True]]
+    # exactly 6 heads, lowest σ first: 0.1, 0.1, 0.2, 0.2, 0.3, (0.4 is blocks.1's last head: skipped), 0.7
+    keep = decide(p.structures, a, 0.65, remove_heads=6)
+    assert keep["blocks.0.attn"] == [True, False, False, False]
+    assert keep["blocks.1.attn"] == [False, False, False, True]
+    assert keep["blocks.2.attn"] == [True] * 4
 
 
 # ---- the pass ------------------------------------------------------------------------------------

@@ -64,10 +64,35 @@ class Configurable:
 
 
 class Pass(Configurable):
-    """Subclasses set `name` (via @register_pass), `Options`, and implement `run`."""
+    """Subclasses set `name` (via @register_pass), `Options`, and implement `run`.
+
+    The contract (torch.fx's requires, TVM's `required`) is declared, not coded: `accepts` (input
+    precisions), `produces` (the output precision), `needs_data` and `references` (earlier stages the
+    pass reads, e.g. distill's teacher). `check_chain` checks a whole pipeline against it before any
+    work (`compress validate`); `requires` checks precision and data against the actual IR and context
+    (a pass resolves its references itself, e.g. distill's teacher, with its own message)."""
+
+    accepts: ClassVar[tuple[str, ...]] = ("fp32", "fp16")
+
+    def produces(self, precision: str) -> str:
+        return precision
+
+    def needs_data(self) -> bool:
+        return False
+
+    def references(self) -> list[str]:
+        return []
+
+    def precision_error(self, precision: str) -> str:
+        return (f"{self.name} takes a {' or '.join(self.accepts)} IR but gets {precision}; "
+                f"run {self.name} before fp16")
 
     def requires(self, ir: ModelIR, ctx: PassContext) -> None:
-        """Preconditions; raise PassError naming what is missing."""
+        """Preconditions from the contract; raise PassError naming what is missing."""
+        if ir.precision not in self.accepts:
+            raise PassError(self.precision_error(ir.precision))
+        if self.needs_data():
+            ctx.require_data(self.describe())
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         raise PassError(f"pass {self.name} does not implement run()")
@@ -109,6 +134,31 @@ class Exporter(Configurable):
 
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
         raise PassError(f"exporter {self.name} does not implement export()")
+
+
+def check_chain(passes: list[Any], has_data: bool, precision: str = "fp32") -> None:
+    """Check every pass's contract along the chain (baseline, then `passes`, objects with `.obj` (the
+    Pass) and `.location`), before anything runs: precision flow, data, referenced stages. Raises
+    ConfigError naming the stage, its file:line, and how to fix it."""
+    from compressor.errors import ConfigError
+
+    seen = ["baseline"]
+    for i, stage in enumerate(passes):
+        p = stage.obj
+        where = f"{stage.location}: passes[{i}] {p.name}" if getattr(stage, "location", "") else f"passes[{i}] {p.name}"
+        if precision not in p.accepts:
+            raise ConfigError(f"{where}: {p.precision_error(precision)}")
+        if p.needs_data() and not has_data:
+            raise ConfigError(f"{where}: {p.describe()} trains, so it needs data; add a data: block "
+                              "(e.g. data: {name: insar-synthetic})")
+        for ref in p.references():
+            if ref not in seen:
+                later = [f"passes[{j}]" for j, s in enumerate(passes) if s.obj.name == ref]
+                hint = f" ({ref} runs later, at {', '.join(later)})" if later else ""
+                raise ConfigError(f"{where}: reads stage '{ref}', which does not run before it{hint}; valid: "
+                                  f"{', '.join(seen)}")
+        precision = p.produces(precision)
+        seen.append(p.name)
 
 
 def replace_options(obj: Configurable, **changes: Any) -> Configurable:

@@ -19,6 +19,7 @@ evaluate: {split: val, latency: {iters: 30}}
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,12 @@ from compressor.config import LineDict, apply_override, load_yaml, load_yaml_tex
 from compressor.errors import ConfigError
 from compressor.options import (format_options, option, options_dict, parse_options, prefix,
                                 unknown_key_message)
-from compressor.passes_base import Exporter, Pass
+from compressor.passes_base import Exporter, Pass, check_chain
 from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
 from compressor.train import TrainOptions
 
 TOP_KEYS = ["name", "seed", "device", "data", "model", "passes", "export", "evaluate"]
+SEED_MAX = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,10 @@ class LatencyOptions:
         "torch-cpu / torch-cuda time IR stages (at the IR's precision), onnxruntime-cpu / -cuda / -tensorrt "
         "time .onnx artifacts, tensorrt times .engine artifacts; one that cannot run here is recorded as "
         "skipped (old names: torch, onnxruntime)")
-    batch: int = option(1, "batch size of the latency measurement", min=1)
-    threads: int | None = option(None, "intra-op threads (null: the runtime's default)", min=1)
-    warmup: int = option(5, "untimed warm-up runs", min=0)
-    iters: int = option(30, "timed runs", min=1)
+    batch: int = option(1, "batch size of the latency measurement", min=1, max=10**6)
+    threads: int | None = option(None, "intra-op threads (null: the runtime's default)", min=1, max=4096)
+    warmup: int = option(5, "untimed warm-up runs", min=0, max=10**6)
+    iters: int = option(30, "timed runs", min=1, max=10**7)
     min_seconds: float = option(0.0, "keep timing until this many seconds (at most 10 x iters runs)", min=0)
     cuda_graphs: bool = option(False, "torch-cuda: time a CUDA-graph replay of the forward")
 
@@ -67,8 +69,8 @@ class LatencyOptions:
 @dataclass(frozen=True)
 class EvaluateOptions:
     split: Literal["val", "test"] = option("val", "split the task metrics are measured on")
-    batch_size: int = option(64, "evaluation batch size", min=1)
-    max_samples: int = option(0, "evaluate on the first N samples only (0 = the whole split)", min=0)
+    batch_size: int = option(64, "evaluation batch size", min=1, max=10**6)
+    max_samples: int = option(0, "evaluate on the first N samples only (0 = the whole split)", min=0, max=10**9)
     macs: bool = option(True, "count multiply-accumulates with torch's FLOP counter")
     latency: dict = option({}, "latency measurement: " + ", ".join(f.name for f in dataclasses.fields(LatencyOptions)))
 
@@ -129,6 +131,7 @@ class Pipeline:
     seed: int = 0
     device: str = "cpu"
     source: str = ""
+    device_location: str = ""  # "pipeline.yaml:3", for the error when that device is missing at run time
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -166,10 +169,11 @@ class Pipeline:
             parse_options(LatencyOptions, ev_raw["latency"], "evaluate.latency", "latency option")
         else:
             evaluate.latency_options()
-        if data is None and (model.train is not None or any(s.name in ("finetune", "distill") for s in passes)):
+        if data is None and model.train is not None:
             raise ConfigError(f"{source}: training needs data; add a data: block (e.g. data: {{name: insar-synthetic}})")
+        check_chain(passes, has_data=data is not None)  # every pass's contract, before any work
         return cls(name=name, data=data, model=model, passes=passes, exports=exports, evaluate=evaluate,
-                   seed=seed, device=device, source=source)
+                   seed=seed, device=device, source=source, device_location=prefix(doc, "device", "device"))
 
     # ---- display --------------------------------------------------------------------------
     def stages(self) -> list[tuple[str, str]]:
@@ -185,9 +189,15 @@ class Pipeline:
     def __str__(self) -> str:
         return self.to_line()
 
+    def run_dir(self, out: str | Path | None = None) -> Path:
+        """Where `run(out)` writes: `out`, or runs/<name>."""
+        return Path(out) if out is not None else Path("runs") / self.name
+
     def run(self, out: str | Path | None = None, progress: bool = True, force: bool = False) -> "Any":
         from compressor.runner import run_pipeline
 
+        check_device(self.device, self.device_location or "device")
+        check_run_dir(self.run_dir(out))
         return run_pipeline(self, out=out, progress=progress, force=force)
 
 
@@ -204,6 +214,7 @@ class SearchJob:
     seed: int = 0
     device: str = "cpu"
     source: str = ""
+    device_location: str = ""
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "SearchJob":
@@ -224,15 +235,62 @@ class SearchJob:
         data = _parse_data(doc["data"], doc)
         options = parse_options(SearchOptions, doc["search"], "search", "search option")
         return cls(name=base["name"], data=data, options=options, seed=base["seed"], device=base["device"],
-                   source=source)
+                   source=source, device_location=prefix(doc, "device", "device"))
+
+    def run_dir(self, out: str | Path | None = None) -> Path:
+        return Path(out) if out is not None else Path("runs") / self.name
 
     def run(self, out: str | Path | None = None, progress: bool = True) -> Any:
         from compressor.data import build_data
         from compressor.frontends.darts.search import run_search
 
+        check_device(self.device, self.device_location or "device")
+        out_dir = self.run_dir(out)
+        check_run_dir(out_dir)
         data = build_data(self.data.name, options_dict(self.data.options), seed=self.seed)
-        out_dir = Path(out) if out is not None else Path("runs") / self.name
         return run_search(self.options, data, out_dir, device=self.device, progress=progress)
+
+
+def check_device(device: str, where: str) -> None:
+    """Before any work: a cuda device must exist here (validation only checks the spelling, so that a
+    GPU pipeline can be validated on a laptop)."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+        raise ConfigError(f"{where}: '{device}' but CUDA is not available here (torch {torch.__version__}, "
+                          f"{build}); use device: cpu, or run on a machine with a CUDA GPU")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise ConfigError(f"{where}: '{device}' but this machine has {count} CUDA device(s); "
+                          f"valid: {', '.join(f'cuda:{i}' for i in range(count))}")
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Before any work: the run directory is a directory, or can be created, and is writable.
+    Nothing is created here, so a refused run leaves nothing behind."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"cannot write {run_dir}: it is a file, not a directory; pass --out a directory "
+                          f"(created when missing) or move the file")
+    existing = run_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"cannot write {run_dir}: {existing} is a file, not a directory; pass --out a path "
+                          f"under a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {run_dir}: {existing} is not writable (permission denied); pass --out "
+                          f"a writable directory")
+
+
+def _without(raw: Mapping, *keys: str) -> Mapping:
+    """`raw` without `keys`, keeping its locations (file lines, --set overrides) when it has them."""
+    if isinstance(raw, LineDict):
+        return raw.without(*keys)
+    return {k: v for k, v in raw.items() if k not in keys}
 
 
 def _check_keys(doc: Any, valid: list[str], source: str, what: str) -> None:
@@ -253,8 +311,10 @@ def _parse_common(doc: Mapping, source: str) -> dict[str, Any]:
     seed = doc.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"{prefix(doc, 'seed', 'seed')}: expected a non-negative integer, got {seed!r}")
+    if seed > SEED_MAX:  # numpy seeds are 32-bit
+        raise ConfigError(f"{prefix(doc, 'seed', 'seed')}: {seed} is out of range; valid: [0, {SEED_MAX}]")
     device = doc.get("device", "cpu")
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
         raise ConfigError(f"{prefix(doc, 'device', 'device')}: expected 'cpu' or 'cuda[:N]', got {device!r}")
     return {"name": name, "seed": seed, "device": device}
 
@@ -268,8 +328,7 @@ def _parse_data(raw: Any, doc: Mapping) -> DataSpec | None:
         raise ConfigError(f"{prefix(doc, 'data', 'data')}: data needs a name: one of {', '.join(DATASETS.names())}")
     name = raw["name"]
     entry = DATASETS.get_or_error(str(name), prefix(raw, "data", "name"))
-    opts_raw = LineDict({k: v for k, v in raw.items() if k != "name"}, source=getattr(raw, "source", ""),
-                        line=getattr(raw, "line", None), key_lines=getattr(raw, "key_lines", {}))
+    opts_raw = _without(raw, "name")
     return DataSpec(name, parse_options(entry.Options, opts_raw, f"data {name}", "data option"))
 
 
@@ -279,9 +338,7 @@ def _parse_model(raw: Any, doc: Mapping) -> ModelSpec:
                           f"{', '.join(FRONTENDS.names())}")
     fname = str(raw["frontend"])
     cls = FRONTENDS.get_or_error(fname, prefix(raw, "model", "frontend"))
-    opts_raw = LineDict({k: v for k, v in raw.items() if k not in ("frontend", "train")},
-                        source=getattr(raw, "source", ""), line=getattr(raw, "line", None),
-                        key_lines=getattr(raw, "key_lines", {}))
+    opts_raw = _without(raw, "frontend", "train")
     frontend = cls(parse_options(cls.Options, opts_raw, f"model ({fname})", f"{fname} option"))
     train = None
     if raw.get("train") is not None:

@@ -181,6 +181,7 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
             ir.save(d)
             _done(d, {"key": key, "name": name, "label": label, "kind": kind,
                       "seconds": round(time.perf_counter() - start, 3), **record(ir)})
+            shutil.rmtree(d / "checkpoints", ignore_errors=True)  # scratch until the stage is done
             cached = False
         outcomes.append(_evaluate_stage(index, name, label, kind, d, ir, None, cached, start, ctx, ev, eval_key,
                                         say, total))
@@ -259,19 +260,12 @@ def _load_cached(d: Path, key: str, pipeline: Any) -> ModelIR | None:
 
 
 def _train_baseline(ir: ModelIR, opts: Any, ctx: PassContext, d: Path) -> ModelIR:
-    from compressor.data import make_loader
-    from compressor.train import fit
+    from compressor.train import train_stage
 
-    data = ctx.require_data("model.train")
-    ctx.seed_everything()
-    loader = make_loader(data.train, opts.batch_size, shuffle=True, seed=ctx.seed)
     start = time.perf_counter()
-    result = fit(ir.module, loader, ir.task, opts, device=ctx.device, checkpoint=d / "train_checkpoint.pt",
-                 progress=ctx.progress, desc="train")
-    ir.module.to("cpu").eval()
+    result = train_stage(ctx, ir.module, ir.task, opts, offset=0, name="train", desc="train")
     ir.meta["train"] = {"epochs": opts.epochs, "final_loss": round(result.final_loss, 5),
                         "seconds": round(time.perf_counter() - start, 1)}
-    (d / "train_checkpoint.pt").unlink(missing_ok=True)
     return ir
 
 

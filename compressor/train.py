@@ -1,7 +1,9 @@
 """The one small training loop shared by model training, finetune, distill and NAS search.
 
 Optimizer (Adam/AdamW/SGD), cosine schedule, gradient clipping, AMP on CUDA, a tqdm progress
-bar, a checkpoint every epoch and resume from it. Losses: cross-entropy for classification,
+bar, a checkpoint every epoch and resume from it. The checkpoint holds the model, optimizer and
+scheduler state and every RNG stream (torch, CUDA, numpy, Python, the loader's shuffle generator),
+so a resumed run continues exactly as the uninterrupted one would have. Losses: cross-entropy for classification,
 BCE + Dice for binary segmentation (the usual choice for masks with a small foreground).
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 import torch.nn as nn
@@ -19,6 +21,9 @@ import torch.nn.functional as F
 
 from compressor.ir import TaskSpec
 from compressor.options import option
+
+if TYPE_CHECKING:
+    from compressor.context import PassContext
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,44 @@ class TrainResult:
     resumed_from: int
     final_loss: float
     losses: list[float]
+
+
+def rng_state(loader=None) -> dict:
+    """Every random stream a training epoch draws from: torch (dropout, drop-path), CUDA, numpy, Python,
+    and the loader's shuffle generator. Plain tensors and ints, so a checkpoint loads with weights_only."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()),
+                                                       int(np_state[2]), int(np_state[3]), float(np_state[4])],
+             "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        state["loader"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict, loader=None) -> None:
+    """Restore what `rng_state` saved, so a resumed epoch draws exactly what the uninterrupted one did."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy(), n[2], n[3], n[4]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
+    generator = getattr(loader, "generator", None)
+    if generator is not None and "loader" in state:
+        generator.set_state(state["loader"].cpu())
 
 
 def _atomic_save(obj, path: Path) -> None:
@@ -133,6 +176,13 @@ def fit(
         optim.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         start_epoch, losses = state["epoch"], state["losses"]
+        for p, saved in zip(extra_params or [], state.get("extra", [])):
+            with torch.no_grad():
+                p.copy_(saved)
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if "rng" in state:
+            set_rng_state(state["rng"], train_loader)
         log.info("%s: resumed from %s after epoch %d", desc, checkpoint, start_epoch)
 
     dtype = next((p.dtype for p in module.parameters()), torch.float32)
@@ -170,6 +220,27 @@ def fit(
         log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, opts.epochs, epoch_loss)
         if checkpoint is not None:
             _atomic_save({"model": module.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
+                          "rng": rng_state(train_loader), "scaler": scaler.state_dict(),
+                          "extra": [p.detach().cpu() for p in extra_params or []],
                           "epoch": epoch + 1, "losses": losses}, checkpoint)
     module.eval()
     return TrainResult(opts.epochs - start_epoch, start_epoch, losses[-1] if losses else float("nan"), losses)
+
+
+def train_stage(ctx: "PassContext", module: nn.Module, task: TaskSpec, opts: TrainOptions, *, offset: int, name: str,
+                desc: str, loss_fn: LossFn | None = None, extra_params: list[nn.Parameter] | None = None) -> TrainResult:
+    """The one way a pipeline stage trains (baseline, finetune, distill, DARIO's and prune-l1's fine-tuning):
+    every RNG seeded from `ctx.seed + offset`, the training split shuffled from the same seed, a checkpoint
+    `checkpoints/<name>.pt` in the stage's folder after every epoch (model, optimizer, scheduler, RNG
+    streams: an interrupted stage resumes exactly), and the module back on the CPU in eval mode."""
+    from compressor.data import make_loader
+
+    data = ctx.require_data(desc)
+    ctx.seed_everything(offset)
+    loader = make_loader(data.train, opts.batch_size, shuffle=True, seed=ctx.seed + offset)
+    ckpt_dir = ctx.scratch_dir("checkpoints")
+    result = fit(module, loader, task, opts, device=ctx.device, loss_fn=loss_fn,
+                 checkpoint=ckpt_dir / f"{name}.pt" if ckpt_dir else None, progress=ctx.progress, desc=desc,
+                 extra_params=extra_params)
+    module.to("cpu").eval()
+    return result

@@ -62,7 +62,7 @@ from compressor.ir import ModelIR
 from compressor.options import option
 from compressor.passes_base import Pass, PassResult
 from compressor.registry import register_pass
-from compressor.train import TrainOptions, fit
+from compressor.train import TrainOptions, train_stage
 
 PROXIES = ("var", "l0", "l1", "l2", "synflow", "nsynflow", "l0-var", "l1-var", "l0-l1")
 MINIMIZED = {"var"}  # negatively correlated with accuracy (thesis tables 6.2, 6.3); the rest are maximized
@@ -512,12 +512,10 @@ class PruneDario(Pass):
     Options = DarioOptions
     label_keys = ("granularity",)
 
-    def requires(self, ir: ModelIR, ctx: PassContext) -> None:
-        if ir.precision != "fp32":
-            raise PassError(f"prune-dario searches and fine-tunes in fp32 but the IR is {ir.precision}; "
-                            "run it before fp16")
-        if self.options.finetune_epochs > 0:
-            ctx.require_data("prune-dario fine-tuning (finetune_epochs > 0)")
+    accepts = ("fp32",)  # the search and the fine-tuning run in fp32
+
+    def needs_data(self) -> bool:
+        return self.options.finetune_epochs > 0
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options
@@ -571,8 +569,6 @@ class PruneDario(Pass):
         return PassResult(ir, changed=changed or o.finetune_epochs > 0, stats=stats)
 
     def _finetune(self, ir: ModelIR, ctx: PassContext, last_block: Structure | None, teacher: Any) -> dict[str, Any]:
-        from compressor.data import make_loader
-
         o = self.options
         model = ir.module
         scope = o.finetune_scope if last_block is not None else "all"  # no block kept: nothing to anchor on
@@ -581,20 +577,14 @@ class PruneDario(Pass):
             for name, p in model.named_parameters():
                 p.requires_grad_(any(name.startswith(t + ".") for t in trainable))
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        data = ctx.require_data("prune-dario fine-tuning")
         topts = TrainOptions(epochs=o.finetune_epochs, lr=o.finetune_lr, batch_size=o.finetune_batch_size)
         loss_fn = None
         if teacher is not None:
             loss_fn = _kd_loss(teacher.eval(), ir.task.kind, o.distill_alpha, o.temperature)
-        ctx.seed_everything(len(ir.history))
-        loader = make_loader(data.train, o.finetune_batch_size, shuffle=True, seed=ctx.seed + len(ir.history))
-        ckpt_dir = ctx.scratch_dir("checkpoints")
-        res = fit(model, loader, ir.task, topts, device=ctx.device, loss_fn=loss_fn,
-                  checkpoint=ckpt_dir / "dario-finetune.pt" if ckpt_dir else None, progress=ctx.progress,
-                  desc="dario finetune")
+        res = train_stage(ctx, model, ir.task, topts, offset=len(ir.history), name="dario-finetune",
+                          desc="dario finetune", loss_fn=loss_fn)
         for p in model.parameters():
             p.requires_grad_(True)
-        model.to("cpu").eval()
         return {"epochs": res.epochs_run, "scope": scope, "trainable_params": n_train,
                 "final_loss": round(res.final_loss, 5), "distill_alpha": o.distill_alpha}
 

@@ -33,7 +33,7 @@ from compressor.ir import ModelIR
 from compressor.options import option
 from compressor.passes_base import Pass, PassResult
 from compressor.registry import register_pass
-from compressor.train import TrainOptions, fit, segmentation_loss
+from compressor.train import TrainOptions, segmentation_loss, train_stage
 
 
 @dataclass(frozen=True)
@@ -113,10 +113,16 @@ class Distill(Pass):
     Options = DistillOptions
     label_keys = ("student",)
 
+    accepts = ("fp32",)
+
+    def needs_data(self) -> bool:
+        return True
+
+    def references(self) -> list[str]:
+        return [self.options.teacher]
+
     def requires(self, ir: ModelIR, ctx: PassContext) -> None:
-        ctx.require_data("distill")
-        if ir.precision != "fp32":
-            raise PassError(f"distill trains in fp32 but the IR is {ir.precision}; run distill before fp16")
+        super().requires(ir, ctx)
         self._teacher(ctx)
 
     def _teacher(self, ctx: PassContext) -> ModelIR:
@@ -150,10 +156,7 @@ class Distill(Pass):
         return student
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
-        from compressor.data import make_loader
-
         o = self.options
-        data = ctx.require_data("distill")
         teacher_ir = self._teacher(ctx)
         teacher = teacher_ir.clone().module.float().eval().to(ctx.device)
         for p in teacher.parameters():
@@ -196,17 +199,12 @@ class Distill(Pass):
                 loss = loss + o.feature_weight * feat
             return loss
 
-        ctx.seed_everything(len(ir.history))
-        loader = make_loader(data.train, o.batch_size, shuffle=True, seed=ctx.seed + len(ir.history))
-        ckpt_dir = ctx.scratch_dir("checkpoints")
         try:
-            result = fit(student, loader, ir.task, o, device=ctx.device, loss_fn=loss_fn,
-                         checkpoint=ckpt_dir / "distill.pt" if ckpt_dir else None, progress=ctx.progress,
-                         desc="distill", extra_params=list(adapters.parameters()))
+            result = train_stage(ctx, student, ir.task, o, offset=len(ir.history), name="distill", desc="distill",
+                                 loss_fn=loss_fn, extra_params=list(adapters.parameters()))
         finally:
             s_tap.remove()
             t_tap.remove()
-        student.to("cpu").eval()
         stats = {"epochs": result.epochs_run, "final_loss": round(result.final_loss, 5),
                  "losses": [round(x, 5) for x in result.losses], "teacher": o.teacher,
                  "student_params": student_ir.parameter_count(), "teacher_params": teacher_ir.parameter_count(),

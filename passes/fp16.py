@@ -101,9 +101,13 @@ def _overflowing(module: nn.Module) -> list[str]:
 class FP16(Pass):
     Options = FP16Options
 
-    def requires(self, ir: ModelIR, ctx: PassContext) -> None:
-        if ir.precision == "fp16":
-            raise PassError("fp16: the IR is already fp16; remove the second fp16 from the pipeline")
+    accepts = ("fp32",)
+
+    def produces(self, precision: str) -> str:
+        return "fp16"
+
+    def precision_error(self, precision: str) -> str:
+        return "fp16: the IR is already fp16; remove the second fp16 from the pipeline"
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options

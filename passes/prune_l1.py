@@ -163,11 +163,10 @@ class PruneL1(Pass):
     Options = PruneL1Options
     label_keys = ("ratio",)
 
-    def requires(self, ir: ModelIR, ctx: PassContext) -> None:
-        if ir.precision != "fp32":
-            raise PassError(f"prune-l1 needs an fp32 IR but got {ir.precision}; run prune-l1 before fp16")
-        if self.options.finetune_epochs > 0:
-            ctx.require_data("prune-l1 (finetune_epochs > 0)")
+    accepts = ("fp32",)
+
+    def needs_data(self) -> bool:
+        return self.options.finetune_epochs > 0
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options
@@ -286,15 +285,11 @@ class PruneL1(Pass):
                           stats=stats)
 
     def _finetune(self, ir: ModelIR, ctx: PassContext, step: int) -> list[float]:
-        from compressor.data import make_loader
-        from compressor.train import TrainOptions, fit
+        from compressor.train import TrainOptions, train_stage
 
-        data = ctx.require_data("prune-l1 (finetune_epochs > 0)")
         opts = TrainOptions(epochs=self.options.finetune_epochs, lr=self.options.finetune_lr)
-        loader = make_loader(data.train, opts.batch_size, shuffle=True, seed=ctx.seed + step)
-        result = fit(ir.module, loader, ir.task, opts, device=ctx.device, progress=ctx.progress,
-                     desc=f"prune step {step + 1}/{self.options.iterative_steps} finetune")
-        ir.module.to("cpu").eval()
+        result = train_stage(ctx, ir.module, ir.task, opts, offset=step, name=f"prune-step-{step}",
+                             desc=f"prune step {step + 1}/{self.options.iterative_steps} finetune")
         return result.losses
 
 

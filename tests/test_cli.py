@@ -159,3 +159,35 @@ def test_kill_then_resume(tmp_path):
     assert (out / "01_prune-l1" / "stage.json").read_text() == before
     assert (out / "report.md").is_file()
     assert not list(out.rglob("*.tmp"))
+
+
+def test_kill_during_epoch_2_then_resume_equals_uninterrupted(tmp_path):
+    """kill -9 while the baseline trains epoch 2 (its epoch-1 checkpoint on disk), then re-run: the
+    resumed training continues the same shuffle order and RNG streams, so the stage's weights and the
+    report's metrics equal an uninterrupted run's exactly."""
+    from compressor.pipeline import Pipeline
+
+    text = ("name: exact\nseed: 0\ndata: {name: insar-synthetic, n_train: 256, n_val: 32, n_test: 16, size: 32}\n"
+            "model:\n  frontend: zoo\n  model: seg-cnn\n  width: 4\n  train: {epochs: 4, batch_size: 16}\n"
+            "evaluate: {batch_size: 16, macs: false, latency: {backends: []}}\n")
+    p = tmp_path / "p.yaml"
+    p.write_text(text)
+    ref = Pipeline.from_yaml(p).run(out=tmp_path / "ref", progress=False)
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "compressor.cli", "run", str(p), "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = out / "00_baseline" / "checkpoints" / "train.pt"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not ckpt.is_file():
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(ckpt, map_location="cpu", weights_only=True)["epoch"]
+    assert 1 <= done < 4 and not (out / "00_baseline" / "stage.json").exists()
+
+    resumed = Pipeline.from_yaml(p).run(out=out, progress=False)
+    assert resumed.stages[0].record["metrics"] == ref.stages[0].record["metrics"]
+    assert (out / "00_baseline" / "weights.safetensors").read_bytes() == \
+        (tmp_path / "ref" / "00_baseline" / "weights.safetensors").read_bytes()

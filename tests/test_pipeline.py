@@ -107,3 +107,34 @@ def test_validation_errors(tiny_yaml, override, fragment):
 def test_training_without_data_is_rejected():
     with pytest.raises(ConfigError, match="training needs data"):
         Pipeline.from_dict({"model": {"frontend": "zoo", "train": {"epochs": 1}}})
+
+
+@pytest.mark.parametrize("passes, fragment", [
+    ("[fp16, prune-l1]", "passes[1] prune-l1: prune-l1 takes a fp32 IR but gets fp16; run prune-l1 before fp16"),
+    ("[fp16, fp16]", "passes[1] fp16: fp16: the IR is already fp16"),
+    ("[{distill: {teacher: finetune}}, finetune]",
+     "passes[0] distill: reads stage 'finetune', which does not run before it (finetune runs later, at passes[1])"),
+    ("[{distill: {teacher: nope}}]", "reads stage 'nope', which does not run before it; valid: baseline"),
+])
+def test_validate_checks_the_chain_contracts(tmp_path, passes, fragment):
+    """Chains that would fail after minutes of training are rejected by validate, before any work."""
+    from click.testing import CliRunner
+
+    from compressor.cli import main
+
+    p = tmp_path / "p.yaml"
+    p.write_text(f"data: {{name: digits}}\nmodel: {{frontend: zoo, model: cls-cnn, train: {{epochs: 1}}}}\n"
+                 f"passes: {passes}\n")
+    r = CliRunner().invoke(main, ["validate", str(p)])
+    assert r.exit_code == 2 and fragment in r.output, r.output
+    assert r.output.count("\n") == 1
+
+
+def test_a_pass_that_trains_needs_data(tmp_path):
+    from compressor.errors import ConfigError
+    from compressor.pipeline import Pipeline
+
+    with pytest.raises(ConfigError, match=r"passes\[0\] prune-dario: prune-dario\{.*\} trains, so it needs data"):
+        Pipeline.from_dict({"model": {"frontend": "torch", "factory": "m:f", "input_shape": [1, 8, 8],
+                                      "task": "classification", "num_classes": 10},
+                            "passes": [{"prune-dario": {"finetune_epochs": 1}}]})

@@ -14,8 +14,8 @@ thing taken away; everything else (student, epochs, learning rate, data, seed) i
   `round_to: 8`, `protect_penultimate`) instead of a fresh small network: the "prune + distill +
   FP16" chain, with the two fixes that BENCHMARKS.md's reading of the seed tables motivates.
 
-The baseline and the grid's best row are reused from seed_tables.py's run directory (their stages
-are copied and the runner's keys find them cached); the variants run under runs/best_chain_ablation.
+The baseline and the grid's best row are reused from seed_tables.py's stage store (the runs share
+`<grid>/.store`, so the runner's keys find them computed); the variants run under runs/best_chain_ablation.
 Figures are those of the final FP16 ONNX file, measured through onnxruntime on the validation split;
 latency is measured side by side with the baseline's fp32 file.
 """
@@ -84,8 +84,7 @@ def main() -> int:
     start = time.perf_counter()
     base = st.Row("baseline", "baseline", "baseline (teacher, fp32)", [])
     rows = [base] + variant_rows(prof)
-    st.run_from_grid(prof, rows, grid, out, prof["latency_rounds"], prof["latency_iters"],
-                     reuse={"best-as-in-the-grid": "best"})
+    st.run_from_grid(prof, rows, grid, out, prof["latency_rounds"], prof["latency_iters"])
     base_iou = (base.record.get("metrics") or {}).get("iou") or 0.0
     lines = ["| Variant | α | T | Feature alignment | Params | IoU | ΔIoU vs baseline | Size ratio | Speed-up | "
              "Stage min |", "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]

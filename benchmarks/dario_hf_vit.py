@@ -54,7 +54,6 @@ def main() -> int:
     remove_blocks, heads_total = args.depth // 2, args.depth * 4
 
     from compressor.pipeline import Pipeline
-    from seed_tables import _seed_stages
 
     start = time.perf_counter()
     ft = {"finetune_epochs": args.finetune_epochs, "finetune_lr": args.finetune_lr, "finetune_scope": "all",
@@ -68,8 +67,6 @@ def main() -> int:
     for name, passes in plans.items():
         p = Pipeline.from_dict(pipeline(f"dario_hf_vit_{name}", passes, args))
         print(f"{name}: {p.to_line()}", file=sys.stderr, flush=True)
-        if name != "unpruned":
-            _seed_stages(args.out / "unpruned", args.out / name, 1)
         results[name] = (p, p.run(out=args.out / name, progress=False))
     pipelines_s = time.perf_counter() - start
 

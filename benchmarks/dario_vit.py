@@ -62,7 +62,6 @@ def main() -> int:
     from compressor.ir import ModelIR
     from compressor.passes.dario import DarioOptions, _example, prepare, search
     from compressor.pipeline import Pipeline
-    from seed_tables import _seed_stages
 
     start = time.perf_counter()
     ft = {"epochs": args.finetune_epochs, "lr": args.finetune_lr, "batch_size": 16}
@@ -73,7 +72,6 @@ def main() -> int:
     pruned = Pipeline.from_dict(pipeline("dario_vit_pruned", [dario], args))
     print(f"unpruned: {unpruned.to_line()}\npruned:   {pruned.to_line()}", file=sys.stderr, flush=True)
     u = unpruned.run(out=args.out / "unpruned", progress=False)
-    _seed_stages(args.out / "unpruned", args.out / "pruned", 1)
     p = pruned.run(out=args.out / "pruned", progress=False)
     u_rec, p_rec = u.stages[-1].record, p.stages[-1].record
     dario_stats = p.ir.history[-1].stats

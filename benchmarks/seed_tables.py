@@ -42,7 +42,6 @@ import argparse
 import copy
 import datetime as dt
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -144,15 +143,6 @@ def pipeline_dict(prof: dict[str, Any], row: Row, seed: int) -> dict[str, Any]:
     }
 
 
-def _seed_stages(src: Path, dst: Path, count: int) -> None:
-    """Copy the first `count` stage directories of run `src` into run `dst` (missing ones only).
-    The runner re-checks each stage's key, so a copy that does not match is simply recomputed."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for d in sorted(src.iterdir()):
-        if d.is_dir() and d.name[:2].isdigit() and int(d.name[:2]) < count and not (dst / d.name).exists():
-            shutil.copytree(d, dst / d.name)
-
-
 def grid_error(grid: Path, profile: str) -> str | None:
     """The one-line error for a script that builds on this grid's baseline, or None when it is there."""
     if (grid / "baseline" / "00_baseline" / "ir.json").exists():
@@ -161,21 +151,18 @@ def grid_error(grid: Path, profile: str) -> str | None:
             f"(or give --grid DIR)")
 
 
-def run_from_grid(prof: dict[str, Any], rows: list[Row], grid: Path, out: Path, rounds: int, iters: int,
-                  reuse: dict[str, str] | None = None) -> None:
-    """Run every row's pipeline under out/ROW_ID, starting from the grid's cached baseline (and from the
-    stages of grid row `reuse[row.id]` where given), keep its final record (plus `compute_min`, the time
-    of its stages after the baseline) and time all the ONNX files side by side."""
+def run_from_grid(prof: dict[str, Any], rows: list[Row], grid: Path, out: Path, rounds: int, iters: int) -> None:
+    """Run every row's pipeline under out/ROW_ID with the grid's stage store, so the grid's baseline and
+    any stage a grid row already computed (same key) are loaded, not recomputed; keep each row's final
+    record (plus `compute_min`, the time of its stages after the baseline) and time all the ONNX files
+    side by side."""
     from compressor.pipeline import Pipeline
 
     for row in rows:
         row.run_dir = out / row.id
-        _seed_stages(grid / "baseline", row.run_dir, 1)
-        if reuse and row.id in reuse:
-            _seed_stages(grid / reuse[row.id], row.run_dir, 1 + len(row.passes))
         pipe = Pipeline.from_dict(pipeline_dict(prof, row, 0))
         print(f"{row.id}: {pipe.to_line()}", file=sys.stderr, flush=True)
-        result = pipe.run(out=row.run_dir, progress=False)
+        result = pipe.run(out=row.run_dir, progress=False, store=grid / ".store")
         row.record = result.stages[-1].record
         row.record["compute_min"] = sum(s.record.get("seconds") or 0 for s in result.stages[1:]) / 60
     paths = [r.run_dir / r.record["artifact"] for r in rows]
@@ -368,14 +355,7 @@ def main() -> int:
     start = time.perf_counter()
     done: dict[str, Row] = {}
     for i, r in enumerate(chosen):
-        r.run_dir = out / r.id
-        if r.id != "baseline":
-            _seed_stages(done["baseline"].run_dir, r.run_dir, 1)
-            if r.parent in done:  # the stages of the passes both rows begin with
-                parent = done[r.parent]
-                common = next((k for k, (a, b) in enumerate(zip(parent.passes, r.passes)) if a != b),
-                              min(len(parent.passes), len(r.passes)))
-                _seed_stages(parent.run_dir, r.run_dir, 1 + common)
+        r.run_dir = out / r.id  # every row's stages in out/.store: shared prefixes are computed once
         t = time.perf_counter()
         print(f"[{i + 1}/{len(chosen)}] {r.id}: {pipes[r.id].to_line()}", file=sys.stderr, flush=True)
         result = pipes[r.id].run(out=r.run_dir, progress=False)

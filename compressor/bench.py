@@ -93,6 +93,9 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
         r = _resolve_backend(path, b)
         if r not in resolved:
             resolved.append(r)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ConfigError(f"{path} is empty (0 bytes); an interrupted export or copy? re-export it, or pass "
+                          "another .onnx / .engine file or stage directory")
     if batch < 1 or iters < 1 or warmup < 0 or min_seconds < 0 or (threads is not None and threads < 1):
         raise ConfigError(f"invalid bench settings batch={batch} threads={threads} warmup={warmup} "
                           f"iters={iters} min_seconds={min_seconds}; need batch >= 1, threads >= 1 (or unset), "

@@ -5,16 +5,20 @@ Errors the compiler raises on purpose (CompressError) become one line on stderr 
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
 import fnmatch
 import functools
+import gc
 import logging
 import sys
+import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
-from compressor.errors import CompressError
+from compressor.errors import CompressError, ConfigError
 
 EPILOG = """\b
 Examples:
@@ -23,8 +27,22 @@ Examples:
   compress validate p.yaml                              # check a pipeline without running it
   compress passes                                       # every pass and its options
   compress inspect runs/quickstart/01_prune-l1          # recipe, tensors per module, history
+  compress cache ls                                     # the stage store the runs share
   compress bench runs/quickstart/04_onnx/model.onnx     # latency (onnxruntime; no torch needed)
 """
+
+
+def one_line(text: str) -> str:
+    """An error message as one line (a message that quotes another tool's output may span several)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _release(exc: BaseException) -> None:
+    """Drop the frames of the failed call now, so that progress bars still open in them close (and
+    clear their line) before the error line is printed, not at exit after it."""
+    traceback.clear_frames(exc.__traceback__)
+    gc.collect()
+    sys.stderr.flush()
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -36,7 +54,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CompressError as exc:
             if debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            _release(exc)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; finished stages are kept, re-run to resume", err=True)
@@ -45,7 +64,60 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@contextlib.contextmanager
+def writes_to(run_dir: Path) -> Iterator[None]:
+    """A run's OSErrors (disk full, permission denied, a path component that is a file) as one line
+    naming the path and the OS's reason."""
+    try:
+        yield
+    except BrokenPipeError:  # stdout closed early (`| head`): click handles it
+        raise
+    except OSError as exc:
+        name = exc.filename if isinstance(exc.filename, str) else None
+        reason = exc.strerror or str(exc)
+        if name is not None and not Path(name).resolve().is_relative_to(run_dir.resolve()):
+            raise ConfigError(f"cannot access {name}: {reason}") from exc
+        raise ConfigError(f"cannot write {name or run_dir}: {reason}; pass --out a writable directory with "
+                          f"free space") from exc
+
+
+class OneLineGroup(click.Group):
+    """Usage errors (unknown command or option, missing argument, bad value) become one line,
+    `error: ...`, and exit code 2, like every other error. `--help`, and `compress` alone, print the
+    help as click does."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else None
+        if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
+            commands = self.list_commands(ctx)
+            guess = difflib.get_close_matches(name, commands, n=1)
+            hint = f"did you mean '{guess[0]}'? " if guess else ""
+            ctx.fail(f"no such command '{name}'; {hint}valid: {', '.join(commands)}")
+        return super().resolve_command(ctx, args)
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            message = one_line(exc.format_message()).rstrip(".")
+            ctx = getattr(exc, "ctx", None)
+            hint = f"; see '{ctx.command_path} --help'" if isinstance(exc, click.UsageError) and ctx else ""
+            click.echo(f"error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        # non-standalone click returns the exit code of --help / --version / ctx.exit(n)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="compressor")
@@ -67,9 +139,12 @@ def main(debug: bool, verbose: int) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a pipeline value, e.g. model.train.epochs=2 or passes.prune-l1.ratio=0.4 (repeatable).")
 @click.option("--force", is_flag=True, help="Recompute every stage, ignoring finished ones.")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Stage store shared by runs (default: .store beside the run directory, e.g. runs/.store).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @handle_errors
-def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], force: bool, quiet: bool) -> None:
+def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], force: bool, store: Path | None,
+        quiet: bool) -> None:
     """Run PIPELINE: build, compress, export, measure, report.
 
     Finished stages are kept in the run directory; running again resumes after the last finished
@@ -78,8 +153,10 @@ def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], force: boo
     from compressor.pipeline import Pipeline
 
     p = Pipeline.from_yaml(pipeline, overrides)
-    result = p.run(out=out, progress=not quiet, force=force)
-    click.echo(result.report["md"].read_text())
+    with writes_to(p.run_dir(out)):
+        result = p.run(out=out, progress=not quiet, force=force, store=store)
+        report = result.report["md"].read_text()
+    click.echo(report)
 
 
 @main.command()
@@ -100,7 +177,8 @@ def search(config: Path, out: Path | None, overrides: tuple[str, ...], quiet: bo
     from compressor.pipeline import SearchJob
 
     job = SearchJob.from_yaml(config, overrides)
-    result = job.run(out=out, progress=not quiet)
+    with writes_to(job.run_dir(out)):
+        result = job.run(out=out, progress=not quiet)
     click.echo(f"genotype: {result.genotype_path}")
     click.echo(f"alpha history: {result.alpha_history_path} ({result.plot_path.name})")
     click.echo(f"epochs run: {result.epochs_run} (resumed after {result.resumed_from}); {result.seconds:.1f} s")
@@ -151,6 +229,42 @@ def passes(pattern: str) -> None:
             for info in describe_options(cls):
                 click.echo(f"      {info.name}: {info.type} = {format_value(info.default)}  {info.help}")
             click.echo("")
+
+
+@main.group()
+def cache() -> None:
+    """The stage store that runs share (default runs/.store): list it, prune what no run shows."""
+
+
+@cache.command("ls")
+@click.option("--store", type=click.Path(path_type=Path), default=Path("runs/.store"), show_default=True)
+@handle_errors
+def cache_ls(store: Path) -> None:
+    """One line per stage: key, stage name, size, state, and the run directories that show it."""
+    from compressor.store import Store, references
+
+    st = Store(store)
+    refs = references(st)
+    entries = st.entries()
+    for e in entries:
+        rec = e["record"] if isinstance(e["record"], dict) else {}
+        state = "finished" if rec else "unfinished"
+        runs = ", ".join(refs.get(e["key"], [])) or "-"
+        click.echo(f"{e['key']}  {rec.get('name', '?'):<14} {e['bytes'] / 1e6:9.3f} MB  {state:<10}  runs: {runs}")
+    click.echo(f"{len(entries)} stages, {sum(e['bytes'] for e in entries) / 1e6:.3f} MB in {store}")
+
+
+@cache.command("prune")
+@click.option("--store", type=click.Path(path_type=Path), default=Path("runs/.store"), show_default=True)
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@handle_errors
+def cache_prune(store: Path, dry_run: bool) -> None:
+    """Delete the stages that no run directory beside the store links to (a stage a run shows is kept)."""
+    from compressor.store import Store, prune
+
+    gone = prune(Store(store), dry_run=dry_run)
+    freed = sum(e["bytes"] for e in gone) / 1e6
+    click.echo(f"{'would delete' if dry_run else 'deleted'} {len(gone)} stages, {freed:.3f} MB")
 
 
 @main.command()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -15,6 +17,9 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from compressor.errors import ConfigError
 
 _MISSING = dataclasses.MISSING
+# an int option without a declared max still stops here (the largest 32-bit signed int, which every
+# runtime this compiler drives accepts); declare max= for a tighter bound
+INT_LIMIT = 2**31 - 1
 
 
 def option(
@@ -93,6 +98,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             if type(None) in args:
                 return None
             raise ConfigError(f"{path}: null is not allowed; expected {type_name(tp)}")
+        present = [a for a in args if a is not type(None)]
+        if len(present) == 1:  # `int | None`: the int's own error says more than "expected int | null"
+            return _coerce(value, present[0], path)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -125,12 +133,18 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            raise ConfigError(f"{path}: expected an integer, got {value!r}{_number_hint(value, integer=True)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{path}: expected a number, got {value!r}{_number_hint(value, integer=False)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the float range, e.g. 10**400
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{path}: must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
@@ -138,7 +152,42 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported option type {tp!r}")  # a declaration bug, not user input
 
 
+def _number_hint(value: Any, integer: bool) -> str:
+    """Why a value is not the number it looks like: YAML 1.1 reads `1e20` as text, '5' is quoted, 2.0 is
+    a float."""
+    if isinstance(value, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value.strip()):
+        fix = "write the digits" if integer else f"write {value.lower().replace('e', '.0e', 1)}"
+        return f" (text: YAML reads an exponent without a dot as text; {fix})"
+    if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", value.strip()):
+        return " (text; write it without quotes)"
+    if integer and isinstance(value, float):
+        return " (a float; write a whole number, without a decimal point)"
+    return ""
+
+
+def _bound_text(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def _range_text(meta: Mapping[str, Any], integer: bool) -> str:
+    """'[0, 1)' from an option's declared bounds; with `integer`, a missing bound is +-INT_LIMIT."""
+    lo, hi = meta.get("min"), meta.get("max")
+    left = "(" if meta.get("min_exclusive", False) else "["
+    right = ")" if meta.get("max_exclusive", False) else "]"
+    if integer and hi is None:
+        hi, right = INT_LIMIT, "]"
+    if integer and lo is None:
+        lo, left = -INT_LIMIT, "["
+    lo_s = "-inf" if lo is None else _bound_text(lo)
+    hi_s = "inf" if hi is None else _bound_text(hi)
+    return f"{left}{lo_s}, {hi_s}{right}"
+
+
 def _check_bounds(value: Any, meta: Mapping[str, Any], path: str) -> None:
+    if isinstance(value, tuple):  # a list option: each item
+        for i, item in enumerate(value):
+            _check_bounds(item, meta, f"{path}[{i}]")
+        return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     lo, hi = meta.get("min"), meta.get("max")
@@ -146,11 +195,9 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], path: str) -> None:
     below = lo is not None and (value <= lo if lo_x else value < lo)
     above = hi is not None and (value >= hi if hi_x else value > hi)
     if below or above:
-        left = "(" if lo_x else "["
-        right = ")" if hi_x else "]"
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
-        raise ConfigError(f"{path}: {value!r} is out of range; valid: {left}{lo_s}, {hi_s}{right}")
+        raise ConfigError(f"{path}: {value!r} is out of range; valid: {_range_text(meta, integer=False)}")
+    if isinstance(value, int) and abs(value) > INT_LIMIT:
+        raise ConfigError(f"{path}: {value!r} is out of range; valid: {_range_text(meta, integer=True)}")
 
 
 def location(raw: Any, key: str | None = None) -> str:
@@ -181,7 +228,15 @@ def parse_options(cls: type, raw: Mapping[str, Any] | None, context: str, what: 
         if key not in fields:
             raise ConfigError(f"{where}: {unknown_key_message(key, list(fields), what)}")
         field = fields[key]
-        coerced = _coerce(value, hints[key], f"{where}: {key}")
+        try:
+            coerced = _coerce(value, hints[key], f"{where}: {key}")
+        except ConfigError as exc:
+            kind = _number_kind(hints[key])
+            unbounded = field.metadata.get("min") is None and field.metadata.get("max") is None
+            if kind is None or (kind is float and unbounded):
+                raise
+            valid = _range_text(field.metadata, integer=kind is int)
+            raise ConfigError(f"{exc}; valid: {'integers' if kind is int else 'numbers'} in {valid}") from None
         _check_bounds(coerced, field.metadata, f"{where}: {key}")
         values[key] = coerced
     for name, field in fields.items():
@@ -192,6 +247,14 @@ def parse_options(cls: type, raw: Mapping[str, Any] | None, context: str, what: 
         return cls(**values)
     except (ValueError, TypeError) as exc:  # __post_init__ cross-field checks
         raise ConfigError(f"{prefix(raw, context)}: {exc}") from None
+
+
+def _number_kind(tp: Any) -> type | None:
+    """int or float for an `int`, `float`, `int | None` or `float | None` option, else None."""
+    if get_origin(tp) in (Union, types.UnionType):
+        present = [a for a in get_args(tp) if a is not type(None)]
+        tp = present[0] if len(present) == 1 else None
+    return tp if tp in (int, float) else None
 
 
 def describe_options(cls: type) -> list[OptionInfo]:

@@ -193,12 +193,14 @@ class Pipeline:
         """Where `run(out)` writes: `out`, or runs/<name>."""
         return Path(out) if out is not None else Path("runs") / self.name
 
-    def run(self, out: str | Path | None = None, progress: bool = True, force: bool = False) -> "Any":
+    def run(self, out: str | Path | None = None, progress: bool = True, force: bool = False,
+            store: str | Path | None = None) -> "Any":
+        """Run into `out` (default runs/<name>); stages live in `store` (default `.store` beside `out`)."""
         from compressor.runner import run_pipeline
 
         check_device(self.device, self.device_location or "device")
         check_run_dir(self.run_dir(out))
-        return run_pipeline(self, out=out, progress=progress, force=force)
+        return run_pipeline(self, out=out, progress=progress, force=force, store=store)
 
 
 SEARCH_KEYS = ["name", "seed", "device", "data", "search"]
@@ -310,7 +312,8 @@ def _parse_common(doc: Mapping, source: str) -> dict[str, Any]:
                           f"(it names the run directory)")
     seed = doc.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"{prefix(doc, 'seed', 'seed')}: expected a non-negative integer, got {seed!r}")
+        raise ConfigError(f"{prefix(doc, 'seed', 'seed')}: expected a non-negative integer, got {seed!r}; "
+                          f"valid: [0, {SEED_MAX}]")
     if seed > SEED_MAX:  # numpy seeds are 32-bit
         raise ConfigError(f"{prefix(doc, 'seed', 'seed')}: {seed} is out of range; valid: [0, {SEED_MAX}]")
     device = doc.get("device", "cpu")

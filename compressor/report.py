@@ -80,7 +80,7 @@ def markdown_table(stages: list[dict]) -> str:
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent runs never share it
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -1,19 +1,21 @@
 """Runs a Pipeline: frontend → passes → exporters, evaluating after every stage.
 
-Run directory layout (one folder per stage, named `NN_name`):
+Stages live in the content-addressed store (`compressor.store`, default `.store` beside the run
+directory, e.g. `runs/.store/<key>/`); the run directory is the human view:
 ```
 runs/<name>/
-  pipeline.yaml            the resolved pipeline, one line per stage
-  00_baseline/ ir.json  weights.safetensors  stage.json  metrics.json
-  01_prune-l1/ ir.json  weights.safetensors  stage.json  metrics.json
-  03_onnx/     model.onnx  stage.json  metrics.json
+  pipeline.txt             the pipeline, one line
+  00_baseline -> ../.store/<key>/   ir.json  weights.safetensors  stage.json  metrics-<eval key>.json
+  01_prune-l1 -> ../.store/<key>/
+  03_onnx     -> ../.store/<key>/   model.onnx  stage.json  metrics-<eval key>.json
   report.json  report.md  report.png
 ```
-Each stage has a key: a hash of (previous stage's key, stage name, options, package versions);
-the first stage hashes the data and model spec. `stage.json` is written last, atomically, and
-marks the stage finished: a re-run with the same key loads the stage instead of recomputing it, a
-changed option changes that stage's key and every later key, so the run re-runs from there on. A
-kill in the middle of a stage leaves no `stage.json` for it, so that stage is redone.
+Each stage has a key: a hash of (previous stage's key, stage name, options, package versions); the
+first stage hashes the data and model spec. A stage whose key is in the store, finished and intact
+(every file's sha256 as recorded), is loaded instead of recomputed; a changed option changes that
+stage's key and every later key. Two runs sharing a prefix of stages share those stages; concurrent
+runs compute a stage once (per-key lock). A kill in the middle of a stage leaves it unfinished in the
+store, and the next run of that key resumes it from its training checkpoints.
 """
 from __future__ import annotations
 
@@ -30,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from compressor.context import PassContext
-from compressor.ir import ModelIR
+from compressor.ir import IR_JSON, WEIGHTS, ModelIR
 from compressor.options import options_dict
+from compressor.store import Store, link_stage, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
-METRICS_FILE = "metrics.json"
-IR_FILE = "ir.json"  # with weights.safetensors: the IR directory format of compressor.ir
+IR_FILE = IR_JSON  # with weights.safetensors: the IR directory format of compressor.ir
 
 
 def versions() -> dict[str, str]:
@@ -52,19 +54,6 @@ def versions() -> dict[str, str]:
 
 def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass
@@ -102,55 +91,30 @@ class Reporter:
             print(msg, file=sys.stderr, flush=True)
 
 
-def _stage_dir(run_dir: Path, index: int, name: str) -> Path:
-    return run_dir / f"{index:02d}_{name}"
-
-
-def _finished(d: Path, key: str, artifact: str) -> bool:
-    info = read_json(d / STAGE_FILE)
-    return bool(info) and info.get("key") == key and (d / artifact).is_file()
-
-
-PENDING_FILE = "pending.json"
-
-
-def _fresh(d: Path, key: str) -> bool:
-    """Prepare a stage directory. A directory left by an interrupted run of the *same* stage key is
-    kept (its training checkpoints let the stage resume mid-way); anything else is wiped.
-    Returns True when an interrupted attempt is being resumed."""
-    pending = read_json(d / PENDING_FILE)
-    if pending and pending.get("key") == key:
-        return True
-    if d.exists():
-        shutil.rmtree(d)
-    d.mkdir(parents=True)
-    write_json(d / PENDING_FILE, {"key": key})
-    return False
-
-
-def _done(d: Path, stage_info: dict[str, Any]) -> None:
-    write_json(d / STAGE_FILE, stage_info)
-    (d / PENDING_FILE).unlink(missing_ok=True)
-
-
 def _clean_stale(run_dir: Path, keep: set[str]) -> None:
+    """Drop this run's own view entries of stages it no longer has (the stages stay in the store)."""
     for child in run_dir.iterdir():
-        if child.is_dir() and child.name[:2].isdigit() and child.name[2:3] == "_" and child.name not in keep:
-            shutil.rmtree(child)
+        if child.name[:2].isdigit() and child.name[2:3] == "_" and child.name not in keep:
+            if child.is_symlink():
+                child.unlink()
+            elif child.is_dir():
+                shutil.rmtree(child)  # an old-layout stage folder of this run
 
 
-def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = True, force: bool = False) -> RunResult:
+def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = True, force: bool = False,
+                 store: str | Path | None = None) -> RunResult:
+    """Run `pipeline` into `out` (default runs/<name>), its stages in `store` (default `.store` beside it)."""
     from compressor.data import build_data
     from compressor.report import write_report
 
     run_dir = Path(out) if out is not None else Path("runs") / pipeline.name
     run_dir.mkdir(parents=True, exist_ok=True)
+    stages = Store(store if store is not None else run_dir.parent / ".store")
     say = Reporter(progress)
-    plan = pipeline.stages()
-    total = len(plan)
+    total = len(pipeline.stages())
     say(f"pipeline: {pipeline.to_line()}")
-    say(f"run directory: {run_dir}")
-    (run_dir / "pipeline.txt").write_text(pipeline.to_line() + "\n")
+    say(f"run directory: {run_dir} (stages in {stages.root})")
+    write_text_atomic(run_dir / "pipeline.txt", pipeline.to_line() + "\n")
 
     data = build_data(pipeline.data.name, options_dict(pipeline.data.options), seed=pipeline.seed) \
         if pipeline.data is not None else None
@@ -164,27 +128,30 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
     keep: set[str] = set()
 
     def ir_stage(index: int, name: str, label: str, kind: str, key: str, compute: Any, record: Any) -> ModelIR:
-        """Load a finished stage with this key, or compute it (resuming an interrupted attempt)."""
-        d = _stage_dir(run_dir, index, name)
-        keep.add(d.name)
+        """Load the finished stage `key` from the store, or compute it there (resuming an interrupted attempt)."""
+        view = f"{index:02d}_{name}"
+        keep.add(view)
         start = time.perf_counter()
-        ir = _load_cached(d, key, pipeline) if not force and _finished(d, key, IR_FILE) else None
-        cached = ir is not None
-        if ir is None:
-            resumed = _fresh(d, key)
-            say(f"[{index + 1}/{total}] {label}: {'resuming' if resumed else 'running'}")
-            ctx.run_dir = d
-            try:
-                ir = compute()
-            finally:
-                ctx.run_dir = run_dir
-            ir.save(d)
-            _done(d, {"key": key, "name": name, "label": label, "kind": kind,
-                      "seconds": round(time.perf_counter() - start, 3), **record(ir)})
-            shutil.rmtree(d / "checkpoints", ignore_errors=True)  # scratch until the stage is done
-            cached = False
-        outcomes.append(_evaluate_stage(index, name, label, kind, d, ir, None, cached, start, ctx, ev, eval_key,
-                                        say, total))
+        with stages.lock(key):
+            ir = None if force else _load_cached(stages, key, pipeline)
+            cached = ir is not None
+            if ir is None:
+                d, resumed = stages.begin(key, force)
+                link_stage(run_dir, view, d)
+                say(f"[{index + 1}/{total}] {label}: {'resuming' if resumed else 'running'}")
+                ctx.run_dir = d
+                try:
+                    ir = compute()
+                finally:
+                    ctx.run_dir = run_dir
+                ir.save(d)
+                shutil.rmtree(d / "checkpoints", ignore_errors=True)  # scratch until the stage is done
+                stages.commit(key, {"name": name, "label": label, "kind": kind,
+                                    "seconds": round(time.perf_counter() - start, 3), **record(ir)},
+                              files=[IR_JSON, WEIGHTS])
+            d = link_stage(run_dir, view, stages.dir(key))
+            outcomes.append(_evaluate_stage(index, name, label, kind, d, ir, None, cached, start, ctx, ev, eval_key,
+                                            say, total))
         ctx.stages[name] = ir
         return ir
 
@@ -212,25 +179,24 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
     # ---- exporters (each takes the final IR) ------------------------------------------------
     for stage in pipeline.exports:
         ekey = stable_hash({"prev": key, "export": stage.name, "options": stage.obj.options_dict(), "versions": vers})
-        d = _stage_dir(run_dir, index, stage.name)
-        keep.add(d.name)
+        view = f"{index:02d}_{stage.name}"
+        keep.add(view)
         start = time.perf_counter()
-        info = read_json(d / STAGE_FILE) or {}
-        if not force and info.get("key") == ekey and all((d / f).is_file() for f in info.get("files", ["?"])):
-            artifact = d / info["primary"]
-            cached = True
-        else:
-            _fresh(d, ekey)
-            say(f"[{index + 1}/{total}] {stage.describe()}: exporting")
-            result = stage.obj.export(ir, d, ctx)
-            artifact = result.primary
-            _done(d, {"key": ekey, "name": stage.name, "label": stage.describe(), "kind": "export",
-                                        "primary": result.primary.name,
-                                        "files": [p.name for p in result.files], "info": result.info,
-                                        "seconds": round(time.perf_counter() - start, 3)})
-            cached = False
-        outcomes.append(_evaluate_stage(index, stage.name, stage.describe(), "export", d, ir, artifact, cached, start,
-                                        ctx, ev, eval_key, say, total))
+        with stages.lock(ekey):
+            info = None if force else stages.finished(ekey)
+            cached = info is not None
+            if info is None:
+                d, _ = stages.begin(ekey, force)
+                link_stage(run_dir, view, d)
+                say(f"[{index + 1}/{total}] {stage.describe()}: exporting")
+                result = stage.obj.export(ir, d, ctx)
+                info = stages.commit(ekey, {"name": stage.name, "label": stage.describe(), "kind": "export",
+                                            "primary": result.primary.name, "files": [p.name for p in result.files],
+                                            "info": result.info, "seconds": round(time.perf_counter() - start, 3)},
+                                     files=[p.name for p in result.files])
+            d = link_stage(run_dir, view, stages.dir(ekey))
+            outcomes.append(_evaluate_stage(index, stage.name, stage.describe(), "export", d, ir, d / info["primary"],
+                                            cached, start, ctx, ev, eval_key, say, total))
         index += 1
 
     _clean_stale(run_dir, keep)
@@ -240,13 +206,22 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
     return RunResult(run_dir, outcomes, report, ir)
 
 
-def _load_cached(d: Path, key: str, pipeline: Any) -> ModelIR | None:
-    """A finished stage's IR, rebuilt only from a recipe of this pipeline's own frontend (a torch recipe
-    only for this pipeline's factory: rebuilding it runs that code). A stage that cannot be loaded is
-    recomputed, with a warning that says why."""
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _load_cached(stages: Store, key: str, pipeline: Any) -> ModelIR | None:
+    """A finished, intact stage's IR, rebuilt only from a recipe of this pipeline's own frontend (a torch
+    recipe only for this pipeline's factory: rebuilding it runs that code). A stage that cannot be loaded
+    is recomputed, with a warning that says why."""
     from compressor.errors import FrontendError
     from compressor.ir import read_document
 
+    if stages.finished(key) is None:
+        return None
+    d = stages.dir(key)
     own = pipeline.model.frontend
     try:
         doc, _ = read_document(d)
@@ -285,13 +260,14 @@ def _evaluate_stage(index: int, name: str, label: str, kind: str, d: Path, ir: M
                     total: int) -> StageOutcome:
     info = read_json(d / STAGE_FILE) or {}
     stage_key = info.get("key")
-    saved = read_json(d / METRICS_FILE)
+    metrics_file = d / f"metrics-{eval_key}.json"  # per evaluation setting: runs sharing the stage may differ
+    saved = read_json(metrics_file)
     if saved and saved.get("eval_key") == eval_key and saved.get("stage_key") == stage_key:
         record = saved["record"]
     else:
         record = _measure(index, name, label, kind, d, ir, artifact, ctx, ev)
         record["seconds"] = info.get("seconds", round(time.perf_counter() - start, 3))
-        write_json(d / METRICS_FILE, {"eval_key": eval_key, "stage_key": stage_key, "record": record})
+        write_json(metrics_file, {"eval_key": eval_key, "stage_key": stage_key, "record": record})
     seconds = time.perf_counter() - start
     m = record.get("metrics", {})
     shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in m.items() if v is not None)
@@ -324,7 +300,7 @@ def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR,
             metrics = evaluate_module(ir.module, _eval_loader(ctx, ev), ir.task, device="cpu", dtype=dtype,
                                       progress=ctx.progress, desc=f"evaluate {name}")
         size = ir.state_bytes()
-        rel = str(d.relative_to(d.parent))
+        rel = d.name
     else:
         if ctx.data is not None and artifact.suffix == ".onnx":
             metrics = evaluate_onnx(artifact, _eval_loader(ctx, ev), ir.task, threads=lat_opts.threads,
@@ -333,7 +309,7 @@ def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR,
             metrics, metrics_skipped = _evaluate_engine(artifact, ctx, ev, ir)
         info = read_json(d / STAGE_FILE) or {}
         size = sum((d / f).stat().st_size for f in info.get("files", [artifact.name]))
-        rel = str(artifact.relative_to(d.parent))
+        rel = f"{d.name}/{artifact.name}"
     latency, skipped = _latency(ir, artifact, lat_opts) if lat_opts.enabled else ({}, {})
     record = {"index": index, "name": name, "label": label, "kind": kind, "artifact": rel,
               "precision": ir.precision, "metrics": metrics, "params": count_params(ir.module), "macs": macs,

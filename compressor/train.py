@@ -153,7 +153,7 @@ def fit(
 ) -> TrainResult:
     """Train `module` in place. With `checkpoint`, state is saved after every epoch and a
     re-run with the same checkpoint path resumes after the last finished epoch."""
-    from tqdm.auto import tqdm
+    from compressor.progress import progress_bar as tqdm  # one line per bar when stderr is not a terminal
 
     loss_fn = loss_fn or task_loss(task)
     module.to(device)

@@ -53,9 +53,19 @@ def resolve_factory(spec: str, search_path: str | None = None) -> Any:
             sys.path.insert(0, path)
     try:
         module = importlib.import_module(module_name)
+    except SyntaxError as exc:
+        raise FrontendError(f"factory '{spec}': {exc.filename}:{exc.lineno}: syntax error: {exc.msg}; "
+                            f"fix the module") from None
     except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if missing and module_name != missing and not module_name.startswith(f"{missing}."):
+            raise FrontendError(f"'{module_name}' (factory '{spec}') imports '{missing}', which cannot be imported: "
+                                f"{exc}; install it") from None
         raise FrontendError(f"cannot import '{module_name}' for factory '{spec}': {exc}; install the package "
                             f"or set search_path to the folder that holds it") from None
+    except (Exception, SystemExit) as exc:  # user code at import time: any failure, even sys.exit()
+        raise FrontendError(f"importing '{module_name}' for factory '{spec}' failed: {_describe(exc)}; "
+                            f"fix the module (run `python -c \"import {module_name}\"` to see the traceback)") from None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -66,14 +76,25 @@ def resolve_factory(spec: str, search_path: str | None = None) -> Any:
     return obj
 
 
+def _describe(exc: BaseException) -> str:
+    """'RuntimeError: boom' (first line), or what a SystemExit means."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}); a factory and its module must return, not exit"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def load_weights(model: nn.Module, path: str) -> None:
     p = Path(path)
     if not p.is_file():
         raise FrontendError(f"weights file {p} does not exist; give a path to a state_dict saved with torch.save")
+    if p.stat().st_size == 0:
+        raise FrontendError(f"weights file {p} is empty (0 bytes); save a state_dict into it with "
+                            f"torch.save(model.state_dict(), path)")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = _describe(exc)
         raise FrontendError(f"cannot load {p} with weights_only=True: {first}; save a plain state_dict "
                             f"(torch.save(model.state_dict(), path))") from None
     if isinstance(state, dict):
@@ -84,7 +105,7 @@ def load_weights(model: nn.Module, path: str) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = _describe(exc).removeprefix("RuntimeError: ")
         missing = [ln.strip() for ln in str(exc).splitlines()[1:3]]
         raise FrontendError(f"weights in {p} do not fit the model: {first} {' '.join(missing)}"[:400]) from None
 
@@ -121,8 +142,8 @@ class TorchModel(Frontend):
         torch.manual_seed(int(spec.get("seed", 0)))
         try:
             model = factory(**spec.get("kwargs", {}))
-        except Exception as exc:
-            raise FrontendError(f"factory '{spec['factory']}' failed: {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # user code: any failure, even sys.exit()
+            raise FrontendError(f"factory '{spec['factory']}' failed: {_describe(exc)}") from None
         if not isinstance(model, nn.Module):
             raise FrontendError(f"factory '{spec['factory']}' returned {type(model).__name__}, not a torch.nn.Module")
         return model

@@ -356,7 +356,7 @@ def search(prepared: Prepared, input_shape: tuple[int, ...], *, mode: str = "dif
 def _search(prepared: Prepared, input_shape: tuple[int, ...], *, mode: str, proxy_kind: str, iterations: int,
             warm_start: int, lr: float, weight_decay: float, gamma: float, batch: int,
             coefs: tuple[float, float, float], seed: int, progress: bool) -> SearchResult:
-    from tqdm.auto import tqdm
+    from compressor.progress import progress_bar as tqdm  # one line per bar when stderr is not a terminal
 
     start = time.perf_counter()
     obj = _Objective(prepared, input_shape, batch, proxy_kind, gamma, coefs)

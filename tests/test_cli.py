@@ -172,9 +172,9 @@ def test_kill_during_epoch_2_then_resume_equals_uninterrupted(tmp_path):
             "evaluate: {batch_size: 16, macs: false, latency: {backends: []}}\n")
     p = tmp_path / "p.yaml"
     p.write_text(text)
-    ref = Pipeline.from_yaml(p).run(out=tmp_path / "ref", progress=False)
+    ref = Pipeline.from_yaml(p).run(out=tmp_path / "ref" / "run", progress=False)  # its own store: ref/.store
 
-    out = tmp_path / "out"
+    out = tmp_path / "killed" / "run"
     proc = subprocess.Popen([sys.executable, "-m", "compressor.cli", "run", str(p), "--out", str(out), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt = out / "00_baseline" / "checkpoints" / "train.pt"
@@ -190,4 +190,4 @@ def test_kill_during_epoch_2_then_resume_equals_uninterrupted(tmp_path):
     resumed = Pipeline.from_yaml(p).run(out=out, progress=False)
     assert resumed.stages[0].record["metrics"] == ref.stages[0].record["metrics"]
     assert (out / "00_baseline" / "weights.safetensors").read_bytes() == \
-        (tmp_path / "ref" / "00_baseline" / "weights.safetensors").read_bytes()
+        (tmp_path / "ref" / "run" / "00_baseline" / "weights.safetensors").read_bytes()

@@ -1,6 +1,5 @@
 """Pipeline end to end on a tiny configuration: report rows, resume, re-run from a changed pass."""
 import json
-import shutil
 
 import onnx
 import pytest
@@ -55,39 +54,40 @@ def test_onnx_stage_verified_and_fp16(tiny_run):
 
 
 def test_rerun_resumes_from_cache(tiny_run, tmp_path):
+    """A second run directory beside the first shares its stages through the store: nothing recomputed."""
     d, first = tiny_run
-    out = tmp_path / "copy"
-    shutil.copytree(d / "out", out)
+    out = d / "again"
     again = Pipeline.from_yaml(d / "tiny.yaml").run(out=out, progress=False)
     assert again.cached == [True] * 5
     a = json.loads((d / "out" / "report.json").read_text())
     b = json.loads((out / "report.json").read_text())
     assert a["stages"] == b["stages"]
+    assert all((out / n).resolve() == (d / "out" / n).resolve() for n in ("00_baseline", "04_onnx"))
 
 
 def test_changed_option_reruns_from_that_pass(tiny_run, tmp_path):
     d, first = tiny_run
-    out = tmp_path / "copy"
-    shutil.copytree(d / "out", out)
     p = Pipeline.from_yaml(d / "tiny.yaml", overrides=["passes.prune-l1.ratio=0.25"])
-    again = p.run(out=out, progress=False)
+    again = p.run(out=d / "changed", progress=False)
     assert again.cached == [True, False, False, False, False]
     assert again.stages[1].record["params"] > first.stages[1].record["params"]
+    assert (d / "out" / "01_prune-l1" / "ir.json").is_file()  # the other run's stage is untouched
 
 
 def test_removed_pass_leaves_no_stale_stage(tiny_run, tmp_path):
     d, _ = tiny_run
     out = tmp_path / "copy"
-    shutil.copytree(d / "out", out)
+    Pipeline.from_yaml(d / "tiny.yaml").run(out=out, progress=False, store=d / ".store")
     p = Pipeline.from_yaml(d / "tiny.yaml", overrides=["export=[]"])
-    p.run(out=out, progress=False)
+    p.run(out=out, progress=False, store=d / ".store")
     assert not (out / "04_onnx").exists()
     assert [s["name"] for s in json.loads((out / "report.json").read_text())["stages"]][-1] == "fp16"
 
 
 @pytest.mark.parametrize("override, fragment", [
     ("pases=[]", "unknown key 'pases'; did you mean 'passes'?"),
-    ("passes.prune-l1.ratio=1.5", "tiny.yaml:18: passes[0] prune-l1: ratio: 1.5 is out of range; valid: [0, 1)"),
+    ("passes.prune-l1.ratio=1.5", "--set passes.prune-l1.ratio=1.5: passes[0] prune-l1: ratio: 1.5 is out of range; "
+                                  "valid: [0, 1)"),
     ("passes.prune-l1.ratoi=0.5", "unknown prune-l1 option 'ratoi'; did you mean 'ratio'?"),
     ("passes.0=prune-l2", "unknown pass 'prune-l2'; did you mean 'prune-l1'?"),
     ("model.frontend=zooo", "unknown frontend 'zooo'; did you mean 'zoo'?"),

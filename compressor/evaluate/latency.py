@@ -323,6 +323,23 @@ def _ort_check_providers(ort: Any, backend: str) -> list[str]:
     return [p for p in providers if p in available]
 
 
+def _ort_session(ort: Any, path: Path, opts: Any, providers: list[str]) -> Any:
+    """An InferenceSession, or a ConfigError naming the file when onnxruntime cannot load it (not ONNX,
+    empty, truncated, an invalid graph or an operator this onnxruntime lacks)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    load_errors = (state.InvalidProtobuf, state.InvalidArgument, state.InvalidGraph, state.NoModel, state.Fail,
+                   state.NotImplemented)
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except load_errors as exc:
+        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+        # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from X failed:Protobuf parsing failed."
+        reason = lines[0].split(f"{path} failed:", 1)[-1].split("] : ", 1)[-1].strip().rstrip(".")
+        raise ConfigError(f"onnxruntime cannot load {path}: {reason}; check that it is a complete .onnx file "
+                          f"(re-export it: export: [onnx] in a pipeline)") from None
+
+
 def latency_onnxruntime(path: str | os.PathLike[str], batch: int = 1, threads: int | None = None,
                         warmup: int = 5, iters: int = 50, min_seconds: float = 0.0,
                         backend: str = "onnxruntime-cpu") -> LatencyStats:
@@ -348,7 +365,7 @@ def latency_onnxruntime(path: str | os.PathLike[str], batch: int = 1, threads: i
     opts = ort.SessionOptions()
     if threads is not None:
         opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    sess = _ort_session(ort, path, opts, providers)
     used = sess.get_providers()
     if used[0] != providers[0]:
         # onnxruntime falls back silently (a warning only) when a GPU provider fails to load

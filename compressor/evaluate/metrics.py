@@ -140,7 +140,7 @@ def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 def _progress(loader: Iterable, progress: bool, desc: str) -> Iterable:
     if not progress:
         return loader
-    from tqdm.auto import tqdm
+    from compressor.progress import progress_bar as tqdm  # one line per bar when stderr is not a terminal
 
     return tqdm(loader, desc=desc, leave=False)
 

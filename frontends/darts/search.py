@@ -496,7 +496,7 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
 
     Re-running with the same `out_dir` resumes after the last finished epoch (only `epochs` and
     `max_steps` may differ from the interrupted run); a finished search returns its stored result."""
-    from tqdm.auto import tqdm
+    from compressor.progress import progress_bar as tqdm  # one line per bar when stderr is not a terminal
 
     opts = options
     out_dir = Path(out_dir)

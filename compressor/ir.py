@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import os
 import struct
@@ -30,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from compressor.errors import FrontendError
+from compressor.store import sha256_file
 
 TaskKind = Literal["classification", "segmentation"]
 Precision = Literal["fp32", "fp16"]
@@ -184,7 +184,7 @@ class ModelIR:
         module = self.module
         save_model(module, str(weights_tmp))
         doc = self.to_document()
-        doc["weights"] = {"file": WEIGHTS, "sha256": _sha256(weights_tmp)}
+        doc["weights"] = {"file": WEIGHTS, "sha256": sha256_file(weights_tmp)}
         json_tmp = path / (IR_JSON + tag)
         json_tmp.write_text(json.dumps(doc, indent=1, default=str))
         os.replace(weights_tmp, path / WEIGHTS)
@@ -215,7 +215,7 @@ class ModelIR:
         expected = (doc.get("weights") or {}).get("sha256")
         if not weights.is_file():
             raise FrontendError(f"{root}: {WEIGHTS} is missing; the stage is incomplete: re-run it")
-        if expected and _sha256(weights) != expected:
+        if expected and sha256_file(weights) != expected:
             raise FrontendError(f"{root}: {WEIGHTS} does not match the sha256 recorded in {IR_JSON} (corrupt or "
                                 "replaced); re-run the stage")
         inputs = [InputSpec.from_dict(s) for s in doc["inputs"]]
@@ -385,11 +385,3 @@ def rebuild_module(recipe: Recipe, inputs: list[InputSpec]) -> nn.Module:
     for edit in recipe.edits:
         module = apply_edit(module, edit, example)
     return module
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -38,6 +38,10 @@ class Configurable:
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     label_keys: ClassVar[tuple[str, ...]] = ()  # options always shown in the one-line form
+    # part of every stage key: bump `version` when a change to the code changes what the stage produces;
+    # `packages` are the distributions whose versions can change it (compressor's own is always included)
+    version: ClassVar[int] = 1
+    packages: ClassVar[tuple[str, ...]] = ("torch",)
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         if options is not None and kwargs:

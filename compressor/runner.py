@@ -42,9 +42,10 @@ STAGE_FILE = "stage.json"
 IR_FILE = IR_JSON  # with weights.safetensors: the IR directory format of compressor.ir
 
 
-def versions() -> dict[str, str]:
+def versions(packages: tuple[str, ...] = ("torch",)) -> dict[str, str]:
+    """Installed versions of compressor and `packages` (what a stage declares it uses)."""
     out = {}
-    for pkg in ("compressor", "torch", "torch-pruning", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common"):
+    for pkg in ("compressor", *packages):
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -120,7 +121,11 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
         if pipeline.data is not None else None
     ctx = PassContext(seed=pipeline.seed, device=pipeline.device, data=data, run_dir=run_dir, progress=progress,
                       root_dir=run_dir, data_spec=pipeline.data.as_data() if pipeline.data else None)
-    vers = versions()
+    def stage_key(obj: Any, **parts: Any) -> str:
+        """What determines a stage: `parts` (its input's key, name, options), its own code version and
+        the versions of the packages it declares, nothing else."""
+        return stable_hash({**parts, "version": obj.version, "versions": versions(obj.packages)})
+
     ev = pipeline.evaluate
     eval_key = stable_hash({"evaluate": options_dict(ev), "latency": options_dict(ev.latency_options())})
 
@@ -156,8 +161,9 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
         return ir
 
     # ---- stage 0: frontend (+ training) ----------------------------------------------------
-    key = stable_hash({"data": pipeline.data.as_data() if pipeline.data else None,
-                       "model": pipeline.model.as_data(), "seed": pipeline.seed, "versions": vers})
+    front = pipeline.model.frontend
+    key = stage_key(front, data=pipeline.data.as_data() if pipeline.data else None, model=pipeline.model.as_data(),
+                    seed=pipeline.seed)
 
     def build() -> ModelIR:
         ir = pipeline.model.frontend.build(data, ctx)
@@ -165,20 +171,21 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
             ir = _train_baseline(ir, pipeline.model.train, ctx, ctx.run_dir)
         return ir
 
-    ir = ir_stage(0, "baseline", pipeline.model.describe(), "model", key, build, lambda ir: {"versions": vers})
+    ir = ir_stage(0, "baseline", pipeline.model.describe(), "model", key, build,
+                  lambda ir: {"versions": versions(front.packages)})
     ctx.teacher = ir
 
     # ---- passes ----------------------------------------------------------------------------
     index = 1
     for stage in pipeline.passes:
-        key = stable_hash({"prev": key, "pass": stage.name, "options": stage.obj.options_dict(), "versions": vers})
+        key = stage_key(stage.obj, prev=key, pass_=stage.name, options=stage.obj.options_dict())
         ir = ir_stage(index, stage.name, stage.describe(), "pass", key, lambda s=stage, i=ir: s.obj(i, ctx),
                       lambda ir: {"history": ir.history[-1].__dict__ if ir.history else None})
         index += 1
 
     # ---- exporters (each takes the final IR) ------------------------------------------------
     for stage in pipeline.exports:
-        ekey = stable_hash({"prev": key, "export": stage.name, "options": stage.obj.options_dict(), "versions": vers})
+        ekey = stage_key(stage.obj, prev=key, export=stage.name, options=stage.obj.options_dict())
         view = f"{index:02d}_{stage.name}"
         keep.add(view)
         start = time.perf_counter()

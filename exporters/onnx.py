@@ -534,6 +534,7 @@ class OnnxExporter(Exporter):
     """Writes `out_dir/model.onnx`: opset-checked, optionally simplified, fp16 for fp16 IRs, verified."""
 
     Options = OnnxOptions
+    packages = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxconverter-common")
 
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
         return _export(ir, Path(out_dir) / "model.onnx", self.options, seed=ctx.seed)

@@ -447,6 +447,7 @@ class TensorRTExporter(Exporter):
     """Writes model.onnx + build_engine.sh, and model.engine + model.engine.json where TensorRT and a GPU are."""
 
     Options = TensorRTOptions
+    packages = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxconverter-common", "tensorrt")
 
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
         from compressor.exporters import onnx as onnx_exporter

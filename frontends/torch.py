@@ -114,6 +114,7 @@ def load_weights(model: nn.Module, path: str) -> None:
 class TorchModel(Frontend):
     Options = TorchOptions
     label_keys = ("factory",)
+    packages = ("torch", "transformers")  # what users' models are commonly built from
 
     def build(self, data: "DataBundle | None", ctx: "PassContext") -> ModelIR:
         o = self.options

@@ -162,6 +162,7 @@ class FilterL1Importance(tp.importance.Importance):
 class PruneL1(Pass):
     Options = PruneL1Options
     label_keys = ("ratio",)
+    packages = ("torch", "torch-pruning")
 
     accepts = ("fp32",)
 

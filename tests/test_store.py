@@ -87,3 +87,12 @@ def test_cache_commands(tmp_path):
     assert r.exit_code == 0 and r.output.count("runs: one") == 3 and "3 stages" in r.output
     r = CliRunner().invoke(main, ["cache", "prune", "--store", str(tmp_path / ".store")])
     assert r.exit_code == 0 and "deleted 0 stages" in r.output
+
+
+def test_a_pass_version_bump_recomputes_only_that_pass(tmp_path, monkeypatch):
+    from compressor.passes import PruneL1
+
+    Pipeline.from_text(FAST).run(out=tmp_path / "a", progress=False)
+    monkeypatch.setattr(PruneL1, "version", PruneL1.version + 1)
+    again = Pipeline.from_text(FAST).run(out=tmp_path / "a", progress=False)
+    assert again.cached == [True, False, False]

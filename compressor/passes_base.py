@@ -134,10 +134,26 @@ class ExportResult:
 
 
 class Exporter(Configurable):
-    """Subclasses set `name` (via @register_exporter), `Options`, and implement `export`."""
+    """Subclasses set `name` (via @register_exporter), `Options`, and implement `export`.
+
+    An exporter also owns the runtime of its artifact, so that the runner measures any exporter's stage
+    without knowing its file type: `evaluate` (task metrics of the artifact on labelled batches) and
+    `latency` on each of `latency_backends`."""
+
+    latency_backends: ClassVar[tuple[str, ...]] = ()
 
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
         raise PassError(f"exporter {self.name} does not implement export()")
+
+    def evaluate(self, artifact: Path, loader: Any, ir: ModelIR, *, threads: int | None,
+                 progress: bool) -> tuple[dict[str, Any], str | None]:
+        """(task metrics of `artifact` over `loader`, None), or ({}, why they cannot be measured here)."""
+        return {}, f"exporter {self.name} has no runtime to evaluate its artifact"
+
+    def latency(self, artifact: Path, backend: str, opts: Any) -> Any:
+        """LatencyStats of `artifact` on `backend` (one of `latency_backends`); raises
+        BackendUnavailable when that backend cannot run on this machine."""
+        raise PassError(f"exporter {self.name} has no latency backend")
 
 
 def check_chain(passes: list[Any], has_data: bool, precision: str = "fp32") -> None:

@@ -203,7 +203,7 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
                                      files=[p.name for p in result.files])
             d = link_stage(run_dir, view, stages.dir(ekey))
             outcomes.append(_evaluate_stage(index, stage.name, stage.describe(), "export", d, ir, d / info["primary"],
-                                            cached, start, ctx, ev, eval_key, say, total))
+                                            cached, start, ctx, ev, eval_key, say, total, exporter=stage.obj))
         index += 1
 
     _clean_stale(run_dir, keep)
@@ -264,7 +264,7 @@ def _eval_loader(ctx: PassContext, ev: Any) -> Any:
 
 def _evaluate_stage(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR, artifact: Path | None,
                     cached: bool, start: float, ctx: PassContext, ev: Any, eval_key: str, say: Reporter,
-                    total: int) -> StageOutcome:
+                    total: int, exporter: Any = None) -> StageOutcome:
     info = read_json(d / STAGE_FILE) or {}
     stage_key = info.get("key")
     metrics_file = d / f"metrics-{eval_key}.json"  # per evaluation setting: runs sharing the stage may differ
@@ -272,7 +272,7 @@ def _evaluate_stage(index: int, name: str, label: str, kind: str, d: Path, ir: M
     if saved and saved.get("eval_key") == eval_key and saved.get("stage_key") == stage_key:
         record = saved["record"]
     else:
-        record = _measure(index, name, label, kind, d, ir, artifact, ctx, ev)
+        record = _measure(index, name, label, kind, d, ir, artifact, ctx, ev, exporter)
         record["seconds"] = info.get("seconds", round(time.perf_counter() - start, 3))
         write_json(metrics_file, {"eval_key": eval_key, "stage_key": stage_key, "record": record})
     seconds = time.perf_counter() - start
@@ -284,10 +284,12 @@ def _evaluate_stage(index: int, name: str, label: str, kind: str, d: Path, ir: M
 
 
 def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR, artifact: Path | None,
-             ctx: PassContext, ev: Any) -> dict[str, Any]:
+             ctx: PassContext, ev: Any, exporter: Any = None) -> dict[str, Any]:
+    """A stage's record: task metrics, params, MACs, size, latency. An IR stage is measured in torch; an
+    exporter's artifact through that exporter's own runtime (the runner knows no file type)."""
     import torch
 
-    from compressor.evaluate.metrics import evaluate_module, evaluate_onnx
+    from compressor.evaluate.metrics import evaluate_module
     from compressor.evaluate.stats import count_macs, count_params
 
     lat_opts = ev.latency_options()
@@ -309,15 +311,13 @@ def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR,
         size = ir.state_bytes()
         rel = d.name
     else:
-        if ctx.data is not None and artifact.suffix == ".onnx":
-            metrics = evaluate_onnx(artifact, _eval_loader(ctx, ev), ir.task, threads=lat_opts.threads,
-                                    progress=ctx.progress)
-        elif ctx.data is not None and artifact.suffix == ".engine":
-            metrics, metrics_skipped = _evaluate_engine(artifact, ctx, ev, ir)
+        if ctx.data is not None:
+            metrics, metrics_skipped = exporter.evaluate(artifact, _eval_loader(ctx, ev), ir, threads=lat_opts.threads,
+                                                         progress=ctx.progress)
         info = read_json(d / STAGE_FILE) or {}
         size = sum((d / f).stat().st_size for f in info.get("files", [artifact.name]))
         rel = f"{d.name}/{artifact.name}"
-    latency, skipped = _latency(ir, artifact, lat_opts) if lat_opts.enabled else ({}, {})
+    latency, skipped = _latency(ir, artifact, lat_opts, exporter) if lat_opts.enabled else ({}, {})
     record = {"index": index, "name": name, "label": label, "kind": kind, "artifact": rel,
               "precision": ir.precision, "metrics": metrics, "params": count_params(ir.module), "macs": macs,
               "size_bytes": size, "latency": latency, "latency_skipped": skipped}
@@ -329,65 +329,26 @@ def _measure(index: int, name: str, label: str, kind: str, d: Path, ir: ModelIR,
     return record
 
 
-def _latency_backends(artifact: Path | None, backends: list[str]) -> list[str]:
-    """The configured backends that apply to this stage: torch-* for an IR stage, onnxruntime-*
-    for an .onnx artifact, tensorrt for an .engine artifact."""
-    if artifact is None:
-        return [b for b in backends if b.startswith("torch-")]
-    if artifact.suffix == ".onnx":
-        return [b for b in backends if b.startswith("onnxruntime-")]
-    if artifact.suffix == ".engine":
-        return [b for b in backends if b == "tensorrt"]
-    return []
-
-
-def _latency(ir: ModelIR, artifact: Path | None, opts: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    """Latency of this stage on each backend that applies: ({backend: stats}, {backend: why skipped}).
-    A backend that cannot run on this machine is skipped with its reason; other errors propagate."""
-    from compressor.evaluate.latency import BackendUnavailable, latency_engine, latency_ir, latency_onnxruntime
+def _latency(ir: ModelIR, artifact: Path | None, opts: Any, exporter: Any = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Latency of this stage on each configured backend that applies (torch-* for an IR stage, the
+    exporter's `latency_backends` for its artifact): ({backend: stats}, {backend: why skipped}). A backend
+    that cannot run on this machine is skipped with its reason; other errors propagate."""
+    from compressor.evaluate.latency import BackendUnavailable, latency_ir
 
     latency: dict[str, Any] = {}
     skipped: dict[str, str] = {}
-    for backend in _latency_backends(artifact, list(opts.backends)):
+    applies = ("torch-cpu", "torch-cuda") if artifact is None else exporter.latency_backends
+    for backend in [b for b in opts.backends if b in applies]:
         try:
             if artifact is None:  # the IR at its own precision (fp16 IRs in fp16)
                 stats = latency_ir(ir, backend, batch=opts.batch, threads=opts.threads, warmup=opts.warmup,
                                    iters=opts.iters, min_seconds=opts.min_seconds,
                                    cuda_graphs=opts.cuda_graphs and backend == "torch-cuda")
-            elif backend == "tensorrt":
-                stats = latency_engine(artifact, batch=opts.batch, warmup=opts.warmup, iters=opts.iters)
             else:
-                stats = latency_onnxruntime(artifact, batch=opts.batch, threads=opts.threads, warmup=opts.warmup,
-                                            iters=opts.iters, min_seconds=opts.min_seconds, backend=backend)
+                stats = exporter.latency(artifact, backend, opts)
         except BackendUnavailable as exc:
             log.info("latency on %s skipped: %s", backend, exc)
             skipped[backend] = str(exc)
             continue
         latency[backend] = stats.to_dict()
     return latency, skipped
-
-
-def _evaluate_engine(artifact: Path, ctx: PassContext, ev: Any, ir: ModelIR) -> tuple[dict[str, Any], str | None]:
-    """Task metrics of a TensorRT engine (trt_runtime.evaluate_engine on numpy batches), or ({}, the
-    reason) when tensorrt, cuda-python or a CUDA GPU is missing here."""
-    from compressor.errors import ConfigError
-    from compressor.evaluate.latency import engine_unavailable
-    from compressor.evaluate.metrics import _split_batch
-
-    try:
-        from compressor.evaluate import trt_runtime
-    except ImportError as exc:
-        return {}, f"tensorrt: cannot load compressor.evaluate.trt_runtime ({exc})"
-
-    def batches() -> Any:
-        for batch in _eval_loader(ctx, ev):
-            x, y = _split_batch(batch)
-            yield x.float().numpy(), y.numpy()
-
-    try:
-        return trt_runtime.evaluate_engine(artifact, batches(), ir.task), None
-    except ConfigError as exc:
-        if not engine_unavailable(exc):  # a problem with this engine, not with this machine
-            raise
-        log.info("metrics of %s skipped: %s", artifact, exc)
-        return {}, str(exc)

@@ -536,8 +536,22 @@ class OnnxExporter(Exporter):
     Options = OnnxOptions
     packages = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxconverter-common")
 
+    latency_backends = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
+
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
         return _export(ir, Path(out_dir) / "model.onnx", self.options, seed=ctx.seed)
+
+    def evaluate(self, artifact: Path, loader: Any, ir: ModelIR, *, threads: int | None,
+                 progress: bool) -> tuple[dict[str, Any], str | None]:
+        from compressor.evaluate.metrics import evaluate_onnx
+
+        return evaluate_onnx(artifact, loader, ir.task, threads=threads, progress=progress), None
+
+    def latency(self, artifact: Path, backend: str, opts: Any) -> Any:
+        from compressor.evaluate.latency import latency_onnxruntime
+
+        return latency_onnxruntime(artifact, batch=opts.batch, threads=opts.threads, warmup=opts.warmup,
+                                   iters=opts.iters, min_seconds=opts.min_seconds, backend=backend)
 
 
 def export_onnx(ir: ModelIR, path: str | os.PathLike[str], options: OnnxOptions | None = None,

@@ -449,6 +449,38 @@ class TensorRTExporter(Exporter):
     Options = TensorRTOptions
     packages = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxconverter-common", "tensorrt")
 
+    latency_backends = ("tensorrt",)
+
+    def evaluate(self, artifact: Path, loader: Any, ir: ModelIR, *, threads: int | None,
+                 progress: bool) -> tuple[dict[str, Any], str | None]:
+        """Task metrics of the engine (trt_runtime.evaluate_engine on numpy batches), or ({}, the reason)
+        when tensorrt, cuda-python or a CUDA GPU is missing here."""
+        from compressor.evaluate.latency import engine_unavailable
+        from compressor.evaluate.metrics import _split_batch
+
+        try:
+            from compressor.evaluate import trt_runtime
+        except ImportError as exc:
+            return {}, f"tensorrt: cannot load compressor.evaluate.trt_runtime ({exc})"
+
+        def batches() -> Any:
+            for batch in loader:
+                x, y = _split_batch(batch)
+                yield x.float().numpy(), y.numpy()
+
+        try:
+            return trt_runtime.evaluate_engine(artifact, batches(), ir.task), None
+        except ConfigError as exc:
+            if not engine_unavailable(exc):  # a problem with this engine, not with this machine
+                raise
+            log.info("metrics of %s skipped: %s", artifact, exc)
+            return {}, str(exc)
+
+    def latency(self, artifact: Path, backend: str, opts: Any) -> Any:
+        from compressor.evaluate.latency import latency_engine
+
+        return latency_engine(artifact, batch=opts.batch, warmup=opts.warmup, iters=opts.iters)
+
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
         from compressor.exporters import onnx as onnx_exporter
 

@@ -246,16 +246,21 @@ def test_pipeline_records_skipped_backends(tmp_path) -> None:
 
 
 def test_runner_engine_artifact_without_tensorrt(tmp_path, seg_ir) -> None:
+    """The runner measures an exporter's artifact through the exporter's own runtime: the tensorrt
+    exporter's engine is timed on `tensorrt` only, and skipped with the reason where it cannot run."""
+    from compressor.exporters.tensorrt import TensorRTExporter
     from compressor.pipeline import LatencyOptions
-    from compressor.runner import _evaluate_engine, _latency
+    from compressor.runner import _latency
 
     if HAS_TRT and HAS_CUDA:
         pytest.skip("tensorrt and a CUDA GPU are available")
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"x")
-    latency, skipped = _latency(seg_ir, engine, LatencyOptions(backends=["torch-cpu", "onnxruntime-cpu", "tensorrt"]))
+    exporter = TensorRTExporter()
+    latency, skipped = _latency(seg_ir, engine, LatencyOptions(backends=["torch-cpu", "onnxruntime-cpu", "tensorrt"]),
+                                exporter)
     assert latency == {} and list(skipped) == ["tensorrt"] and skipped["tensorrt"]
-    metrics, why = _evaluate_engine(engine, None, None, seg_ir)  # never reaches the data
+    metrics, why = exporter.evaluate(engine, [], seg_ir, threads=None, progress=False)  # never reaches the data
     assert metrics == {} and why
 
 

@@ -25,17 +25,11 @@ from _common import ROOT, machine, side_by_side_latency, write_section  # noqa: 
 
 
 def pipeline(name: str, passes: list, args: argparse.Namespace) -> dict:
-    return {
-        "name": name, "seed": 0,
-        "data": {"name": "digits"},
-        "model": {"frontend": "torch", "factory": "user_models:hf_vit", "search_path": str(ROOT / "samples"),
-                  "kwargs": {"layers": args.depth, "hidden": 64, "heads": 4, "patch": 2},
-                  "train": {"epochs": args.epochs, "batch_size": 16, "lr": args.lr, "optimizer": "adamw",
-                            "weight_decay": 0.1}},
-        "passes": passes,
-        "export": ["onnx"],
-        "evaluate": {"latency": {"backends": ["onnxruntime-cpu"], "iters": 5, "warmup": 1}},
-    }
+    from dario_vit import pipeline as digits_pipeline
+
+    return digits_pipeline(name, passes, args, model={
+        "frontend": "torch", "factory": "user_models:hf_vit", "search_path": str(ROOT / "samples"),
+        "kwargs": {"layers": args.depth, "hidden": 64, "heads": 4, "patch": 2}})
 
 
 def main() -> int:

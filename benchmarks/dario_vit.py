@@ -28,13 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, side_by_side_latency, write_section  # noqa: E402
 
 
-def pipeline(name: str, passes: list, args: argparse.Namespace) -> dict:
+def pipeline(name: str, passes: list, args: argparse.Namespace, model: dict | None = None) -> dict:
+    """A digits pipeline: `model` (default: the zoo ViT of --depth blocks), trained as the DARIO benchmarks
+    train it, then `passes`, then ONNX."""
+    model = model or {"frontend": "zoo", "model": "vit", "depth": args.depth}
     return {
         "name": name, "seed": 0,
         "data": {"name": "digits"},
-        "model": {"frontend": "zoo", "model": "vit", "depth": args.depth,
-                  "train": {"epochs": args.epochs, "batch_size": 16, "lr": args.lr, "optimizer": "adamw",
-                            "weight_decay": 0.1}},
+        "model": {**model, "train": {"epochs": args.epochs, "batch_size": 16, "lr": args.lr, "optimizer": "adamw",
+                                     "weight_decay": 0.1}},
         "passes": passes,
         "export": ["onnx"],
         "evaluate": {"latency": {"backends": ["onnxruntime-cpu"], "iters": 5, "warmup": 1}},

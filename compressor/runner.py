@@ -173,6 +173,7 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
 
     ir = ir_stage(0, "baseline", pipeline.model.describe(), "model", key, build,
                   lambda ir: {"versions": versions(front.packages)})
+    outcomes[-1].record["options"] = pipeline.model.as_data()  # typed option values, not only the label
     ctx.teacher = ir
 
     # ---- passes ----------------------------------------------------------------------------
@@ -181,6 +182,7 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
         key = stage_key(stage.obj, prev=key, pass_=stage.name, options=stage.obj.options_dict())
         ir = ir_stage(index, stage.name, stage.describe(), "pass", key, lambda s=stage, i=ir: s.obj(i, ctx),
                       lambda ir: {"history": ir.history[-1].__dict__ if ir.history else None})
+        outcomes[-1].record["options"] = stage.obj.options_dict()
         index += 1
 
     # ---- exporters (each takes the final IR) ------------------------------------------------
@@ -204,6 +206,7 @@ def run_pipeline(pipeline: Any, out: str | Path | None = None, progress: bool = 
             d = link_stage(run_dir, view, stages.dir(ekey))
             outcomes.append(_evaluate_stage(index, stage.name, stage.describe(), "export", d, ir, d / info["primary"],
                                             cached, start, ctx, ev, eval_key, say, total, exporter=stage.obj))
+        outcomes[-1].record["options"] = stage.obj.options_dict()
         index += 1
 
     _clean_stale(run_dir, keep)

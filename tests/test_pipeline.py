@@ -30,6 +30,9 @@ def test_report_has_every_stage(tiny_run):
     report = json.loads((d / "out" / "report.json").read_text())
     names = [s["name"] for s in report["stages"]]
     assert names == ["baseline", "prune-l1", "finetune", "fp16", "onnx"]
+    # option values as typed data beside the label (what sweeps tabulate)
+    assert report["stages"][1]["options"]["ratio"] == 0.5 and report["stages"][2]["options"]["epochs"] == 1
+    assert report["stages"][0]["options"]["frontend"] == "zoo"
     st = {s["name"]: s for s in report["stages"]}
     assert st["prune-l1"]["params"] < st["baseline"]["params"]
     assert st["prune-l1"]["size_bytes"] < st["baseline"]["size_bytes"]

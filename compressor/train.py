@@ -33,8 +33,8 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (
 
 @dataclass(frozen=True)
 class TrainOptions:
-    epochs: int = option(5, "passes over the training split", min=0)
-    batch_size: int = option(32, "samples per step", min=1)
+    epochs: int = option(5, "passes over the training split", min=0, max=100_000)
+    batch_size: int = option(32, "samples per step", min=1, max=10**6)
     lr: float = option(1e-3, "peak learning rate (cosine-decayed to lr_min)", min=0, min_exclusive=True)
     lr_min: float = option(0.0, "final learning rate of the cosine schedule", min=0)
     optimizer: Literal["adam", "adamw", "sgd"] = option("adam", "optimizer")

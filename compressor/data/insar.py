@@ -96,9 +96,9 @@ _DATASET_SALT = 0x1A5A  # keeps these random states apart from other users of Se
 # =============================================================================================
 @dataclass(frozen=True)
 class InsarSyntheticOptions:
-    n_train: int = option(1024, "number of training samples", min=0)
-    n_val: int = option(256, "number of validation samples", min=0)
-    n_test: int = option(256, "number of test samples", min=0)
+    n_train: int = option(1024, "number of training samples (generated in memory)", min=0, max=10**6)
+    n_val: int = option(256, "number of validation samples", min=0, max=10**6)
+    n_test: int = option(256, "number of test samples", min=0, max=10**6)
     size: int = option(100, "image height and width in pixels (ISSLIDE: 100)", min=16, max=1024)
     looks: int = option(9, "independent looks L averaged per pixel (more looks: less phase noise)",
                         min=2, max=1000)

@@ -21,6 +21,7 @@ from compressor.evaluate.latency import (
     latency_onnxruntime,
 )
 from compressor.options import closest
+from compressor.store import is_pickle
 
 __all__ = ["BACKENDS", "SUFFIXES", "run_bench", "run_bench_many", "format_stats_table"]
 
@@ -39,21 +40,11 @@ def _plural(kind: str) -> str:
     return "IR directories" if kind == IR_KIND else f"{kind} files"
 
 
-def _is_pickle(path: Path) -> bool:
-    """A torch.save zip or a raw pickle, told from its first bytes (the file is never unpickled)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-    except OSError:
-        return False
-    return head == b"PK" or head[:1] == b"\x80"
-
-
 def _resolve_backend(path: Path, backend: str) -> str:
     suffix = artifact_kind(path)
     if suffix not in SUFFIXES:
         what = "is a pickle (torch.save) file, and pickled files are never loaded (loading one can run code)" \
-            if path.is_file() and _is_pickle(path) else f"is of unknown kind '{suffix or path.name}'"
+            if path.is_file() and is_pickle(path) else f"is of unknown kind '{suffix or path.name}'"
         raise ConfigError(f"cannot benchmark '{path.name}': it {what}; valid: "
                           + ", ".join(f"{s} ({b})" for s, b in SUFFIXES.items())
                           + "; for a model, give its stage directory from a run")

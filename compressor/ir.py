@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from compressor.errors import FrontendError
-from compressor.store import sha256_file
+from compressor.store import is_pickle, sha256_file
 
 TaskKind = Literal["classification", "segmentation"]
 Precision = Literal["fp32", "fp16"]
@@ -249,12 +249,7 @@ PICKLE_HINT = ("pickled files are never loaded (loading one can run arbitrary co
 def refuse_unknown_file(path: Path) -> FrontendError:
     """The one-line error for a file that is not an IR directory (a pickle, a zip written by torch.save,
     anything else); never opens it beyond its first bytes."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as exc:
-        return FrontendError(f"cannot read {path}: {exc.strerror}")
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+    if is_pickle(path):
         return FrontendError(f"{path} is a pickle (torch.save) file; {PICKLE_HINT}")
     return FrontendError(f"{path} is not a compressor IR; {PICKLE_HINT}")
 

@@ -34,12 +34,10 @@ from typing import Any
 from compressor.context import PassContext
 from compressor.ir import IR_JSON, WEIGHTS, ModelIR
 from compressor.options import options_dict
-from compressor.store import Store, link_stage, read_json, write_json
+from compressor.store import STAGE_FILE, Store, link_stage, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-STAGE_FILE = "stage.json"
-IR_FILE = IR_JSON  # with weights.safetensors: the IR directory format of compressor.ir
 
 
 def versions(packages: tuple[str, ...] = ("torch",)) -> dict[str, str]:

@@ -38,6 +38,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def is_pickle(path: Path) -> bool:
+    """A torch.save zip or a raw pickle, told from its first bytes (the file is never unpickled)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head == b"PK" or head[:1] == b"\x80"
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Atomically, through a per-process temp name (concurrent writers never share a temp file)."""
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

@@ -246,7 +246,8 @@ class PruneL1(Pass):
             m = gm.get_submodule(path)
             qkv = adapter.pruning_num_heads(m)
             heads = next((pruner.num_heads[q] for q in qkv if q in pruner.num_heads), None)
-            synced[path] = {"adapter": adapter.name, "values": adapter.sync_after_pruning(m, heads)}
+            values = adapter.sync_after_pruning(m, heads)
+            synced[path] = {"adapter": adapter.name, "values": {k: _plain(x) for k, x in values.items()}}
         gm.eval()
         with torch.no_grad():
             out = gm(*ir.example_inputs(batch=2))
@@ -276,12 +277,9 @@ class PruneL1(Pass):
         for r in groups:
             log.debug("group %s: %s (%s) -%d", r["root"], r["decision"], r["reason"], r["pruned_channels"])
         if attention:
-            stats["attention"] = {p: {"adapter": v["adapter"], **{k: _plain(x) for k, x in v["values"].items()}}
-                                  for p, v in synced.items()}
+            stats["attention"] = {p: {"adapter": v["adapter"], **v["values"]} for p, v in synced.items()}
         history = [[str(n), bool(out_ch), [int(i) for i in idxs]] for n, out_ch, idxs in pruner.pruning_history()]
-        edit = {"mha_converted": converted, "history": history, "attention": {p: {"adapter": v["adapter"], "values": {k: _plain(x) for k, x in
-                                                                                          v["values"].items()}}
-                                                  for p, v in synced.items()}}
+        edit = {"mha_converted": converted, "history": history, "attention": synced}
         return PassResult(ir.replace(module=gm).with_edit("prune", **edit), changed=params_after != params_before,
                           stats=stats)
 

@@ -133,7 +133,7 @@ def main(debug: bool, verbose: int) -> None:
 
 
 @main.command()
-@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.argument("pipeline", type=click.Path(path_type=Path), required=False)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run directory (default: runs/<pipeline name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -141,20 +141,37 @@ def main(debug: bool, verbose: int) -> None:
 @click.option("--force", is_flag=True, help="Recompute every stage, ignoring finished ones.")
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="Stage store shared by runs (default: .store beside the run directory, e.g. runs/.store).")
+@click.option("--dump-ir", is_flag=True, help="After each stage, write dump/NN_name.txt: its IR summary and module.")
+@click.option("--reproduce", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Replay only the failed stage of a reproducer (the reproduce/ folder a failed run wrote).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @handle_errors
-def run(pipeline: Path, out: Path | None, overrides: tuple[str, ...], force: bool, store: Path | None,
-        quiet: bool) -> None:
+def run(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], force: bool, store: Path | None,
+        dump_ir: bool, reproduce: Path | None, quiet: bool) -> None:
     """Run PIPELINE: build, compress, export, measure, report.
 
-    Finished stages are kept in the run directory; running again resumes after the last finished
-    stage, and a changed option re-runs from the stage it belongs to.
+    Finished stages are kept in the stage store; running again resumes after the last finished
+    stage, and a changed option re-runs from the stage it belongs to. When a stage fails, the run
+    writes a reproducer (runs/<name>/reproduce/: the resolved pipeline, the stage, its input IR);
+    `compress run --reproduce runs/<name>/reproduce` replays that stage alone.
     """
+    if reproduce is not None:
+        if pipeline is not None or overrides or out is not None:
+            raise ConfigError("--reproduce DIR replays a stage on its own; give it without PIPELINE, --set or --out")
+        from compressor.reproduce import replay
+
+        with writes_to(reproduce):
+            result = replay(reproduce, progress=not quiet)
+        click.echo(result.report["md"].read_text())
+        return
+    if pipeline is None:
+        raise ConfigError("missing PIPELINE; give a pipeline file (e.g. compress run samples/quickstart.yaml) or "
+                          "--reproduce DIR")
     from compressor.pipeline import Pipeline
 
     p = Pipeline.from_yaml(pipeline, overrides)
     with writes_to(p.run_dir(out)):
-        result = p.run(out=out, progress=not quiet, force=force, store=store)
+        result = p.run(out=out, progress=not quiet, force=force, store=store, dump_ir=dump_ir)
         report = result.report["md"].read_text()
     click.echo(report)
 
@@ -200,8 +217,11 @@ def validate(pipeline: Path, overrides: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("pattern", default="*")
 def passes(pattern: str) -> None:
-    """List passes, exporters, frontends and datasets with their options (PATTERN filters names)."""
-    from compressor.options import describe_options, format_value
+    """List passes, exporters, frontends, datasets and the pipeline's option blocks with their options
+    (PATTERN filters names)."""
+    from compressor.frontends.darts.search import SearchOptions
+    from compressor.options import describe_options
+    from compressor.pipeline import EvaluateOptions
     from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
     from compressor.train import TrainOptions
 
@@ -215,20 +235,34 @@ def passes(pattern: str) -> None:
             obj = reg[name]
             doc = (sys.modules[obj.__module__].__doc__ or obj.__doc__ or "").strip().splitlines()
             click.echo(f"  {name}  {doc[0] if doc else ''}")
-            for info in describe_options(obj.Options):
-                default = "(required)" if info.required else f"= {format_value(info.default)}"
-                click.echo(f"      {info.name}: {info.type} {default}  {info.help}")
+            _echo_options(describe_options(obj.Options), "      ")
         click.echo("")
-    from compressor.frontends.darts.search import SearchOptions
-
-    extra = [("train", "model.train (baseline training):", TrainOptions),
-             ("search", "search (compress search, or model.search of the darts frontend):", SearchOptions)]
-    for key, title, cls in extra:
-        if pattern == "*" or fnmatch.fnmatch(key, pattern):
-            click.echo(title)
-            for info in describe_options(cls):
-                click.echo(f"      {info.name}: {info.type} = {format_value(info.default)}  {info.help}")
+    # option blocks that are no registered object: (path in the YAML, declaration, what it configures)
+    blocks = [("model.train", TrainOptions, "baseline training"),
+              ("evaluate", EvaluateOptions, "metrics and latency of every stage"),
+              ("search", SearchOptions, "the search block of compress search")]
+    for path, cls, what in blocks:
+        if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(path.rsplit(".", 1)[-1], pattern):
+            click.echo(f"{path} ({what}):")
+            _echo_options(describe_options(cls), "      ")
             click.echo("")
+
+
+def _echo_options(infos: Any, indent: str) -> None:
+    """One line per option (type, default, help, sweep space); a nested block's fields indented below it."""
+    from compressor.options import format_space, format_value
+
+    for info in infos:
+        parts = [f"{indent}{info.name}: {info.type}"]
+        if info.required:
+            parts.append(" (required)")
+        elif not (info.children and info.default is not None):  # a nested block's fields show its defaults
+            parts.append(f" = {format_value(info.default)}")
+        parts.append(f"  {info.help}")
+        if info.search is not None:
+            parts.append(f"  sweep: {format_space(info.search)}")
+        click.echo("".join(parts))
+        _echo_options(info.children, indent + "    ")
 
 
 @main.group()
@@ -278,11 +312,15 @@ def inspect(artifact: Path) -> None:
     its weights.safetensors, so inspecting a stage never runs the code a recipe names. Pickled files
     (.pt) are refused.
     """
-    if artifact.suffix.lower() == ".onnx" and artifact.is_file():
-        from compressor.exporters.onnx import describe_onnx
+    from compressor.registry import EXPORTERS, _load_builtins
 
-        click.echo(describe_onnx(artifact))
-        return
+    _load_builtins()
+    if artifact.is_file():  # an exporter's artifact: that exporter describes it
+        for name in EXPORTERS.names():
+            exporter = EXPORTERS.get(name)
+            if artifact.suffix.lower() in exporter.suffixes:
+                click.echo(exporter.describe_artifact(artifact))
+                return
     from compressor.ir import describe_directory
 
     click.echo(describe_directory(artifact))

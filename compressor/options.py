@@ -1,8 +1,11 @@
 """Options declared once: a frozen dataclass whose fields carry type, default, bounds and help.
 
 From that one declaration come YAML validation (`parse_options`), the `compress passes` listing
-(`describe_options`) and the one-line pipeline form (`format_options`). Passes, frontends,
-datasets and exporters all declare their options this way.
+(`describe_options`), the one-line pipeline form (`format_options`) and the sweep spaces
+(`search_space`). Passes, frontends, datasets and exporters all declare their options this way.
+
+An option whose type is itself an options dataclass (or `SomeOptions | None`) is a nested block:
+YAML gives it as a mapping, validated by the same rules, with errors that name the nested path.
 """
 from __future__ import annotations
 
@@ -22,6 +25,43 @@ _MISSING = dataclasses.MISSING
 INT_LIMIT = 2**31 - 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A numeric sweep space `low..high` (both included): log-uniform with `log`, on a grid with `step`.
+
+    Integer bounds (and step) make an integer range, the only kind an int option accepts.
+    """
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def __post_init__(self) -> None:
+        ends = (self.low, self.high) + (() if self.step is None else (self.step,))
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in ends):
+            raise TypeError(f"Range bounds and step must be finite numbers, got {self!r}")
+        if not self.low < self.high:
+            raise ValueError(f"Range needs low < high, got {self.low!r}..{self.high!r}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log Range needs low > 0, got {self.low!r}")
+        if self.step is not None and (self.step <= 0 or self.log):
+            raise ValueError(f"a Range step must be > 0 and cannot be combined with log, got {self!r}")
+
+    @property
+    def integer(self) -> bool:
+        return all(isinstance(x, int) for x in (self.low, self.high, self.step) if x is not None)
+
+    def __str__(self) -> str:
+        text = f"{_bound_text(self.low)}..{_bound_text(self.high)}"
+        if self.step is not None:
+            text += f" step {_bound_text(self.step)}"
+        return text + (" log" if self.log else "")
+
+
+Space = Union[Sequence[Any], Range]
+
+
 def option(
     default: Any = _MISSING,
     help: str = "",
@@ -30,10 +70,12 @@ def option(
     max: float | None = None,
     min_exclusive: bool = False,
     max_exclusive: bool = False,
+    search: Space | None = None,
 ) -> Any:
-    """A dataclass field with a one-line help text and optional numeric bounds.
+    """A dataclass field with a one-line help text, optional numeric bounds and an optional sweep space
+    (`search=[v1, v2]`, categorical, or `search=Range(low, high)`).
 
-    Lists and dicts as defaults are copied per instance (no shared mutable defaults).
+    Lists, dicts and nested options as defaults are copied per instance (no shared mutable defaults).
     """
     meta = {
         "help": help,
@@ -41,22 +83,42 @@ def option(
         "max": max,
         "min_exclusive": min_exclusive,
         "max_exclusive": max_exclusive,
+        "search": _checked_space(search),
     }
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
-    if isinstance(default, tuple):
-        return dataclasses.field(default=default, metadata=meta)
+    if _is_options(default):
+        instance = default
+        return dataclasses.field(default_factory=lambda: dataclasses.replace(instance), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def _checked_space(space: Any) -> tuple[Any, ...] | Range | None:
+    """A declared sweep space as stored in the field metadata (a list becomes a tuple); a malformed one
+    raises at declaration (Range checks its own bounds)."""
+    if space is None or isinstance(space, Range):
+        return space
+    if isinstance(space, (str, bytes)) or not isinstance(space, Sequence):
+        raise TypeError(f"search must be a list of values or a Range, got {space!r}")
+    if not space:
+        raise ValueError("search: an empty list; give at least one value or leave search out")
+    if any(space.count(v) > 1 for v in space):
+        raise ValueError(f"search: {list(space)!r} repeats a value")
+    return tuple(space)
 
 
 @dataclasses.dataclass(frozen=True)
 class OptionInfo:
+    """One declared option; a nested options block lists its own fields in `children`."""
+
     name: str
     type: str
     default: Any
     help: str
     required: bool
+    search: tuple[Any, ...] | Range | None = None
+    children: tuple["OptionInfo", ...] = ()
 
 
 def closest(name: str, candidates: Sequence[str]) -> str | None:
@@ -69,6 +131,25 @@ def unknown_key_message(key: str, valid: Sequence[str], what: str) -> str:
     hint = f"did you mean '{guess}'? " if guess else ""
     listing = ", ".join(valid) if valid else "(none)"
     return f"unknown {what} '{key}'; {hint}valid: {listing}"
+
+
+def _is_options(value: Any) -> bool:
+    """An options dataclass instance (not the class)."""
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _optional_of(tp: Any) -> Any:
+    """`X` for an annotation `X` or `X | None`; None for a union of several types."""
+    if get_origin(tp) in (Union, types.UnionType):
+        present = [a for a in get_args(tp) if a is not type(None)]
+        return present[0] if len(present) == 1 else None
+    return tp
+
+
+def options_class(tp: Any) -> type | None:
+    """The options dataclass of an annotation `SomeOptions` or `SomeOptions | None`, else None."""
+    tp = _optional_of(tp)
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
 
 
 def type_name(tp: Any) -> str:
@@ -149,6 +230,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a mapping was parsed by parse_options
+        if not isinstance(value, tp):
+            raise ConfigError(f"{path}: expected a mapping ({tp.__name__}), got {value!r}")
+        return value
     raise ConfigError(f"{path}: unsupported option type {tp!r}")  # a declaration bug, not user input
 
 
@@ -215,7 +300,8 @@ def parse_options(cls: type, raw: Mapping[str, Any] | None, context: str, what: 
     """Build `cls` (an options dataclass) from a mapping, validating every key and value.
 
     `context` names what is being configured (e.g. "prune-l1"); when `raw` was loaded from YAML
-    by `config.load_yaml`, every error also names the file and line of the offending key.
+    by `config.load_yaml`, every error also names the file and line of the offending key. A nested
+    options block is parsed the same way, as `context: key` (e.g. "evaluate: latency").
     """
     raw = raw if raw is not None else {}
     if not isinstance(raw, Mapping):
@@ -228,6 +314,12 @@ def parse_options(cls: type, raw: Mapping[str, Any] | None, context: str, what: 
         if key not in fields:
             raise ConfigError(f"{where}: {unknown_key_message(key, list(fields), what)}")
         field = fields[key]
+        nested = options_class(hints[key])
+        if nested is not None and isinstance(value, Mapping):
+            # a mapping from YAML carries its own file:line; a plain one is placed at its parent's key
+            inner = f"{context}: {key}" if location(value) else f"{where}: {key}"
+            values[key] = parse_options(nested, value, inner, f"{key} option")
+            continue
         try:
             coerced = _coerce(value, hints[key], f"{where}: {key}")
         except ConfigError as exc:
@@ -251,61 +343,121 @@ def parse_options(cls: type, raw: Mapping[str, Any] | None, context: str, what: 
 
 def _number_kind(tp: Any) -> type | None:
     """int or float for an `int`, `float`, `int | None` or `float | None` option, else None."""
-    if get_origin(tp) in (Union, types.UnionType):
-        present = [a for a in get_args(tp) if a is not type(None)]
-        tp = present[0] if len(present) == 1 else None
+    tp = _optional_of(tp)
     return tp if tp in (int, float) else None
 
 
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default value, or _MISSING for a required option."""
+    if f.default is not _MISSING:
+        return f.default
+    if f.default_factory is not _MISSING:
+        return f.default_factory()
+    return _MISSING
+
+
 def describe_options(cls: type) -> list[OptionInfo]:
+    """Every declared option of `cls` in declaration order; nested options blocks with their `children`."""
     hints = get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
-        if f.default is not _MISSING:
-            default, required = f.default, False
-        elif f.default_factory is not _MISSING:
-            default, required = f.default_factory(), False
-        else:
-            default, required = None, True
-        out.append(OptionInfo(f.name, type_name(hints[f.name]), default, f.metadata.get("help", ""), required))
+        default = _default(f)
+        nested = options_class(hints[f.name])
+        out.append(OptionInfo(f.name, type_name(hints[f.name]), None if default is _MISSING else default,
+                              f.metadata.get("help", ""), default is _MISSING, f.metadata.get("search"),
+                              tuple(describe_options(nested)) if nested is not None else ()))
     return out
 
 
+def search_space(cls: type) -> dict[str, list[Any] | Range]:
+    """The declared sweep spaces of `cls` by option path (`ratio`, nested: `latency.iters`).
+
+    Each space is checked against its option's type and bounds; a misfit raises TypeError or ValueError
+    (a bug in the declaration, not in user input).
+    """
+    hints = get_type_hints(cls)
+    out: dict[str, list[Any] | Range] = {}
+    for f in dataclasses.fields(cls):
+        space = f.metadata.get("search")
+        if space is not None:
+            _check_space_fits(space, hints[f.name], f.metadata, f"{cls.__name__}.{f.name}")
+            out[f.name] = space if isinstance(space, Range) else list(space)
+        nested = options_class(hints[f.name])
+        if nested is not None:
+            out.update({f"{f.name}.{path}": sub for path, sub in search_space(nested).items()})
+    return out
+
+
+def _check_space_fits(space: tuple[Any, ...] | Range, tp: Any, meta: Mapping[str, Any], where: str) -> None:
+    if isinstance(space, Range):
+        kind = _number_kind(tp)
+        if kind is None:
+            raise TypeError(f"{where}: a Range sweeps a number, but the option is {type_name(tp)}")
+        if kind is int and not space.integer:
+            raise TypeError(f"{where}: an int option needs a Range of integers, got {space}")
+        values: Sequence[Any] = (space.low, space.high)
+    else:
+        values = space
+    for value in values:
+        try:
+            _check_bounds(_coerce(value, tp, where), meta, where)
+        except ConfigError as exc:
+            raise ValueError(f"search value {value!r} does not fit its option: {exc}") from None
+
+
+def format_space(space: Sequence[Any] | Range) -> str:
+    """`[0.3, 0.5, 0.7]` or `0.0001..0.1 log`: a sweep space as `compress passes` shows it."""
+    if isinstance(space, Range):
+        return str(space)
+    return "[" + ", ".join(format_value(v) for v in space) + "]"
+
+
 def options_dict(opts: Any) -> dict[str, Any]:
-    """All option values as plain data (tuples become lists), for hashing and reports."""
+    """All option values as plain data (tuples become lists, nested options dicts), for hashing and reports."""
     if opts is None:
         return {}
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return {f.name: plain(getattr(opts, f.name)) for f in dataclasses.fields(opts)}
-
-
-def changed_options(opts: Any) -> dict[str, Any]:
-    """Only the options that differ from their defaults: what the one-line form shows."""
-    if opts is None:
-        return {}
-    defaults = {i.name: i.default for i in describe_options(type(opts))}
-    current = options_dict(opts)
-    return {k: v for k, v in current.items() if options_dict_value(defaults.get(k)) != v}
+    return {f.name: options_dict_value(getattr(opts, f.name)) for f in dataclasses.fields(opts)}
 
 
 def options_dict_value(v: Any) -> Any:
-    if isinstance(v, tuple):
+    """One option value as plain data."""
+    if _is_options(v):
+        return options_dict(v)
+    if isinstance(v, (tuple, list)):
         return [options_dict_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: options_dict_value(x) for k, x in v.items()}
     return v
 
 
+def changed_options(opts: Any) -> dict[str, Any]:
+    """Only the options that differ from their defaults, as plain data: what the one-line form shows.
+
+    A nested options block that differs shows only its own changed fields (`{}` when it differs only by
+    being given where the default is null).
+    """
+    if opts is None:
+        return {}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(opts):
+        value, default = getattr(opts, f.name), _default(f)
+        if _is_options(value):
+            changed = changed_options(value)
+            if changed or type(value) is not type(default):
+                out[f.name] = changed
+        elif default is _MISSING or options_dict_value(value) != options_dict_value(default):
+            out[f.name] = options_dict_value(value)
+    return out
+
+
 def format_value(v: Any) -> str:
+    """A value in the one-line form; a nested options block shows its changed fields."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
         return "null"
+    if _is_options(v):
+        return format_value(_shown(v, ()))
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(format_value(x) for x in v) + "]"
     if isinstance(v, dict):
@@ -315,13 +467,24 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
-def format_options(name: str, opts: Any, always: Sequence[str] = ()) -> str:
-    """`prune-l1{ratio=0.6}`: the name and the options that differ from their defaults."""
+def _shown(opts: Any, always: Sequence[str]) -> dict[str, Any]:
+    """The options the one-line form shows, in declaration order: the changed ones and those in `always`
+    (when not null); `always` reaches into nested blocks with dotted names, e.g. `search.algorithm`."""
     changed = changed_options(opts)
-    current = options_dict(opts)
-    shown = {k: v for k, v in current.items()  # declaration order
-             if k in changed or (k in always and v is not None)}
-    if not shown:
-        return name
-    inner = ", ".join(f"{k}={format_value(v)}" for k, v in shown.items())
-    return f"{name}{{{inner}}}"
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(opts):
+        value = getattr(opts, f.name)
+        inner = [a.split(".", 1)[1] for a in always if a.startswith(f"{f.name}.")]
+        if _is_options(value):
+            if f.name in changed or f.name in always or inner:
+                out[f.name] = _shown(value, inner)
+        elif f.name in changed or (f.name in always and value is not None):
+            out[f.name] = options_dict_value(value)
+    return out
+
+
+def format_options(name: str, opts: Any, always: Sequence[str] = ()) -> str:
+    """`prune-l1{ratio=0.6}`: the name and the options that differ from their defaults (nested blocks:
+    only their changed fields, `evaluate{latency={iters=5}}`); `always` names options shown regardless."""
+    shown = _shown(opts, always) if opts is not None else {}
+    return f"{name}{format_value(shown)}" if shown else name

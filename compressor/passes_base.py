@@ -136,11 +136,18 @@ class ExportResult:
 class Exporter(Configurable):
     """Subclasses set `name` (via @register_exporter), `Options`, and implement `export`.
 
-    An exporter also owns the runtime of its artifact, so that the runner measures any exporter's stage
+    An exporter also owns the runtime of its artifact, so that the manager measures any exporter's stage
     without knowing its file type: `evaluate` (task metrics of the artifact on labelled batches) and
-    `latency` on each of `latency_backends`."""
+    `latency` on each of `latency_backends`; `suffixes` and `describe_artifact` let `compress inspect`
+    describe its files."""
 
     latency_backends: ClassVar[tuple[str, ...]] = ()
+    suffixes: ClassVar[tuple[str, ...]] = ()  # the artifact files it writes (what `compress inspect` takes)
+
+    @classmethod
+    def describe_artifact(cls, path: Path) -> str:
+        """What `compress inspect` prints for an artifact of this exporter, read without running it."""
+        raise PassError(f"exporter {cls.name} cannot describe {path.name}")
 
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
         raise PassError(f"exporter {self.name} does not implement export()")

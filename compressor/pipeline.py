@@ -18,13 +18,13 @@ evaluate: {split: val, latency: {iters: 30}}
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
+from compressor.context import PassContext
 from compressor.config import LineDict, apply_override, load_yaml, load_yaml_text
 from compressor.errors import ConfigError
 from compressor.options import (format_options, option, options_dict, parse_options, prefix,
@@ -72,10 +72,10 @@ class EvaluateOptions:
     batch_size: int = option(64, "evaluation batch size", min=1, max=10**6)
     max_samples: int = option(0, "evaluate on the first N samples only (0 = the whole split)", min=0, max=10**9)
     macs: bool = option(True, "count multiply-accumulates with torch's FLOP counter")
-    latency: dict = option({}, "latency measurement: " + ", ".join(f.name for f in dataclasses.fields(LatencyOptions)))
+    latency: LatencyOptions = option(LatencyOptions(), "latency measurement")
 
     def latency_options(self) -> LatencyOptions:
-        return parse_options(LatencyOptions, self.latency, "evaluate.latency")
+        return self.latency
 
 
 @dataclass
@@ -163,12 +163,7 @@ class Pipeline:
         model = _parse_model(doc["model"], doc)
         passes = _parse_stages(doc.get("passes"), doc, "passes", PASSES)
         exports = _parse_stages(doc.get("export"), doc, "export", EXPORTERS)
-        ev_raw = doc.get("evaluate")
-        evaluate = parse_options(EvaluateOptions, ev_raw, "evaluate", "evaluate option")
-        if isinstance(ev_raw, Mapping) and isinstance(ev_raw.get("latency"), Mapping):
-            parse_options(LatencyOptions, ev_raw["latency"], "evaluate.latency", "latency option")
-        else:
-            evaluate.latency_options()
+        evaluate = parse_options(EvaluateOptions, doc.get("evaluate"), "evaluate", "evaluate option")
         if data is None and model.train is not None:
             raise ConfigError(f"{source}: training needs data; add a data: block (e.g. data: {{name: insar-synthetic}})")
         check_chain(passes, has_data=data is not None)  # every pass's contract, before any work
@@ -194,13 +189,47 @@ class Pipeline:
         return Path(out) if out is not None else Path("runs") / self.name
 
     def run(self, out: str | Path | None = None, progress: bool = True, force: bool = False,
-            store: str | Path | None = None) -> "Any":
+            store: str | Path | None = None, dump_ir: bool = False) -> "Any":
         """Run into `out` (default runs/<name>); stages live in `store` (default `.store` beside `out`)."""
         from compressor.runner import run_pipeline
 
         check_device(self.device, self.device_location or "device")
         check_run_dir(self.run_dir(out))
-        return run_pipeline(self, out=out, progress=progress, force=force, store=store)
+        return run_pipeline(self, out=out, progress=progress, force=force, store=store, dump_ir=dump_ir)
+
+    # ---- compilation ----------------------------------------------------------------------
+    def compile(self) -> "Any":
+        """The pipeline as a pass-manager chain: the model step, the passes, the exporters."""
+        from compressor.manager import ExportStep, ModelStep, PassStep, Sequential
+
+        steps = [ModelStep(self.model, self.data.as_data() if self.data else None, self.seed)]
+        steps += [PassStep(s.obj, s.location) for s in self.passes]
+        steps += [ExportStep(s.obj, s.location) for s in self.exports]
+        return Sequential(steps, name=self.name)
+
+    def context(self, progress: bool = True) -> PassContext:
+        """What the stages share: seed, device, the data (built here, from the data block)."""
+        from compressor.data import build_data
+
+        data = build_data(self.data.name, options_dict(self.data.options), seed=self.seed) \
+            if self.data is not None else None
+        return PassContext(seed=self.seed, device=self.device, data=data, progress=progress,
+                           data_spec=self.data.as_data() if self.data else None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved pipeline as plain data (every option, defaults included): `from_dict` reads it back
+        to an equal pipeline."""
+        model: dict[str, Any] = {"frontend": self.model.frontend.name, **self.model.frontend.options_dict()}
+        if self.model.train is not None:
+            model["train"] = options_dict(self.model.train)
+        doc: dict[str, Any] = {"name": self.name, "seed": self.seed, "device": self.device}
+        if self.data is not None:
+            doc["data"] = self.data.as_data()
+        doc["model"] = model
+        doc["passes"] = [{s.name: s.obj.options_dict()} for s in self.passes]
+        doc["export"] = [{s.name: s.obj.options_dict()} for s in self.exports]
+        doc["evaluate"] = options_dict(self.evaluate)
+        return doc
 
 
 SEARCH_KEYS = ["name", "seed", "device", "data", "search"]

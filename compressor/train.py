@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compressor.ir import TaskSpec
-from compressor.options import option
+from compressor.options import Range, option
 
 if TYPE_CHECKING:
     from compressor.context import PassContext
@@ -33,11 +33,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (
 
 @dataclass(frozen=True)
 class TrainOptions:
-    epochs: int = option(5, "passes over the training split", min=0, max=100_000)
+    epochs: int = option(5, "passes over the training split", min=0, max=100_000, search=[1, 2, 5, 10])
     batch_size: int = option(32, "samples per step", min=1, max=10**6)
-    lr: float = option(1e-3, "peak learning rate (cosine-decayed to lr_min)", min=0, min_exclusive=True)
+    lr: float = option(1e-3, "peak learning rate (cosine-decayed to lr_min)", min=0, min_exclusive=True,
+                       search=Range(1e-4, 1e-2, log=True))
     lr_min: float = option(0.0, "final learning rate of the cosine schedule", min=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = option("adam", "optimizer")
+    optimizer: Literal["adam", "adamw", "sgd"] = option("adam", "optimizer", search=["adam", "adamw", "sgd"])
     weight_decay: float = option(0.0, "weight decay", min=0)
     momentum: float = option(0.9, "SGD momentum", min=0, max=1)
     grad_clip: float = option(5.0, "clip the global gradient norm at this value (0 = off)", min=0)

@@ -537,6 +537,11 @@ class OnnxExporter(Exporter):
     packages = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxconverter-common")
 
     latency_backends = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
+    suffixes = (".onnx",)
+
+    @classmethod
+    def describe_artifact(cls, path: Path) -> str:
+        return describe_onnx(path)
 
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
         return _export(ir, Path(out_dir) / "model.onnx", self.options, seed=ctx.seed)

@@ -58,7 +58,8 @@ from typing import Any, Literal, Mapping
 from compressor.context import PassContext
 from compressor.errors import ConfigError, ExportError
 from compressor.ir import ModelIR
-from compressor.options import option, parse_options
+from compressor.exporters.onnx import OnnxOptions
+from compressor.options import option
 from compressor.passes_base import Exporter, ExportResult
 from compressor.registry import register_exporter
 
@@ -90,18 +91,12 @@ class TensorRTOptions:
     timing_cache: str | None = option(None, "timing cache file; null: trt_timing.cache in the run directory, "
                                             "shared by every TensorRT build of that run")
     precision: Literal["auto", "fp32", "fp16"] = option("auto", "engine precision; auto: the IR's precision")
-    onnx: dict = option({}, "options of the ONNX export it builds on, e.g. {opset: 18}")
+    onnx: OnnxOptions = option(OnnxOptions(), "options of the ONNX export it builds on, e.g. {opset: 18}")
 
     def __post_init__(self) -> None:
         if not self.min_batch <= self.opt_batch <= self.max_batch:
             raise ValueError(f"batch sizes must satisfy min_batch <= opt_batch <= max_batch, got "
                              f"{self.min_batch} / {self.opt_batch} / {self.max_batch}")
-        from compressor.exporters.onnx import OnnxOptions
-
-        try:
-            parse_options(OnnxOptions, self.onnx, "tensorrt: onnx")
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
 
 
 # ---- pure helpers (no tensorrt needed) -----------------------------------------------------------
@@ -450,6 +445,23 @@ class TensorRTExporter(Exporter):
     packages = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxconverter-common", "tensorrt")
 
     latency_backends = ("tensorrt",)
+    suffixes = (".engine",)
+
+    @classmethod
+    def describe_artifact(cls, path: Path) -> str:
+        """The engine's sidecar (TensorRT version, precision, per-layer precisions); the engine itself is
+        not deserialized (that needs TensorRT and the GPU it was built for)."""
+        sidecar = path.with_name(path.name + ".json")
+        try:
+            info = json.loads(sidecar.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: no readable sidecar {sidecar.name} beside it ({exc}); an engine is "
+                              "described from the sidecar the tensorrt exporter writes") from None
+        if not isinstance(info, Mapping):
+            raise ConfigError(f"{sidecar}: expected a JSON object, got {type(info).__name__}")
+        lines = [f"{path} ({path.stat().st_size / 1e6:.3f} MB), from {sidecar.name}:"]
+        lines += [f"  {k}: {json.dumps(v, default=str)}" for k, v in info.items()]
+        return "\n".join(lines)
 
     def evaluate(self, artifact: Path, loader: Any, ir: ModelIR, *, threads: int | None,
                  progress: bool) -> tuple[dict[str, Any], str | None]:
@@ -492,7 +504,7 @@ class TensorRTExporter(Exporter):
 
         # 1. the ONNX graph, at the engine's precision
         onnx_ir = ir if ir.precision == precision else ir.replace(precision=precision)
-        onnx_result = onnx_exporter.export_onnx(onnx_ir, out_dir / ONNX_NAME, **dict(opts.onnx))
+        onnx_result = onnx_exporter.export_onnx(onnx_ir, out_dir / ONNX_NAME, opts.onnx)
         onnx_path = onnx_result.primary
 
         # 2. the trtexec script

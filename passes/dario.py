@@ -59,7 +59,7 @@ from compressor.context import PassContext
 from compressor.edits import register_edit
 from compressor.errors import PassError
 from compressor.ir import ModelIR
-from compressor.options import option
+from compressor.options import Range, option
 from compressor.passes_base import Pass, PassResult
 from compressor.registry import register_pass
 from compressor.train import TrainOptions, train_stage
@@ -477,13 +477,16 @@ class DarioOptions:
     granularity: Literal["block", "head", "both"] = option("block", "what the gates address: whole residual blocks "
                                                           "(the thesis's choice), attention heads, or both")
     proxy: Literal["var", "l0", "l1", "l2", "synflow", "nsynflow", "l0-var", "l1-var", "l0-l1"] = option(
-        "var", "performance proxy of table 6.1 (var: parameter variance, minimized; the others maximized)")
+        "var", "performance proxy of table 6.1 (var: parameter variance, minimized; the others maximized)",
+        search=["var", "l0", "l1", "l2", "synflow", "nsynflow", "l0-var", "l1-var", "l0-l1"])
     mode: Literal["differentiable", "reference-code", "random"] = option(
         "differentiable", "differentiable: θ̃(α) differentiable (the paper); reference-code: α follows ∂ΣH/∂α "
-        "(SunHaozhe/DARIO); random: random search over the same budget")
-    iterations: int = option(500, "search iterations n", min=0)
+        "(SunHaozhe/DARIO); random: random search over the same budget",
+        search=["differentiable", "reference-code", "random"])
+    iterations: int = option(500, "search iterations n", min=0, search=[100, 250, 500, 1000])
     warm_start: int = option(100, "warm start: best of k random α ~ N(0, 1)", min=0)
-    lr: float = option(0.1, "search learning rate λ (AdamW, cosine schedule)", min=0, min_exclusive=True)
+    lr: float = option(0.1, "search learning rate λ (AdamW, cosine schedule)", min=0, min_exclusive=True,
+                       search=Range(0.01, 1.0, log=True))
     weight_decay: float = option(1e-2, "AdamW weight decay on α", min=0)
     gamma: float = option(1e-3, "model learning rate γ of the inner step θ̃ = θ − γ ∂R_SF/∂θ", min=0)
     batch_size: int = option(1, "size of the batch of ones (identical samples: the batch only scales R_SF, like γ)", min=1)
@@ -491,7 +494,7 @@ class DarioOptions:
     c2: float = option(1.0, "coefficient of var in l1-var", min=0)
     c3: float = option(1.0, "coefficient of L1 in l0-l1", min=0)
     threshold: float = option(0.65, "remove structures with σ(α) below this (thesis: 0.65; reference code: 0.3)",
-                              min=0, max=1, min_exclusive=True, max_exclusive=True)
+                              min=0, max=1, min_exclusive=True, max_exclusive=True, search=[0.3, 0.5, 0.65, 0.8])
     remove_blocks: int | None = option(None, "remove exactly this many blocks (lowest σ first) instead of "
                                              "thresholding blocks", min=0)
     remove_heads: int | None = option(None, "remove exactly this many attention heads over the whole model (lowest "

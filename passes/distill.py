@@ -43,8 +43,10 @@ class DistillOptions(TrainOptions):
         "current", "current: distill into the current IR; darts: a new network of the teacher's genotype")
     student_init_channels: int | None = option(None, "student: darts init channels (default: the teacher's)", min=1)
     student_layers: int | None = option(None, "student: darts cells (default: the teacher's)", min=3)
-    alpha: float = option(0.7, "weight of the soft (teacher) loss; 1 − alpha weighs the labels", min=0, max=1)
-    temperature: float = option(4.0, "softening temperature T", min=0, min_exclusive=True)
+    alpha: float = option(0.7, "weight of the soft (teacher) loss; 1 − alpha weighs the labels", min=0, max=1,
+                          search=[0.3, 0.5, 0.7, 0.9])
+    temperature: float = option(4.0, "softening temperature T", min=0, min_exclusive=True,
+                                search=[1.0, 2.0, 4.0, 8.0])
     feature_layers: list[str] = option([], "module names whose outputs are aligned to the teacher's (1×1 adapters)")
     feature_weight: float = option(1.0, "weight β of the feature-alignment loss", min=0)
 

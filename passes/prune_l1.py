@@ -53,20 +53,24 @@ PRUNABLE = (nn.Conv2d, nn.Conv1d, nn.Conv3d, nn.Linear)
 
 @dataclass(frozen=True)
 class PruneL1Options:
-    ratio: float = option(0.5, "fraction of filters removed from each prunable group", min=0, max=1, max_exclusive=True)
+    ratio: float = option(0.5, "fraction of filters removed from each prunable group", min=0, max=1, max_exclusive=True,
+                          search=[0.3, 0.4, 0.5, 0.6, 0.7])
     exclude_depthwise: bool = option(True, "exclude depthwise convs (their coupled group is frozen)")
     min_out_channels: int = option(0, "exclude layers with fewer output channels than this", min=0)
     ignore: list[str] = option([], "module names (glob patterns) to exclude as well, e.g. 'dec1.*'")
     protect_penultimate: bool = option(
         False, "also protect the layers feeding the output layer: on an imbalanced task their small-L1 filters "
-               "may carry the rare class (the seed grid's IoU collapse; see README)")
-    importance: Literal["filter", "group"] = option("filter", "rank by the root filter's L1 norm or the whole group's")
+               "may carry the rare class (the seed grid's IoU collapse; see README)", search=[False, True])
+    importance: Literal["filter", "group"] = option("filter", "rank by the root filter's L1 norm or the whole group's",
+                                                    search=["filter", "group"])
     exclude_mode: Literal["freeze", "follow"] = option(
         "freeze", "freeze: an excluded layer freezes its whole coupled group (the literal reading); "
-                  "follow: excluded layers are never ranked but shrink with the producer they depend on")
-    global_pruning: bool = option(False, "rank filters across all groups instead of within each group")
+                  "follow: excluded layers are never ranked but shrink with the producer they depend on",
+        search=["freeze", "follow"])
+    global_pruning: bool = option(False, "rank filters across all groups instead of within each group",
+                                 search=[False, True])
     round_to: int | None = option(None, "keep channel counts multiples of this (e.g. 8 for tensor cores)", min=1)
-    iterative_steps: int = option(1, "reach the ratio in this many equal steps", min=1, max=100)
+    iterative_steps: int = option(1, "reach the ratio in this many equal steps", min=1, max=100, search=[1, 2, 4])
     finetune_epochs: int = option(0, "fine-tune this many epochs after each step (needs data)", min=0)
     finetune_lr: float = option(1e-3, "learning rate of the fine-tuning between steps", min=0, min_exclusive=True)
     heads: Literal["dims", "whole"] = option(

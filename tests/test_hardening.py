@@ -284,7 +284,7 @@ def test_12_stage_json_that_is_a_list_is_recomputed(tmp_path, record):
 @pytest.mark.parametrize("args, fragment", [
     (["frobnicate"], "error: no such command 'frobnicate'; valid: bench, cache, inspect, passes, run, search, validate"),
     (["valdate", "p.yaml"], "did you mean 'validate'?"),
-    (["run"], "error: Missing argument 'PIPELINE'; see 'compress run --help'"),
+    (["run"], "error: missing PIPELINE; give a pipeline file (e.g. compress run samples/quickstart.yaml) or --reproduce DIR"),
     (["bench", "m.onnx", "--batch", "0"], "error: Invalid value for '--batch': 0 is not in the range x>=1"),
     (["bench", "m.onnx", "--backend", "gpu"], "error: Invalid value for '--backend'"),
     (["--nope"], "error: No such option '--nope'"),
@@ -301,7 +301,7 @@ def test_13_help_is_unchanged():
     assert r.exit_code == 0 and r.stdout.startswith("Usage: compress [OPTIONS] COMMAND [ARGS]...")
     assert "Commands:" in r.stdout and r.stderr == ""
     r = invoke("run", "--help")
-    assert r.exit_code == 0 and r.stdout.startswith("Usage: compress run [OPTIONS] PIPELINE")
+    assert r.exit_code == 0 and r.stdout.startswith("Usage: compress run [OPTIONS] [PIPELINE]")
     r = invoke()  # bare `compress`: click's help, as before
     assert r.exit_code == 2 and "Commands:" in r.output
 

@@ -250,15 +250,15 @@ def test_runner_engine_artifact_without_tensorrt(tmp_path, seg_ir) -> None:
     exporter's engine is timed on `tensorrt` only, and skipped with the reason where it cannot run."""
     from compressor.exporters.tensorrt import TensorRTExporter
     from compressor.pipeline import LatencyOptions
-    from compressor.runner import _latency
+    from compressor.instruments import measure_latency
 
     if HAS_TRT and HAS_CUDA:
         pytest.skip("tensorrt and a CUDA GPU are available")
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"x")
     exporter = TensorRTExporter()
-    latency, skipped = _latency(seg_ir, engine, LatencyOptions(backends=["torch-cpu", "onnxruntime-cpu", "tensorrt"]),
-                                exporter)
+    latency, skipped = measure_latency(exporter, engine,
+                                       LatencyOptions(backends=["torch-cpu", "onnxruntime-cpu", "tensorrt"]))
     assert latency == {} and list(skipped) == ["tensorrt"] and skipped["tensorrt"]
     metrics, why = exporter.evaluate(engine, [], seg_ir, threads=None, progress=False)  # never reaches the data
     assert metrics == {} and why

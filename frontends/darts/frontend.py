@@ -25,7 +25,7 @@ from compressor.frontends.darts.genotypes import Genotype, genotype_name, get_ge
 from compressor.frontends.darts.networks import NetworkCIFAR, NetworkSegmentation
 from compressor.ir import ModelIR, TaskSpec
 from compressor.frontends.darts.search import SearchOptions, run_search
-from compressor.options import option, options_dict, parse_options
+from compressor.options import option, options_dict
 from compressor.registry import register_frontend
 
 if TYPE_CHECKING:
@@ -41,10 +41,11 @@ class DartsOptions:
     genotype: str | None = option(None, "published genotype name (DARTS_V1, DARTS_V2, PC_DARTS_cifar, "
                                         "PC_DARTS_image, PDARTS) or the path of a genotype .json "
                                         f"(default {DEFAULT_GENOTYPE} unless search is given)")
-    search: dict[str, Any] | None = option(None, "run a search first and build its genotype: the search options "
-                                                 "(algorithm, epochs, ...; see compress search --help)")
-    init_channels: int = option(16, "channels of the first cells (C; the stem has 3C)", min=1, max=1024)
-    layers: int = option(8, "number of cells (reduction cells at layers//3 and 2*layers//3)", min=3, max=64)
+    search: SearchOptions | None = option(None, "run a search first and build its genotype: the search options")
+    init_channels: int = option(16, "channels of the first cells (C; the stem has 3C)", min=1, max=1024,
+                                search=[8, 16, 24, 36])
+    layers: int = option(8, "number of cells (reduction cells at layers//3 and 2*layers//3)", min=3, max=64,
+                         search=[5, 8, 11, 14, 20])
     auxiliary: bool = option(False, "auxiliary head for training (classification only; not in the traced IR)")
     drop_path_prob: float = option(0.0, "drop-path probability on non-identity ops in training", min=0, max=1,
                                    max_exclusive=True)
@@ -53,13 +54,11 @@ class DartsOptions:
     def __post_init__(self) -> None:
         if self.search is not None and self.genotype is not None:
             raise ValueError("give either genotype (a known architecture) or search (find one), not both")
-        try:
-            if self.search is not None:
-                parse_options(SearchOptions, self.search, "search", "search option")
-            else:
+        if self.search is None:
+            try:
                 get_genotype(self.resolved_genotype)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
 
     @property
     def resolved_genotype(self) -> str:
@@ -127,7 +126,7 @@ lower = lower_genotype
 @register_frontend("darts")
 class Darts(Frontend):
     Options = DartsOptions
-    label_keys = ("genotype", "search")
+    label_keys = ("genotype", "search", "search.algorithm")
 
     def describe(self) -> str:
         from compressor.options import format_options
@@ -170,7 +169,8 @@ class Darts(Frontend):
         import json
         import tempfile
 
-        opts = parse_options(SearchOptions, self.options.search, "search", "search option")
+        opts = self.options.search
+        assert opts is not None  # build() searches only when a search block is given
         key = hashlib.sha256(json.dumps({"search": options_dict(opts), "data": ctx.data_spec or data.name,
                                          "seed": ctx.seed}, sort_keys=True, default=str).encode()).hexdigest()[:12]
         root = ctx.root_dir or (ctx.run_dir.parent if ctx.run_dir else Path(tempfile.mkdtemp(prefix="darts-search-")))

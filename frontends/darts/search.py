@@ -52,7 +52,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ from compressor.errors import ConfigError
 from compressor.frontends.darts.genotypes import Genotype
 from compressor.frontends.darts.ops import PRIMITIVES
 from compressor.frontends.darts.search_space import CONCAT, SearchNetwork, derive_cell
-from compressor.options import option, options_dict
+from compressor.options import Range, option, options_dict
 from compressor.train import segmentation_loss
 
 log = logging.getLogger(__name__)
@@ -85,18 +85,20 @@ _RESUMABLE = {"epochs", "max_steps"}
 
 @dataclass(frozen=True)
 class SearchOptions:
-    algorithm: Algorithm = option("pc-darts", "search algorithm")
-    order: Literal[1, 2] = option(1, "1: α step at the current w; 2: DARTS unrolled (second-order) α gradient")
-    epochs: int = option(50, "search epochs (p-darts: per stage)", min=1)
+    algorithm: Algorithm = option("pc-darts", "search algorithm", search=list(get_args(Algorithm)))
+    order: Literal[1, 2] = option(1, "1: α step at the current w; 2: DARTS unrolled (second-order) α gradient",
+                                  search=[1, 2])
+    epochs: int = option(50, "search epochs (p-darts: per stage)", min=1, search=[10, 25, 50])
     batch_size: int = option(64, "samples per step (for w and for α)", min=1)
     init_channels: int = option(16, "channels of the first cells (C)", min=1, max=1024)
     layers: int = option(8, "cells of the supernet (p-darts uses pdarts_stages)", min=3, max=64)
-    w_lr: float = option(0.025, "initial SGD learning rate of the weights", min=0, min_exclusive=True)
+    w_lr: float = option(0.025, "initial SGD learning rate of the weights", min=0, min_exclusive=True,
+                         search=Range(0.005, 0.1, log=True))
     w_lr_min: float = option(0.001, "final learning rate of the cosine schedule", min=0)
     w_momentum: float = option(0.9, "SGD momentum", min=0, max=1)
     w_wd: float = option(3e-4, "weight decay of the weights", min=0)
     a_lr: float | None = option(None, "Adam learning rate of α (null: 6e-4 for pc-darts and p-darts, else 3e-4)",
-                                min=0, min_exclusive=True)
+                                min=0, min_exclusive=True, search=Range(1e-4, 1e-3, log=True))
     a_wd: float = option(1e-3, "weight decay of α", min=0)
     grad_clip: float = option(5.0, "clip the weights' gradient norm (0 = off)", min=0)
     train_portion: float = option(0.5, "fraction of the train split for the weights; the rest trains α",

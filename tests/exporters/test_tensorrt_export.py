@@ -21,7 +21,7 @@ from compressor.exporters.tensorrt import (
     summarize_layer_precisions, trt_major, trtexec_command, write_sidecar,
 )
 from compressor.ir import InputSpec
-from compressor.options import parse_options
+from compressor.options import changed_options, parse_options
 from compressor.passes_base import ExportResult
 from compressor.registry import EXPORTERS
 
@@ -207,7 +207,8 @@ def fake_onnx(monkeypatch):
     """Replace the ONNX export (tested in test_onnx_export.py) by a stub that records the IR's precision."""
     seen: list[str] = []
 
-    def export_onnx(ir, path, **opts):
+    def export_onnx(ir, path, options):
+        opts = changed_options(options)
         seen.append(ir.precision)
         seen.append(opts)
         Path(path).write_bytes(b"ONNX")
@@ -235,7 +236,7 @@ def test_registered_and_defaults():
     assert EXPORTERS["tensorrt"] is TensorRTExporter
     o = TensorRTOptions()
     assert (o.min_batch, o.opt_batch, o.max_batch, o.workspace_mb, o.optimization_level) == (1, 1, 8, 1024, 3)
-    assert o.timing_cache is None and o.precision == "auto" and o.onnx == {}
+    assert o.timing_cache is None and o.precision == "auto" and o.onnx == onnx_exporter.OnnxOptions()
 
 
 @pytest.mark.parametrize("raw, needle", [

@@ -25,6 +25,7 @@ Examples:
   compress run samples/quickstart.yaml                 # run a pipeline, write runs/quickstart/
   compress run p.yaml --set passes.prune-l1.ratio=0.4   # override an option, re-run from that pass
   compress validate p.yaml                              # check a pipeline without running it
+  compress sweep samples/sweep_mfactor.yaml             # many trials, objectives, Pareto front, budgets
   compress passes                                       # every pass and its options
   compress inspect runs/quickstart/01_prune-l1          # recipe, tensors per module, history
   compress cache ls                                     # the stage store the runs share
@@ -174,6 +175,56 @@ def run(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], for
         result = p.run(out=out, progress=not quiet, force=force, store=store, dump_ir=dump_ir)
         report = result.report["md"].read_text()
     click.echo(report)
+
+
+@main.command()
+@click.argument("sweep", type=click.Path(path_type=Path), required=False)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Sweep directory (default: runs/<name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a sweep value, e.g. sampler.name=random or trials=10 (repeatable).")
+@click.option("--trials", type=click.IntRange(min=1), default=None, help="Run up to this many trials (default: trials:).")
+@click.option("--store", type=click.Path(path_type=Path), default=None,
+              help="Stage store the trials share (default: .store beside the sweep directory).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Only regenerate the outputs of the sweep in DIR from its study.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@handle_errors
+def sweep(sweep: Path | None, out: Path | None, overrides: tuple[str, ...], trials: int | None, store: Path | None,
+          report_dir: Path | None, quiet: bool) -> None:
+    """Run SWEEP: trials of a base pipeline over a search space, several objectives, budgets.
+
+    SWEEP names a base pipeline (a file or inline), a space over pipeline paths (lists, ranges,
+    'declared' for an option's declared space, or named pass-list variants), objectives (iou,
+    accuracy, params, size_mb, macs, latency_ms@backend, m_factor, weighted), constraints and
+    budgets, a sampler (grid, random, tpe, nsga2, evolution, rl) and an executor (local, ray).
+    Everything is validated before the first trial. Trials share the stage store, so trials
+    that differ only in a late pass reuse the earlier stages. The study lives in the sweep
+    directory: re-running continues a killed sweep, and a finished one only rewrites its report.
+    Outputs: trials.csv/md, pareto.md/png, hypervolume.png, mfactor.md, budgets/<name>/pipeline.yaml,
+    sweep.md. See samples/sweep_mfactor.yaml and samples/sweep_insar.yaml.
+    """
+    if report_dir is not None:
+        if sweep is not None or overrides or out is not None:
+            raise ConfigError("--report DIR regenerates an existing sweep's outputs; give it without SWEEP, --set or --out")
+        from compressor.sweep.report import write_sweep_report
+        from compressor.sweep.study import load_sweep
+
+        spec, study = load_sweep(report_dir)
+        with writes_to(report_dir):
+            paths = write_sweep_report(spec, study, report_dir)
+        click.echo(paths["md"].read_text())
+        return
+    if sweep is None:
+        raise ConfigError("missing SWEEP; give a sweep file (e.g. compress sweep samples/sweep_mfactor.yaml) or "
+                          "--report DIR")
+    from compressor.sweep.spec import SweepSpec
+    from compressor.sweep.study import run_sweep
+
+    spec = SweepSpec.from_yaml(sweep, overrides)
+    sweep_dir = out if out is not None else Path("runs") / spec.name
+    with writes_to(sweep_dir):
+        result = run_sweep(spec, out=sweep_dir, store=store, progress=not quiet, trials=trials)
+    click.echo(result.report["md"].read_text())
 
 
 @main.command()

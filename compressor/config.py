@@ -229,9 +229,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, parsed
 
 
-def _where(text: str) -> str:
+def _where(text: str, who: str = "--set") -> str:
     """How errors name a --set (shortened: a value can be long)."""
-    return f"--set {text if len(text) <= 100 else text[:97] + '...'}"
+    return f"{who} {text if len(text) <= 100 else text[:97] + '...'}"
 
 
 def _entry_name(entry: Any) -> str | None:
@@ -242,27 +242,27 @@ def _entry_name(entry: Any) -> str | None:
     return None
 
 
-def _list_index(node: list, path: list[str], i: int, text: str) -> tuple[int, bool]:
+def _list_index(node: list, path: list[str], i: int, text: str, who: str = "--set") -> tuple[int, bool]:
     """The index that path[i] names in the list `node`: a number, or the name of exactly one entry.
     Returns (index, whether it was named)."""
     seg = path[i]
     if re.fullmatch(r"-?\d+", seg):
         idx = int(seg)
         if not -len(node) <= idx < len(node):
-            raise ConfigError(f"--set {text}: index {idx} out of range (the list has {len(node)} entries)")
+            raise ConfigError(f"{who} {text}: index {idx} out of range (the list has {len(node)} entries)")
         return idx % len(node), False
     names = [_entry_name(e) for e in node]
     hits = [j for j, name in enumerate(names) if name == seg]
     if not hits:
-        raise ConfigError(f"--set {text}: no entry '{seg}' here; entries: {', '.join(map(str, names))}")
+        raise ConfigError(f"{who} {text}: no entry '{seg}' here; entries: {', '.join(map(str, names))}")
     if len(hits) > 1:
         where = ".".join(path[:i]) or "the list"
         found = [f"{where}[{j}]" for j in hits]
         listing = ", ".join(found[:-1]) + f" and {found[-1]}"
         example = ".".join([*path[:i], str(hits[-1]), *path[i + 1:]]) + "=" + text.split("=", 1)[1]
         both = "both" if len(hits) == 2 else "all"
-        raise ConfigError(f"--set {text}: '{seg}' is ambiguous, {listing} are {both} '{seg}'; pick one by "
-                          f"index, e.g. --set {example}")
+        raise ConfigError(f"{who} {text}: '{seg}' is ambiguous, {listing} are {both} '{seg}'; pick one by "
+                          f"index, e.g. {who} {example}")
     return hits[0], True
 
 
@@ -279,12 +279,18 @@ def apply_override(doc: Any, text: str) -> None:
     or the name of an entry (`passes.prune-l1.ratio=0.4`, `passes.3.epochs=1`, `passes[3].epochs=1`);
     a name that several entries share is an error. The value is parsed as YAML."""
     path, value = parse_override(text)
-    where = _where(text)
+    set_path(doc, path, value, text)
+
+
+def set_path(doc: Any, path: list[str], value: Any, text: str, who: str = "--set") -> None:
+    """Set `path` (segments as `apply_override` reads them) to `value` in `doc`; errors name `who text`
+    (a --set, or a sweep's space key)."""
+    where = _where(text, who)
     node = doc
     for i, seg in enumerate(path):
         last = i == len(path) - 1
         if isinstance(node, list):
-            idx, by_name = _list_index(node, path, i, text)
+            idx, by_name = _list_index(node, path, i, text, who)
             if last:
                 _set(node, idx, value, where)
                 return
@@ -308,4 +314,4 @@ def apply_override(doc: Any, text: str) -> None:
                 node[seg] = LineDict(source=where)
             node = node[seg]
         else:
-            raise ConfigError(f"--set {text}: '{'.'.join(path[:i])}' is not a mapping or list")
+            raise ConfigError(f"{who} {text}: '{'.'.join(path[:i])}' is not a mapping or list")

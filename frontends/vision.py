@@ -15,6 +15,8 @@ All three are classifiers built from (in_channels, num_classes) of the data; the
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn as nn
 
@@ -129,11 +131,12 @@ def _init_vit_weights(m: nn.Module) -> None:
 
 
 class BasicBlock(nn.Module):
-    """conv3×3-BN-ReLU-conv3×3-BN, plus the shortcut, then ReLU (relu2 is the post-add ReLU)."""
+    """convk×k-BN-ReLU-conv3×3-BN, plus the shortcut, then ReLU (relu2 is the post-add ReLU). conv1's
+    kernel k (3 by default; odd, 'same' padding) is seed 003's per-block choice of 3, 5 or 7."""
 
-    def __init__(self, inp: int, oup: int, stride: int = 1) -> None:
+    def __init__(self, inp: int, oup: int, stride: int = 1, kernel: int = 3) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(inp, oup, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(inp, oup, kernel, stride=stride, padding=kernel // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(oup)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(oup, oup, 3, padding=1, bias=False)
@@ -150,15 +153,20 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, width: int = 16, depth: int = 3) -> None:
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16, depth: int = 3,
+                 kernels: Sequence[int] | None = None) -> None:
         super().__init__()
         w = width
+        k = list(kernels) if kernels is not None else [3] * (3 * depth)
+        if len(k) != 3 * depth:
+            raise ValueError(f"kernels gives {len(k)} sizes but the ResNet has {3 * depth} blocks (3 stages × depth "
+                             f"{depth}); give one odd size per block")
         self.conv1 = nn.Conv2d(in_channels, w, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._stage(w, w, depth, 1)
-        self.layer2 = self._stage(w, 2 * w, depth, 2)
-        self.layer3 = self._stage(2 * w, 4 * w, depth, 2)
+        self.layer1 = self._stage(w, w, depth, 1, k[:depth])
+        self.layer2 = self._stage(w, 2 * w, depth, 2, k[depth:2 * depth])
+        self.layer3 = self._stage(2 * w, 4 * w, depth, 2, k[2 * depth:])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(4 * w, num_classes)
         for m in self.modules():
@@ -169,8 +177,9 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     @staticmethod
-    def _stage(inp: int, oup: int, blocks: int, stride: int) -> nn.Sequential:
-        return nn.Sequential(*[BasicBlock(inp if i == 0 else oup, oup, stride if i == 0 else 1) for i in range(blocks)])
+    def _stage(inp: int, oup: int, blocks: int, stride: int, kernels: Sequence[int]) -> nn.Sequential:
+        return nn.Sequential(*[BasicBlock(inp if i == 0 else oup, oup, stride if i == 0 else 1, kernels[i])
+                               for i in range(blocks)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

@@ -12,12 +12,13 @@
   default width 16). `patch_size` defaults to 2 below 32 pixels a side and 4 from 32 up (the largest
   of those, then 1, that divides both H and W).
 - `resnet`: a CIFAR-style ResNet (He et al. 2016): stages of `depth` BasicBlocks (default 3, i.e.
-  ResNet-20) with widths `width`, 2·`width`, 4·`width`, 1×1 conv projection shortcuts.
+  ResNet-20) with widths `width`, 2·`width`, 4·`width`, 1×1 conv projection shortcuts. `kernels`
+  sets each block's conv1 kernel (seed 003's search space: 3, 5 or 7 for each of the 9 blocks).
 - `mobilenet-v2`: MobileNetV2 (Sandler et al. 2018) with channels scaled by `width`/32 (32 gives
   the paper's counts); stride-2 layers run at stride 1 once the feature map is below 8 pixels.
 
 Models take their input channels, size and class count from the data, their width from `width`.
-Options that only some models take (`depth`, `heads`, `patch_size`) are rejected for the others.
+Options that only some models take (`depth`, `heads`, `patch_size`, `kernels`) are rejected for the others.
 """
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ ZOO: dict[str, ZooModel] = {
                         "conv-conv-pool-separable-pool-linear classifier"),
     "vit": ZooModel("classification", _vit,
                     "small Vision Transformer (dim 4·width, depth 12, 4 heads, patch 2 / 4 from 32 px)"),
-    "resnet": ZooModel("classification", lambda c, n, hw, o: ResNet(c, n, o.width, o.depth or 3),
+    "resnet": ZooModel("classification", lambda c, n, hw, o: ResNet(c, n, o.width, o.depth or 3, o.kernels),
                        "CIFAR ResNet-6·depth+2 (ResNet-20 at depth 3), widths width/2·width/4·width"),
     "mobilenet-v2": ZooModel("classification", lambda c, n, hw, o: MobileNetV2(c, n, hw, o.width),
                              "MobileNetV2 with channels scaled by width/32, strides kept on maps of 8 px and up"),
@@ -143,6 +144,7 @@ MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
     "depth": ("vit", "resnet"),
     "heads": ("vit",),
     "patch_size": ("vit",),
+    "kernels": ("resnet",),
 }
 
 
@@ -156,6 +158,8 @@ class ZooOptions:
     heads: int | None = option(None, "vit: attention heads (default 4); must divide 4·width", min=1)
     patch_size: int | None = option(None, "vit: patch side in pixels (default 2, or 4 for inputs of 32 px "
                                     "and up); must divide the input's H and W", min=1)
+    kernels: tuple[int, ...] | None = option(None, "resnet: conv1 kernel of each BasicBlock, 3·depth odd sizes "
+                                             "(seed 003's space: each 3, 5 or 7); default all 3", min=1, max=15)
 
     def __post_init__(self) -> None:
         if self.model not in ZOO:
@@ -166,6 +170,11 @@ class ZooOptions:
             if getattr(self, name) is not None and self.model not in models:
                 raise ValueError(f"option '{name}' applies only to zoo model(s) {', '.join(models)}, not to "
                                  f"'{self.model}'; remove it")
+        if self.kernels is not None:
+            blocks = 3 * (self.depth or 3)
+            if len(self.kernels) != blocks or any(k % 2 == 0 for k in self.kernels):
+                raise ValueError(f"kernels {list(self.kernels)}: resnet needs {blocks} odd sizes (3 stages × depth "
+                                 f"{self.depth or 3}), one per BasicBlock, e.g. [{', '.join(['3'] * blocks)}]")
         if self.model == "vit" and self.heads is not None:
             dim = VIT_DIM_PER_WIDTH * self.width
             if dim % self.heads:

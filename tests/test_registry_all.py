@@ -70,11 +70,17 @@ def test_every_exporter_writes_its_artifact(name, seg_ir, tmp_path):
 
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
 def test_samples_validate(path):
-    """Every sample validates: search files (a top-level search: block) as searches, the rest as pipelines."""
+    """Every sample validates: search files (a top-level search: block) as searches, sweeps (a space: block)
+    as sweeps, the rest as pipelines."""
     from compressor.config import load_yaml
     from compressor.pipeline import SearchJob
+    from compressor.sweep.spec import SweepSpec
 
-    if "search" in load_yaml(path):
+    doc = load_yaml(path)
+    if "space" in doc:
+        spec = SweepSpec.from_yaml(path)
+        assert spec.params and spec.objectives
+    elif "search" in doc:
         job = SearchJob.from_yaml(path)
         assert job.options.algorithm in ("darts", "pc-darts", "p-darts", "lambda-darts", "em-darts")
     else:

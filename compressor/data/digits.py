@@ -66,6 +66,7 @@ class Digits:
     """scikit-learn's handwritten digits: 8x8 grayscale, 10 classes, bundled (no download)."""
 
     Options = DigitsOptions
+    task_kind = "classification"  # known before building (sweeps check their figures against it)
 
     @staticmethod
     def build(options: DigitsOptions, seed: int = 0) -> DataBundle:

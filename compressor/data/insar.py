@@ -319,6 +319,7 @@ class InsarSynthetic:
     """Synthetic ISSLIDE-like interferograms (coherence, wrapped phase) with landslide masks."""
 
     Options = InsarSyntheticOptions
+    task_kind = "segmentation"  # known before building (sweeps check their figures against it)
 
     @staticmethod
     def build(options: InsarSyntheticOptions, seed: int = 0) -> DataBundle:
@@ -493,6 +494,7 @@ class InsarFolder:
     """ISSLIDE-style coherence/phase/mask files on disk (npy or png)."""
 
     Options = InsarFolderOptions
+    task_kind = "segmentation"  # known before building (sweeps check their figures against it)
 
     @staticmethod
     def build(options: InsarFolderOptions, seed: int = 0) -> DataBundle:

@@ -1,0 +1,182 @@
+"""Sweep benchmarks (issue "Sweeps"), on this machine, written into BENCHMARKS.md.
+
+    python benchmarks/sweep_strategies.py mfactor [--trials 50]    # seed 003: rl, evolution, random, tpe
+    python benchmarks/sweep_strategies.py insar [--trials 16]      # NSGA-II vs random on sweep_insar.yaml
+
+mfactor: `samples/sweep_mfactor.yaml` (a 3×3-block ResNet, conv1 kernel 3/5/7 per block, 3^9 architectures,
+on digits) with each of the four strategies seed 003 compares, the same number of trials each. The
+strategies share the stage store, so an architecture two of them sample is trained once. The sweep's own
+M-factor uses P_min over its trials (as the sweep reports it); the table also gives M with P_min the
+smallest network of the space (every kernel 3×3, the paper's definition), which is comparable across
+strategies.
+
+insar: `samples/sweep_insar.yaml` with NSGA-II and with random sampling, the same number of trials each;
+hypervolume on common bounds (the union of both sweeps' feasible trials), the fronts, and the wall time
+of each sweep against the sum of its trials' wall times (what the shared store saves).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, write_section  # noqa: E402
+
+PAPER = {"rl": 0.84, "evolution": 0.82, "random": 0.75, "tpe": 0.67}
+
+
+def _spec(path: Path, sampler: Any, trials: int) -> Any:
+    from compressor.sweep.spec import SweepSpec
+
+    return SweepSpec.from_yaml(path, [f"sampler={json.dumps(sampler)}", f"trials={trials}"])
+
+
+def _smallest_params(spec: Any) -> int:
+    """Params of the all-3×3 network: the smallest of seed 003's space."""
+    from compressor.context import PassContext
+    from compressor.pipeline import Pipeline
+
+    doc = spec.trial_doc({p.key: 3 for p in spec.params}, "smallest")
+    doc["model"].pop("train", None)
+    p = Pipeline.from_dict(doc)
+    ctx = p.context(progress=False)
+    return p.model.frontend.build(ctx.data, ctx).parameter_count()
+
+
+def mfactor(trials: int, out: Path) -> None:
+    from compressor.sweep.objectives import m_factor
+    from compressor.sweep.study import all_figures, completed, run_sweep
+
+    path = ROOT / "samples" / "sweep_mfactor.yaml"
+    rows, curves = [], {}
+    p_space = None
+    for name in ("rl", "evolution", "random", "tpe"):
+        sampler = {"name": name, "seed": 0}
+        if name == "evolution":
+            sampler.update(population_size=10, sample_size=3)
+        spec = _spec(path, sampler, trials)
+        p_space = p_space or _smallest_params(spec)
+        start = time.perf_counter()
+        result = run_sweep(spec, out=out / f"mfactor-{name}", store=out / ".store", progress=True)
+        wall = time.perf_counter() - start
+        done = sorted(completed(result.study), key=lambda t: t.number)
+        figs = all_figures(spec, done)
+        own = [figs[t.number]["m_factor"] for t in done]
+        space = [m_factor(figs[t.number]["accuracy"], figs[t.number]["params"], p_space) for t in done]
+        best = max(range(len(done)), key=lambda i: (space[i], -i))
+        running, curve = -1.0, []
+        for v in space:
+            running = max(running, v)
+            curve.append(running)
+        curves[name] = curve
+        f = figs[done[best].number]
+        rows.append((name, len(done), max(own), space[best], f["accuracy"], int(f["params"]), done[best].number,
+                     wall, sum(t.user_attrs.get("wall_s", 0) for t in done)))
+    marks = [k for k in (10, 20, 30, 40, 50, trials) if k <= trials]
+    marks = sorted(set(marks))
+    lines = [f"Machine: {machine()}. Command: `python benchmarks/sweep_strategies.py mfactor --trials {trials}` "
+             f"(samples/sweep_mfactor.yaml: ResNet 3 stages × 3 blocks, conv1 kernel 3/5/7 per block, width 8, "
+             f"4 epochs on digits; the four strategies share one stage store).", "",
+             f"P_min of the space (all 3×3): {p_space:,} params.", "",
+             "| strategy | trials | best M (P_min over its trials) | best M (P_min of the space) | accuracy | params | "
+             "found at trial | sweep wall s | sum of trial wall s | paper (CIFAR-10) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, n, own, sp, acc, params, at, wall, tsum in rows:
+        lines.append(f"| {name} | {n} | {own:.4f} | {sp:.4f} | {acc:.4f} | {params:,} | {at} | {wall:.0f} | {tsum:.0f} | "
+                     f"{PAPER[name]:.2f} |")
+    lines += ["", "Best M (P_min of the space) so far, after k trials:", "",
+              "| strategy | " + " | ".join(f"k={k}" for k in marks) + " |", "|---|" + "---:|" * len(marks)]
+    for name, curve in curves.items():
+        lines.append(f"| {name} | " + " | ".join(f"{curve[k - 1]:.4f}" if k <= len(curve) else "" for k in marks) + " |")
+    _plot_curves(curves, ROOT / "benchmarks" / "sweep_mfactor.png")
+    lines += ["", "Curves: `benchmarks/sweep_mfactor.png`."]
+    print(write_section("sweep-mfactor", "## Sweep strategies on seed 003's space (M-factor)\n\n" + "\n".join(lines)))
+
+
+def _plot_curves(curves: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, curve in curves.items():
+        ax.plot(range(1, len(curve) + 1), curve, label=name)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best M-factor so far (P_min of the space)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def insar(trials: int, out: Path) -> None:
+    import math
+
+    from compressor.sweep.objectives import hypervolume, normalize_for_hv, pareto_front
+    from compressor.sweep.report import feasible
+    from compressor.sweep.study import all_figures, completed, run_sweep
+
+    path = ROOT / "samples" / "sweep_insar.yaml"
+    results = {}
+    for name, sampler in (("nsga2", {"name": "nsga2", "population_size": 6, "seed": 0}),
+                          ("random", {"name": "random", "seed": 0})):
+        spec = _spec(path, sampler, trials)
+        start = time.perf_counter()
+        result = run_sweep(spec, out=out / f"insar-{name}", store=out / ".store", progress=True)
+        wall = time.perf_counter() - start
+        done = sorted(completed(result.study), key=lambda t: t.number)
+        figs = all_figures(spec, done)
+        ok = [t for t in done if feasible(spec, figs[t.number])]
+        points = [[figs[t.number].get(o.metric.text, math.nan) for o in spec.objectives] for t in ok]
+        results[name] = (spec, done, ok, points, wall, figs, result.study)
+    spec = results["nsga2"][0]
+    union = [p for r in results.values() for p in r[3]]
+    _, reference = normalize_for_hv(union, spec.directions)
+    lo = [min(p[i] for p in union) for i in range(len(spec.directions))]
+    hi = [max(p[i] for p in union) for i in range(len(spec.directions))]
+    names = [o.metric.text for o in spec.objectives]
+    lines = [f"Machine: {machine()}. Command: `python benchmarks/sweep_strategies.py insar --trials {trials}` "
+             "(samples/sweep_insar.yaml; both sweeps share one stage store, so the baseline is trained once "
+             "and a chain both sample runs once).", "",
+             "| sampler | completed | failed | hypervolume (common bounds) | front size | sweep wall s | "
+             "sum of trial wall s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    fronts = {}
+    for name, (s, done, ok, points, wall, figs, study) in results.items():
+        normalized = [[(p[i] - lo[i]) / (hi[i] - lo[i]) if hi[i] > lo[i] else 0.0 for i in range(len(p))]
+                      for p in points]
+        normalized = [[1 - v if d == "maximize" else v for v, d in zip(q, spec.directions)] for q in normalized]
+        hv = hypervolume(normalized, reference, ["minimize"] * len(names)) if normalized else 0.0
+        front = [ok[i] for i in pareto_front(points, spec.directions)] if points else []
+        fronts[name] = (front, figs)
+        failed = len([t for t in study.get_trials() if t.state.name == "FAIL"])
+        tsum = sum(t.user_attrs.get("wall_s", 0) for t in done)
+        lines.append(f"| {name} | {len(done)} | {failed} | {hv:.4f} | {len(front)} | {wall:.0f} | {tsum:.0f} |")
+    for name, (front, figs) in fronts.items():
+        lines += ["", f"{name} front:", "", "| trial | chain | " + " | ".join(names) + " |",
+                  "|---:|---|" + "---:|" * len(names)]
+        for t in sorted(front, key=lambda t: -figs[t.number].get(names[0], 0)):
+            chain = ", ".join(f"{k}={v}" for k, v in t.params.items())
+            lines.append(f"| {t.number} | {chain} | " + " | ".join(f"{figs[t.number].get(n, math.nan):.4g}" for n in names)
+                         + " |")
+    print(write_section("sweep-insar", "## NSGA-II vs random on sweep_insar.yaml\n\n" + "\n".join(lines)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("which", choices=["mfactor", "insar"])
+    ap.add_argument("--trials", type=int, default=None)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-sweep")
+    args = ap.parse_args()
+    if args.which == "mfactor":
+        mfactor(args.trials or 50, args.out)
+    else:
+        insar(args.trials or 16, args.out)
+
+
+if __name__ == "__main__":
+    main()

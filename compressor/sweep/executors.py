@@ -1,0 +1,112 @@
+"""Where trials run: in this process, in N worker processes, or on a Ray cluster. All three hand back
+`concurrent.futures.Future`s of `run_trial`'s result, so the sweep loop is one."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from compressor.errors import CompressError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one trial's pipeline (`payload`: doc, out, store, threads) into the shared store. Returns the
+    report rows, or the trial's one-line error: a failing trial never stops the sweep."""
+    from compressor.cli import one_line
+    from compressor.pipeline import Pipeline
+
+    start = time.perf_counter()
+    try:
+        if payload.get("threads"):
+            import torch
+
+            torch.set_num_threads(int(payload["threads"]))
+        pipeline = Pipeline.from_dict(payload["doc"], source=f"trial {payload['doc'].get('name')}")
+        result = pipeline.run(out=payload["out"], store=payload["store"], progress=False)
+        return {"ok": True, "rows": [s.record for s in result.stages], "wall_s": time.perf_counter() - start}
+    except CompressError as exc:
+        error = one_line(str(exc))
+    except Exception as exc:  # noqa: BLE001 - any failure of one trial is recorded, the sweep goes on
+        error = one_line(f"{type(exc).__name__}: {exc}")
+    return {"ok": False, "error": error[:2000], "wall_s": time.perf_counter() - start}
+
+
+class Executor:
+    """Runs `run_trial` payloads; `capacity` of them at once."""
+
+    capacity: int = 1
+    threads: int | None = None  # torch threads per trial
+
+    def submit(self, payload: dict[str, Any]) -> cf.Future:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class InlineExecutor(Executor):
+    """One trial at a time, in this process (the default): the future is done when submit returns."""
+
+    def submit(self, payload: dict[str, Any]) -> cf.Future:
+        future: cf.Future = cf.Future()
+        future.set_result(run_trial(payload))
+        return future
+
+
+class ProcessExecutor(Executor):
+    """`workers` trials at once, each in a fresh (spawned) worker process with cores / workers threads."""
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing
+
+        self.capacity = workers
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def submit(self, payload: dict[str, Any]) -> cf.Future:
+        return self.pool.submit(run_trial, payload)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayExecutor(Executor):
+    """Trials as Ray tasks (`pip install compressor[ray]`): per-trial CPUs/GPUs, a trial whose worker dies is
+    retried `max_retries` times. Ray only runs trials; the sweep's record stays in its Optuna journal."""
+
+    def __init__(self, opts: Any) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("executor ray needs Ray: pip install 'compressor[ray]' (or use executor: local)") from None
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # Ray >= 2.60 defaults to token auth for local clusters
+        if not ray.is_initialized():
+            ray.init(address=opts.address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        self.ray = ray
+        self.remote = ray.remote(num_cpus=opts.cpus, num_gpus=opts.gpus, max_retries=opts.max_retries,
+                                 retry_exceptions=False)(run_trial)
+        cpus = ray.cluster_resources().get("CPU", 1)
+        self.capacity = opts.max_concurrent or max(1, int(cpus // max(opts.cpus, 1e-9)))
+        self.threads = max(1, int(opts.cpus)) if opts.cpus >= 1 else 1
+
+    def submit(self, payload: dict[str, Any]) -> cf.Future:
+        return self.remote.remote(payload).future()
+
+    def close(self) -> None:
+        pass  # a cluster Ray started for this sweep goes when the process exits; a joined one stays
+
+
+def make_executor(kind: str, opts: Any) -> Executor:
+    if kind == "ray":
+        return RayExecutor(opts)
+    return ProcessExecutor(opts.workers) if opts.workers > 1 else InlineExecutor()
+
+
+def trial_payload(doc: dict[str, Any], out: Path, store: Path, threads: int | None) -> dict[str, Any]:
+    return {"doc": doc, "out": str(out), "store": str(store), "threads": threads}

@@ -1,0 +1,654 @@
+"""sweep.yaml → a validated `SweepSpec`, checked in full before any trial runs.
+
+```yaml
+name: sweep-insar
+base: pcdarts_base.yaml            # a pipeline file (relative to this file), or a pipeline mapping inline
+space:                             # pipeline paths, as --set writes them
+  passes.prune-l1.ratio: [0.4, 0.6, 0.8]                  # a list: categorical
+  passes.finetune.lr: {low: 1.0e-4, high: 1.0e-2, log: true}   # a range (int bounds: an int range)
+  passes.prune-l1.exclude_mode: declared                  # the option declaration's sweep space
+  passes:                                                  # the pass list itself: named variants
+    finetune: [prune-l1, finetune]
+    distill: [prune-l1, distill]
+objectives: {iou: maximize, latency_ms@onnxruntime-cpu: minimize, size_mb: minimize}
+constraints: ["latency_ms@onnxruntime-cpu <= 5"]          # infeasible trials never make the front
+budgets: {edge: ["size_mb <= 0.5", "latency_ms@onnxruntime-cpu <= 3"]}
+sampler: {name: nsga2, seed: 0}    # grid | random | tpe | nsga2 | evolution | rl
+trials: 20
+executor: {local: {workers: 1}}    # or {ray: {address: auto, cpus: 1}}
+m_factor: {alpha: 1, accuracy: iou}
+```
+
+A trial is the base pipeline with one value per space key; a key whose pass is not in the chosen
+pass-list variant is not sampled for that trial (define-by-run). Figures a trial reports are read
+from one report row (`stage:`, default the last stage): task metrics (accuracy, precision, recall, f1,
+iou), params, macs, size_mb, latency_ms / latency_p90_ms / latency_p99_ms on a backend (`@backend`,
+default the first configured backend that measured the stage), wall_s, and the sweep-level m_factor
+and weighted (seed 002's eq. 2).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+from compressor.config import apply_override, load_yaml, set_path
+from compressor.errors import ConfigError
+from compressor.options import Range, closest, option, parse_options, prefix, search_space, unknown_key_message
+
+SWEEP_KEYS = ["name", "base", "space", "objectives", "constraints", "budgets", "sampler", "trials", "executor",
+              "m_factor", "weighted", "stage"]
+TASK_METRICS = ("accuracy", "precision", "recall", "f1", "iou")
+LATENCY = {"latency_ms": "median_ms", "latency_p90_ms": "p90_ms", "latency_p99_ms": "p99_ms"}
+PLAIN = ("params", "macs", "size_mb", "wall_s")
+DERIVED = ("m_factor", "weighted")
+DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
+LIST_BLOCKS = ("passes", "export")
+DECLARED = ("declared", None)
+
+
+# ---- figures ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Metric:
+    """A figure of a trial: `iou`, `params`, `latency_ms@onnxruntime-cpu`, `m_factor`, ..."""
+
+    text: str
+    name: str
+    backend: str | None = None
+
+    @classmethod
+    def parse(cls, text: Any, where: str) -> "Metric":
+        if not isinstance(text, str):
+            raise ConfigError(f"{where}: expected a figure name, got {text!r}; valid: {', '.join(FIGURES)}")
+        name, _, backend = text.strip().partition("@")
+        if name not in FIGURES:
+            raise ConfigError(f"{where}: {unknown_key_message(name, FIGURES, 'figure')}")
+        if backend and name not in LATENCY:
+            raise ConfigError(f"{where}: '@{backend}' applies to latency figures only ({', '.join(LATENCY)})")
+        return cls(text.strip(), name, backend or None)
+
+
+FIGURES = [*TASK_METRICS, *PLAIN, *LATENCY, *DERIVED]
+
+
+def row_figures(row: Mapping[str, Any]) -> dict[str, float]:
+    """Every raw figure of a report row: task metrics, params, macs, size_mb and each backend's latency
+    (`latency_ms@backend`, ...; the first measured backend also without the suffix)."""
+    out: dict[str, float] = {}
+    for k, v in (row.get("metrics") or {}).items():
+        if isinstance(v, (int, float)):
+            out[k] = float(v)
+    for k in ("params", "macs"):
+        if isinstance(row.get(k), (int, float)):
+            out[k] = float(row[k])
+    if isinstance(row.get("size_bytes"), (int, float)):
+        out["size_mb"] = row["size_bytes"] / 1e6
+    for i, (backend, stats) in enumerate((row.get("latency") or {}).items()):
+        for name, key in LATENCY.items():
+            if isinstance(stats, Mapping) and isinstance(stats.get(key), (int, float)):
+                out[f"{name}@{backend}"] = float(stats[key])
+                if i == 0:
+                    out[name] = float(stats[key])
+    return out
+
+
+# ---- the space --------------------------------------------------------------------------------------
+
+@dataclass
+class Param:
+    """One dimension of the space: a pipeline path and its distribution (optuna's)."""
+
+    key: str
+    path: list[str]
+    distribution: Any
+    labels: dict[str, Any] = field(default_factory=dict)  # label -> value, for choices that are not scalars
+    where: str = ""
+
+    @property
+    def is_variant(self) -> bool:
+        return len(self.path) == 1 and self.path[0] in LIST_BLOCKS
+
+    def value(self, raw: Any) -> Any:
+        return copy.deepcopy(self.labels[raw]) if self.labels else raw
+
+    def choices(self) -> list[Any]:
+        """Every value (categorical), or the two bounds (range): what validation tries."""
+        from optuna.distributions import CategoricalDistribution
+
+        d = self.distribution
+        if isinstance(d, CategoricalDistribution):
+            return [self.value(c) for c in d.choices]
+        return [d.low, d.high]
+
+    def applies(self, doc: Mapping[str, Any]) -> bool:
+        """Whether the path exists in `doc`: a pass's option applies only when that pass is in the list."""
+        if self.is_variant or self.path[0] not in LIST_BLOCKS or len(self.path) < 2:
+            return True
+        if re.fullmatch(r"-?\d+", self.path[1]):
+            return True
+        entries = doc.get(self.path[0]) or []
+        entries = [entries] if isinstance(entries, str) else entries
+        names = [e if isinstance(e, str) else next(iter(e)) if isinstance(e, Mapping) and len(e) == 1 else None
+                 for e in entries]
+        return self.path[1] in names
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _label(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _distribution(key: str, raw: Any, where: str) -> tuple[Any, dict[str, Any]]:
+    """(optuna distribution, labels) of one space value: a list, a {low, high, log, step} range, a Range,
+    or, for a pass-list key, a mapping of named variants."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if isinstance(raw, Range):
+        raw = {"low": raw.low, "high": raw.high, "log": raw.log, "step": raw.step}
+    if key in LIST_BLOCKS:
+        if isinstance(raw, Mapping):
+            variants = dict(raw)
+        elif isinstance(raw, list) and raw and all(isinstance(v, list) for v in raw):
+            variants = {f"v{i}": v for i, v in enumerate(raw)}
+        else:
+            raise ConfigError(f"{where}: '{key}' takes named variants, each a list of {key}, e.g. "
+                              f"{key}: {{plain: [prune-l1, finetune], kd: [prune-l1, distill]}}")
+        if not variants or not all(isinstance(v, list) for v in variants.values()):
+            raise ConfigError(f"{where}: each variant of '{key}' is a list of {key}")
+        labels = {str(k): v for k, v in variants.items()}
+        return CategoricalDistribution(list(labels)), labels
+    if isinstance(raw, list):
+        if not raw:
+            raise ConfigError(f"{where}: an empty list; give at least one value")
+        if all(_scalar(v) for v in raw):
+            if len({_label(v) for v in raw}) != len(raw):
+                raise ConfigError(f"{where}: {raw!r} repeats a value")
+            return CategoricalDistribution(list(raw)), {}
+        labels = {_label(v): v for v in raw}
+        if len(labels) != len(raw):
+            raise ConfigError(f"{where}: {raw!r} repeats a value")
+        return CategoricalDistribution(list(labels)), labels
+    if isinstance(raw, Mapping):
+        unknown = [k for k in raw if k not in ("low", "high", "log", "step")]
+        if unknown or "low" not in raw or "high" not in raw:
+            raise ConfigError(f"{where}: a range is {{low, high}} with optional log: true or step; got {dict(raw)!r}")
+        low, high, log, step = raw["low"], raw["high"], raw.get("log", False), raw.get("step")
+        nums = [low, high] + ([step] if step is not None else [])
+        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in nums):
+            raise ConfigError(f"{where}: low, high and step must be finite numbers (write 1.0e-4, not 1e-4), got "
+                              f"{dict(raw)!r}")
+        try:
+            if all(isinstance(x, int) for x in nums):
+                return IntDistribution(low, high, log=bool(log), step=step or 1), {}
+            return FloatDistribution(float(low), float(high), log=bool(log),
+                                     step=float(step) if step is not None else None), {}
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    raise ConfigError(f"{where}: expected a list of values, a range {{low, high}}, or 'declared'; got {raw!r}")
+
+
+def declared_space(doc: Mapping[str, Any], path: list[str], where: str) -> Any:
+    """The sweep space the option at `path` declares (`option(..., search=...)`)."""
+    from compressor.pipeline import EvaluateOptions
+    from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES, _load_builtins
+    from compressor.train import TrainOptions
+
+    _load_builtins()
+    head, rest = path[0], path[1:]
+    cls: Any = None
+    if head in LIST_BLOCKS and len(rest) >= 2:
+        name = rest[0]
+        if re.fullmatch(r"-?\d+", name):
+            entries = doc.get(head) or []
+            entry = entries[int(name)] if -len(entries) <= int(name) < len(entries) else None
+            name = entry if isinstance(entry, str) else next(iter(entry)) if isinstance(entry, Mapping) else ""
+        registry = PASSES if head == "passes" else EXPORTERS
+        cls, rest = registry.get_or_error(str(name), where).Options, rest[1:]
+    elif head == "model" and rest[:1] == ["train"]:
+        cls, rest = TrainOptions, rest[1:]
+    elif head == "model" and rest:
+        front = (doc.get("model") or {}).get("frontend")
+        cls = FRONTENDS.get_or_error(str(front), where).Options
+    elif head == "data" and rest:
+        cls = DATASETS.get_or_error(str((doc.get("data") or {}).get("name")), where).Options
+    elif head == "evaluate" and rest:
+        cls = EvaluateOptions
+    if cls is None:
+        raise ConfigError(f"{where}: 'declared' needs an option path such as passes.prune-l1.ratio")
+    spaces = search_space(cls)
+    dotted = ".".join(rest)
+    if dotted not in spaces:
+        have = ", ".join(spaces) or "none"
+        raise ConfigError(f"{where}: option '{dotted}' declares no sweep space; options with one: {have}; "
+                          "give the values here instead")
+    return spaces[dotted]
+
+
+# ---- objectives, constraints, samplers, executors -----------------------------------------------------
+
+@dataclass(frozen=True)
+class Objective:
+    metric: Metric
+    direction: Literal["maximize", "minimize"]
+
+
+_CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_@.\-]+)\s*(<=|>=|<|>)\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """`figure <= bound` (or >=, <, >): a budget. `slack` is optuna's convention: feasible when <= 0."""
+
+    metric: Metric
+    op: str
+    bound: float
+    text: str
+
+    @classmethod
+    def parse(cls, text: Any, where: str) -> "Constraint":
+        m = _CONSTRAINT.match(text) if isinstance(text, str) else None
+        if m is None:
+            raise ConfigError(f"{where}: expected 'figure <= number' (or >=), e.g. 'latency_ms <= 5', got {text!r}")
+        return cls(Metric.parse(m.group(1), where), m.group(2), float(m.group(3)), text.strip())
+
+    def slack(self, figures: Mapping[str, float]) -> float:
+        value = figures.get(self.metric.text)
+        if value is None or not math.isfinite(value):
+            return math.inf
+        return value - self.bound if self.op in ("<=", "<") else self.bound - value
+
+    def holds(self, figures: Mapping[str, float]) -> bool:
+        s = self.slack(figures)
+        return s < 0 if self.op in ("<", ">") else s <= 0
+
+
+@dataclass(frozen=True)
+class GridOptions:
+    pass
+
+
+@dataclass(frozen=True)
+class RandomOptions:
+    seed: int = option(0, "sampler seed", min=0)
+
+
+@dataclass(frozen=True)
+class TPEOptions:
+    seed: int = option(0, "sampler seed", min=0)
+    n_startup_trials: int = option(10, "random trials before TPE models the space", min=0, max=10_000)
+    multivariate: bool = option(True, "model the parameters jointly (optuna's multivariate TPE)")
+
+
+@dataclass(frozen=True)
+class NSGA2Options:
+    seed: int = option(0, "sampler seed", min=0)
+    population_size: int = option(10, "individuals per generation", min=2, max=10_000)
+    mutation_prob: float | None = option(None, "per-parameter mutation probability (default 1/params)", min=0, max=1)
+    crossover_prob: float = option(0.9, "probability of crossover", min=0, max=1)
+
+
+@dataclass(frozen=True)
+class EvolutionOptions:
+    seed: int = option(0, "sampler seed", min=0)
+    population_size: int = option(10, "population: the most recent completed trials (aging)", min=2, max=10_000)
+    sample_size: int = option(3, "tournament size: the parent is the fittest of this many", min=1, max=10_000)
+    mutation_prob: float | None = option(None, "per-parameter mutation probability (default: exactly one)",
+                                         min=0, max=1, min_exclusive=True)
+    fitness: str | None = option(None, "figure maximized (minimized when it is a minimize objective); default the "
+                                       "first objective")
+
+    def __post_init__(self) -> None:
+        if self.sample_size > self.population_size:
+            raise ValueError(f"sample_size {self.sample_size} exceeds population_size {self.population_size}")
+
+
+@dataclass(frozen=True)
+class RLOptions:
+    seed: int = option(0, "sampler seed", min=0)
+    lr: float = option(0.5, "policy learning rate (rewards such as the M-factor lie in [0, 1])", min=0,
+                       min_exclusive=True, max=100)
+    baseline_decay: float = option(0.9, "moving-average decay of the reward baseline", min=0, max=1,
+                                   max_exclusive=True)
+    fitness: str | None = option(None, "figure used as the reward; default the first objective")
+
+
+SAMPLER_OPTIONS: dict[str, type] = {"grid": GridOptions, "random": RandomOptions, "tpe": TPEOptions,
+                                    "nsga2": NSGA2Options, "evolution": EvolutionOptions, "rl": RLOptions}
+
+
+@dataclass(frozen=True)
+class MFactorOptions:
+    alpha: float = option(1.0, "weight of size against accuracy (seed 003 eq. 8): 1 balanced, >1 favours small "
+                               "models", min=0)
+    accuracy: str = option("accuracy", "task metric used as A (in [0, 1]): accuracy, f1, iou, ...")
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    workers: int = option(1, "trials run at once, each in its own process when > 1", min=1, max=256)
+
+
+@dataclass(frozen=True)
+class RayExecutor:
+    address: str | None = option(None, "Ray cluster address ('auto' joins a running cluster; null starts a local one)")
+    cpus: float = option(1.0, "CPUs per trial", min=0)
+    gpus: float = option(0.0, "GPUs per trial", min=0)
+    max_retries: int = option(2, "retries of a trial whose worker died", min=0, max=100)
+    max_concurrent: int = option(0, "trials in flight (0 = the cluster's CPUs / cpus)", min=0, max=10_000)
+
+
+# ---- the spec -----------------------------------------------------------------------------------------
+
+@dataclass
+class SweepSpec:
+    name: str
+    source: str
+    base: dict[str, Any]
+    params: list[Param]
+    objectives: list[Objective]
+    constraints: list[Constraint] = field(default_factory=list)
+    budgets: dict[str, list[Constraint]] = field(default_factory=dict)
+    sampler: str = "tpe"
+    sampler_options: Any = None
+    trials: int = 20
+    executor: str = "local"
+    executor_options: Any = None
+    m_factor: MFactorOptions = field(default_factory=MFactorOptions)
+    weights: dict[str, float] = field(default_factory=dict)
+    stage: str | None = None
+    document: dict[str, Any] = field(default_factory=dict)  # the sweep as plain data, base inlined
+
+    # ---- loading ----------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "SweepSpec":
+        doc = load_yaml(path)
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{path}: a sweep is a mapping with keys {', '.join(SWEEP_KEYS)}")
+        for text in overrides:
+            apply_override(doc, text)
+        return cls.from_dict(doc, source=str(path))
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "<dict>") -> "SweepSpec":
+        from compressor.pipeline import Pipeline
+
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{source}: a sweep is a mapping with keys {', '.join(SWEEP_KEYS)}")
+        for key in doc:
+            if key not in SWEEP_KEYS:
+                raise ConfigError(f"{prefix(doc, '', key) or source}: {unknown_key_message(key, SWEEP_KEYS, 'key')}")
+        for key in ("base", "space", "objectives"):
+            if key not in doc:
+                raise ConfigError(f"{prefix(doc, '') or source}: missing '{key}:' (see samples/sweep_mfactor.yaml)")
+        base_raw = doc["base"]
+        if isinstance(base_raw, str):
+            base_path = Path(base_raw)
+            if not base_path.is_absolute():
+                base_path = Path(source).parent / base_path
+            base_doc = load_yaml(base_path)
+            base_where = str(base_path)
+        elif isinstance(base_raw, Mapping):
+            base_doc, base_where = base_raw, prefix(doc, "base", "base")
+        else:
+            raise ConfigError(f"{prefix(doc, 'base', 'base')}: expected a pipeline file or an inline pipeline mapping")
+        base_pipeline = Pipeline.from_dict(base_doc, source=base_where)  # the base alone must be valid
+        base = plain(base_doc)
+        name = doc.get("name") or Path(source).stem
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"{prefix(doc, 'name', 'name')}: {name!r} must be letters, digits, - and _")
+
+        params = _parse_space(doc["space"], base, prefix(doc, "space", "space") or source)
+        objectives = _parse_objectives(doc["objectives"], prefix(doc, "objectives", "objectives") or source)
+        constraints = [Constraint.parse(c, prefix(doc, "constraints", "constraints") or source)
+                       for c in _as_list(doc.get("constraints"), prefix(doc, "constraints", "constraints"))]
+        budgets_raw = doc.get("budgets") or {}
+        if not isinstance(budgets_raw, Mapping):
+            raise ConfigError(f"{prefix(doc, 'budgets', 'budgets')}: expected name: [constraints], e.g. "
+                              "budgets: {edge: ['latency_ms <= 5']}")
+        budgets = {str(k): [Constraint.parse(c, f"{prefix(budgets_raw, 'budgets', k)}: {k}")
+                            for c in _as_list(v, prefix(budgets_raw, "budgets", k))]
+                   for k, v in budgets_raw.items()}
+        sampler, sampler_options = _parse_choice(doc.get("sampler", "tpe"), SAMPLER_OPTIONS, "sampler",
+                                                 prefix(doc, "sampler", "sampler") or source)
+        executor, executor_options = _parse_choice(doc.get("executor", "local"),
+                                                   {"local": LocalExecutor, "ray": RayExecutor}, "executor",
+                                                   prefix(doc, "executor", "executor") or source)
+        trials = doc.get("trials", 20)
+        if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= 100_000:
+            raise ConfigError(f"{prefix(doc, 'trials', 'trials')}: expected an integer in [1, 100000], got {trials!r}")
+        mf = parse_options(MFactorOptions, doc.get("m_factor"), prefix(doc, "m_factor", "m_factor") or "m_factor")
+        if mf.accuracy not in TASK_METRICS:
+            raise ConfigError(f"{prefix(doc, 'm_factor', 'm_factor')}: m_factor.accuracy must be a task metric in "
+                              f"[0, 1]; valid: {', '.join(TASK_METRICS)}")
+        weights = _parse_weights(doc.get("weighted"), prefix(doc, "weighted", "weighted") or source)
+        stage = doc.get("stage")
+        stages = [n for n, _ in base_pipeline.stages()]
+        if stage is not None and stage not in stages:
+            raise ConfigError(f"{prefix(doc, 'stage', 'stage')}: {unknown_key_message(str(stage), stages, 'stage')}")
+        spec = cls(name=name, source=source, base=base, params=params, objectives=objectives,
+                   constraints=constraints, budgets=budgets, sampler=sampler, sampler_options=sampler_options,
+                   trials=trials, executor=executor, executor_options=executor_options, m_factor=mf,
+                   weights=weights, stage=stage)
+        spec._check_figures(base_pipeline, prefix(doc, "objectives", "objectives") or source)
+        spec._check_sampler(prefix(doc, "sampler", "sampler") or source)
+        spec._check_space()
+        spec.document = {**plain(doc), "base": base, "name": name}
+        return spec
+
+    # ---- trials ---------------------------------------------------------------------------------------
+    def trial_doc(self, values: Mapping[str, Any], name: str) -> dict[str, Any]:
+        """The base pipeline with `values` (space key -> value) set, named `name`."""
+        doc = copy.deepcopy(self.base)
+        for p in sorted(self.params, key=lambda q: not q.is_variant):  # variants first
+            if p.key in values:
+                set_path(doc, p.path, copy.deepcopy(values[p.key]), f"{p.key}={values[p.key]!r}", "space key")
+        doc["name"] = name
+        return doc
+
+    def fingerprint(self) -> str:
+        """What a resumed sweep must share with the one it continues (the base, space and objectives)."""
+        keep = {k: self.document.get(k) for k in ("base", "space", "objectives", "constraints", "m_factor",
+                                                   "weighted", "stage")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def figure_names(self) -> list[str]:
+        """Every figure the sweep reads (objectives, constraints, budgets, m_factor's)."""
+        names = [o.metric.text for o in self.objectives]
+        names += [c.metric.text for c in self.constraints]
+        names += [c.metric.text for cs in self.budgets.values() for c in cs]
+        names += [self.m_factor.accuracy, "params", "size_mb", "macs"]
+        return list(dict.fromkeys(names))
+
+    # ---- validation -------------------------------------------------------------------------------
+    def _check_figures(self, base: Any, where: str) -> None:
+        """Every figure the sweep reads can be measured by the base pipeline's task and latency backends."""
+        task_metrics = set(TASK_METRICS)
+        data = base.data
+        if data is not None:
+            from compressor.registry import DATASETS
+
+            kind = getattr(DATASETS.get(data.name), "task_kind", None)
+            if kind == "classification":
+                task_metrics.discard("iou")
+        backends = list(base.evaluate.latency_options().backends) if base.evaluate.latency_options().enabled else []
+        metrics = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
+        metrics += [c.metric for cs in self.budgets.values() for c in cs]
+        for m in metrics:
+            if m.name in TASK_METRICS and m.name not in task_metrics:
+                raise ConfigError(f"{where}: '{m.name}' is not measured for this task; valid: {', '.join(sorted(task_metrics))}")
+            if m.name in LATENCY:
+                if not backends:
+                    raise ConfigError(f"{where}: '{m.text}' needs latency, but the base pipeline measures none; set "
+                                      "evaluate.latency.backends in the base")
+                if m.backend is not None and m.backend not in backends:
+                    raise ConfigError(f"{where}: '{m.text}': backend '{m.backend}' is not measured by the base; "
+                                      f"valid: {', '.join(backends)}")
+            if m.name == "weighted" and not self.weights:
+                raise ConfigError(f"{where}: 'weighted' needs weighted: {{weights: {{figure: λ}}}} (seed 002 eq. 2)")
+        if self.m_factor.accuracy not in task_metrics:
+            raise ConfigError(f"{where}: m_factor.accuracy '{self.m_factor.accuracy}' is not measured for this task; "
+                              f"valid: {', '.join(sorted(task_metrics))}")
+
+    def _check_sampler(self, where: str) -> None:
+        from optuna.distributions import FloatDistribution
+
+        fitness = getattr(self.sampler_options, "fitness", None)
+        if fitness is not None:  # evolution / rl: default the first objective
+            Metric.parse(fitness, f"{where}: fitness")
+        if self.sampler == "grid":
+            for p in self.params:
+                d = p.distribution
+                if isinstance(d, FloatDistribution) and d.step is None:
+                    raise ConfigError(f"{p.where}: the grid sampler needs finite values; give a list or a step")
+        if self.sampler == "rl":
+            for p in self.params:
+                if isinstance(p.distribution, FloatDistribution) and p.distribution.step is None:
+                    raise ConfigError(f"{p.where}: the rl sampler needs finite choices; give a list or a step")
+
+    def _check_space(self) -> None:
+        """Every value of every key gives a valid pipeline (on each pass-list variant the key applies to)."""
+        from compressor.pipeline import Pipeline
+
+        variants = [p for p in self.params if p.is_variant]
+        bases = [self.base]
+        for v in variants:
+            bases = [self._with(doc, v, value) for doc in bases for value in v.choices()]
+        for v in variants:
+            for value in v.choices():
+                _validate(lambda: Pipeline.from_dict(self._with(self.base, v, value)), v, value)
+        for p in self.params:
+            if p.is_variant:
+                continue
+            docs = [d for d in bases if p.applies(d)]
+            if not docs:
+                raise ConfigError(f"{p.where}: no pass list of the sweep has '{p.path[1]}'; add it to the base or to a "
+                                  "variant")
+            for value in p.choices():
+                for d in docs:
+                    _validate(lambda: Pipeline.from_dict(self._with(d, p, value)), p, value)
+
+    @staticmethod
+    def _with(doc: dict[str, Any], p: Param, value: Any) -> dict[str, Any]:
+        out = copy.deepcopy(doc)
+        set_path(out, p.path, copy.deepcopy(value), f"{p.key}={value!r}", "space key")
+        return out
+
+
+def _validate(build: Any, p: Param, value: Any) -> None:
+    try:
+        build()
+    except ConfigError as exc:
+        raise ConfigError(f"{p.where}: {p.key} = {value!r} gives an invalid pipeline: {exc}") from None
+
+
+def plain(obj: Any) -> Any:
+    """A loaded YAML document as plain dicts and lists (no line bookkeeping)."""
+    if isinstance(obj, Mapping):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    return obj
+
+
+def _as_list(raw: Any, where: str) -> list[Any]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [raw]
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: expected a list of constraints such as 'latency_ms <= 5'")
+    return list(raw)
+
+
+def _parse_space(raw: Any, base: Mapping[str, Any], where: str) -> list[Param]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise ConfigError(f"{where}: 'space' maps pipeline paths to values, e.g. space: {{passes.prune-l1.ratio: "
+                          "[0.4, 0.6]}}")
+    params = []
+    for key, value in raw.items():
+        at = prefix(raw, "space", key) or where
+        at = f"{at}: {key}" if prefix(raw, "", key) else at
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"{at}: a space key is a pipeline path such as passes.prune-l1.ratio")
+        path = [s for s in re.sub(r"\[(-?\d+)\]", r".\1", key).split(".") if s]
+        if path[0] not in ("data", "model", "passes", "export", "evaluate", "seed"):
+            valid = ["data", "model", "passes", "export", "evaluate", "seed"]
+            guess = closest(path[0], valid)
+            hint = f"did you mean '{guess}'? " if guess else ""
+            raise ConfigError(f"{at}: a space key starts with a pipeline block; {hint}valid: {', '.join(valid)}")
+        if value in DECLARED:
+            value = declared_space(base, path, at)
+        distribution, labels = _distribution(key if len(path) == 1 else "", value, at)
+        params.append(Param(key, path, distribution, labels, at))
+    return params
+
+
+def _parse_objectives(raw: Any, where: str) -> list[Objective]:
+    items: list[tuple[Any, Any]]
+    if isinstance(raw, Mapping):
+        items = list(raw.items())
+    elif isinstance(raw, list) and all(isinstance(x, Mapping) and len(x) == 1 for x in raw):
+        items = [next(iter(x.items())) for x in raw]
+    else:
+        raise ConfigError(f"{where}: objectives map figures to directions, e.g. {{iou: maximize, params: minimize}}")
+    if not items:
+        raise ConfigError(f"{where}: give at least one objective")
+    out = []
+    for name, direction in items:
+        metric = Metric.parse(name, where)
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"{where}: {name}: direction {direction!r} is not valid; choose maximize or minimize")
+        out.append(Objective(metric, DIRECTIONS[direction]))  # type: ignore[arg-type]
+    if len({o.metric.text for o in out}) != len(out):
+        raise ConfigError(f"{where}: an objective is listed twice")
+    return out
+
+
+def _parse_choice(raw: Any, table: Mapping[str, type], what: str, where: str) -> tuple[str, Any]:
+    """`name`, `{name: {options}}` or `{name: name, ...options}` against a table of option classes."""
+    if isinstance(raw, str):
+        name, opts = raw, {}
+    elif isinstance(raw, Mapping) and "name" in raw:
+        name, opts = raw["name"], {k: v for k, v in raw.items() if k != "name"}
+    elif isinstance(raw, Mapping) and len(raw) == 1:
+        name, opts = next(iter(raw.items()))
+        opts = opts or {}
+    else:
+        raise ConfigError(f"{where}: expected a {what} name or {{{what}: {{options}}}}; valid: {', '.join(table)}")
+    if name not in table:
+        raise ConfigError(f"{where}: {unknown_key_message(str(name), list(table), what)}")
+    return str(name), parse_options(table[name], opts, f"{what} {name}", f"{name} option")
+
+
+def _parse_weights(raw: Any, where: str) -> dict[str, float]:
+    if raw is None:
+        return {}
+    weights = raw.get("weights") if isinstance(raw, Mapping) else None
+    if not isinstance(weights, Mapping) or not weights:
+        raise ConfigError(f"{where}: expected weighted: {{weights: {{accuracy: 1.0, macs: 1.0e-9}}}}")
+    out = {}
+    for k, v in weights.items():
+        m = Metric.parse(k, where)
+        if m.name in DERIVED:
+            raise ConfigError(f"{where}: the weighted sum is over measured figures, not {m.name}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{where}: weight of {k} must be a finite number >= 0, got {v!r}")
+        out[m.text] = float(v)
+    return out
+
+
+__all__ = ["Constraint", "Metric", "Objective", "Param", "SweepSpec", "plain", "row_figures"]

@@ -153,7 +153,7 @@ class Distill(Pass):
                                  input_size=tuple(spec.shape[2:]), num_classes=teacher.task.num_classes,
                                  init_channels=o.student_init_channels or teacher.meta.get("init_channels", 16),
                                  layers=o.student_layers or teacher.meta.get("layers", 8),
-                                 value_range=spec.value_range)
+                                 value_range=spec.value_range, network=teacher.meta.get("network", "auto"))
         student.history = list(ir.history)
         return student
 

@@ -1,4 +1,4 @@
-"""Networks built from DARTS cells: the CIFAR classifier of the papers and a segmentation net.
+"""Networks built from DARTS cells: the CIFAR and ImageNet classifiers of the papers and a segmentation net.
 
 `Cell` and `NetworkCIFAR` follow quark0/darts cnn/model.py (our own code; same modules, same order,
 same parameter count: DARTS_V2 with C=36, 20 cells, 10 classes has 3,349,342 parameters without
@@ -10,6 +10,15 @@ the auxiliary head: the published "3.3M"). Differences, all invisible in eval:
   (logits, aux_logits) as the reference does. The lowered IR is traced in eval, so it holds no
   auxiliary head (fx keeps only the modules its graph uses);
 - the stem takes `in_channels` instead of a fixed 3.
+
+`NetworkImageNet` follows quark0/darts cnn/model.py `NetworkImageNet` (the "mobile setting" network
+of the DARTS, P-DARTS and PC-DARTS ImageNet tables), with the same three differences, plus global
+average pooling by `AdaptiveAvgPool2d(1)` instead of `AvgPool2d(7)` (no parameters; identical on
+the 7×7 map of a 224×224 input, and any other input size works), and out-of-place ReLUs where the
+reference's in-place ones modify a tensor that another branch also reads (same values: that branch
+starts with a ReLU). Parameter-exact: DARTS_V2 with C=48, 14 cells, 1000 classes has 4,718,752
+parameters without the auxiliary head (the published "4.7M"). Its input sides must be multiples of
+32: three stride-2 stem convs, then two reductions.
 
 `NetworkSegmentation` (1 logit per pixel, e.g. 2×100×100 InSAR coherence + phase):
 - stem: Conv3×3 stride 1 (in_channels → 3C) + BN, so the cells start at full resolution;
@@ -99,6 +108,34 @@ class AuxiliaryHeadCIFAR(nn.Module):
         return self.classifier(x.view(x.size(0), -1))
 
 
+class AuxiliaryHeadImageNet(nn.Module):
+    """Auxiliary classifier on the output of cell 2*layers//3 (quark0/darts `AuxiliaryHeadImageNet`).
+
+    Its docstring says 14×14, but that cell is the second reduction, so a 224×224 input gives 7×7
+    here: AvgPool2d(5, stride 2) → 2×2, Conv 2×2 → 1×1 (8×8, from 256×256 inputs, works too). As
+    in the reference, there is no BatchNorm after the 2×2 conv: it is commented out there "for
+    consistency with the experiments in the paper".
+    """
+
+    def __init__(self, C: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False),  # its input also feeds the next cell (the reference's in-place ReLU
+            # changes it there, harmlessly since cells start with a ReLU; we leave it intact)
+            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),  # 7×7 → 2×2
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        return self.classifier(x.view(x.size(0), -1))
+
+
 class _DropPathMixin:
     cells: nn.ModuleList
 
@@ -115,13 +152,16 @@ class _DropPathMixin:
             cell.drop_prob = float(p)
 
 
-def _build_cells(genotype: Genotype, C: int, layers: int, C_stem: int, reduce_at: tuple[int, ...]
-                 ) -> tuple[nn.ModuleList, list[int]]:
-    """The cell stack; returns the cells and each cell's output channel count."""
+def _build_cells(genotype: Genotype, C: int, layers: int, C_stem: int, reduce_at: tuple[int, ...],
+                 reduction_prev: bool = False) -> tuple[nn.ModuleList, list[int]]:
+    """The cell stack; returns the cells and each cell's output channel count.
+
+    `reduction_prev` is for the first cell: True when its two inputs differ in resolution by 2
+    (the ImageNet stems), so that its preprocess0 is a FactorizedReduce.
+    """
     cells = nn.ModuleList()
     out_channels = []
     C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
-    reduction_prev = False
     for i in range(layers):
         reduction = i in reduce_at
         if reduction:
@@ -155,6 +195,62 @@ class NetworkCIFAR(_DropPathMixin, nn.Module):
     def forward(self, x: torch.Tensor):  # noqa: ANN201 (a tensor, or a pair in auxiliary training)
         logits_aux = None
         s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1)
+            if i == 2 * self._layers // 3 and self._auxiliary and self.training:
+                logits_aux = self.auxiliary_head(s1)
+        out = self.global_pooling(s1)
+        logits = self.classifier(out.view(out.size(0), -1))
+        if logits_aux is not None:
+            return logits, logits_aux
+        return logits
+
+
+class NetworkImageNet(_DropPathMixin, nn.Module):
+    """The DARTS ImageNet classifier (quark0/darts cnn/model.py `NetworkImageNet`).
+
+    stem0: Conv3×3/2 (in_channels → C/2)-BN-ReLU-Conv3×3/2 (→ C)-BN; stem1: ReLU-Conv3×3/2-BN, so
+    the cells start at 1/8 of the input resolution with C channels. The first cell takes stem0's
+    output (1/4) and stem1's (1/8), hence reduction_prev=True: its preprocess0 is a
+    FactorizedReduce(C, C). Reductions at layers//3 and 2*layers//3 as in `NetworkCIFAR`; the
+    auxiliary head (training only) reads the output of cell 2*layers//3.
+    """
+
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
+                 in_channels: int = 3, drop_path_prob: float = 0.0) -> None:
+        super().__init__()
+        genotype.validate()
+        if layers < 3:
+            raise ValueError(f"layers must be at least 3 (two reduction cells at layers//3 and 2*layers//3), got {layers}")
+        if C < 2 or C % 2:
+            raise ValueError(f"the ImageNet network needs an even C ≥ 2 (stem0 has C/2 channels and the first "
+                             f"cell's FactorizedReduce needs an even width), got {C}")
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=False),  # stem0's output is also the first cell's s0: not modified in place
+            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(C),
+        )
+        self.cells, out_channels = _build_cells(genotype, C, layers, C, (layers // 3, 2 * layers // 3),
+                                                reduction_prev=True)
+        if auxiliary:
+            self.auxiliary_head = AuxiliaryHeadImageNet(out_channels[2 * layers // 3], num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)  # the reference's AvgPool2d(7), for any input size
+        self.classifier = nn.Linear(out_channels[-1], num_classes)
+        self.drop_path_prob = drop_path_prob
+
+    def forward(self, x: torch.Tensor):  # noqa: ANN201 (a tensor, or a pair in auxiliary training)
+        logits_aux = None
+        s0 = self.stem0(x)
+        s1 = self.stem1(s0)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1)
             if i == 2 * self._layers // 3 and self._auxiliary and self.training:

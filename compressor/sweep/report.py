@@ -53,10 +53,11 @@ def _md_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def trial_values(spec: SweepSpec, trial: Any) -> dict[str, Any]:
-    """The trial's option values by space key (labels of pass-list variants as their names)."""
+    """The trial's active option values by space key (labels of pass-list variants as their names)."""
     out = {}
+    inactive = set(trial.user_attrs.get("inactive", ()))
     for p in spec.params:
-        if p.key in trial.params:
+        if p.key in trial.params and p.key not in inactive:
             raw = trial.params[p.key]
             out[p.key] = raw if p.is_variant or not p.labels else p.value(raw)
     return out
@@ -206,7 +207,9 @@ def _write_winner(spec: SweepSpec, trial: Any, d: Path, sweep_dir: Path) -> None
     from compressor.pipeline import Pipeline
 
     d.mkdir(parents=True, exist_ok=True)
-    values = {p.key: p.value(trial.params[p.key]) for p in spec.params if p.key in trial.params}
+    inactive = set(trial.user_attrs.get("inactive", ()))
+    values = {p.key: p.value(trial.params[p.key]) for p in spec.params
+              if p.key in trial.params and p.key not in inactive}
     doc = Pipeline.from_dict(spec.trial_doc(values, f"{spec.name}-{d.name}"), source=str(d)).to_dict()
     _write(d / "pipeline.yaml", yaml.safe_dump(doc, sort_keys=False))
     run = trial.user_attrs.get("run")

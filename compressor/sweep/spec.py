@@ -20,7 +20,8 @@ m_factor: {alpha: 1, accuracy: iou}
 ```
 
 A trial is the base pipeline with one value per space key; a key whose pass is not in the chosen
-pass-list variant is not sampled for that trial (define-by-run). Figures a trial reports are read
+pass-list variant is inactive for that trial (sampled, so every sampler sees one fixed space, but not
+applied). Figures a trial reports are read
 from one report row (`stage:`, default the last stage): task metrics (accuracy, precision, recall, f1,
 iou), params, macs, size_mb, latency_ms / latency_p90_ms / latency_p99_ms on a backend (`@backend`,
 default the first configured backend that measured the stage), wall_s, and the sweep-level m_factor

@@ -228,16 +228,18 @@ def counted(study: Any) -> int:
 
 
 def suggest(spec: SweepSpec, trial: Any) -> dict[str, Any]:
-    """Sample the trial's values (define-by-run: a key whose pass is not in the chosen variant is skipped)."""
+    """Sample the trial's values. Every key is sampled, so that every sampler sees one fixed space (NSGA-II
+    and the grid only recombine parameters present in every trial); a key whose pass is not in the chosen
+    pass-list variant is then inactive: not applied, listed in the trial's `inactive` attribute, blank in
+    the tables. Trials that differ only in inactive keys are the same pipeline, loaded from the store."""
     import copy
 
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     values: dict[str, Any] = {}
+    inactive: list[str] = []
     doc = copy.deepcopy(spec.base)
     for p in sorted(spec.params, key=lambda q: not q.is_variant):
-        if not p.applies(doc):
-            continue
         d = p.distribution
         if isinstance(d, CategoricalDistribution):
             raw = trial.suggest_categorical(p.key, d.choices)
@@ -245,9 +247,14 @@ def suggest(spec: SweepSpec, trial: Any) -> dict[str, Any]:
             raw = trial.suggest_float(p.key, d.low, d.high, log=d.log, step=d.step)
         else:
             raw = trial.suggest_int(p.key, d.low, d.high, log=d.log, step=d.step)
+        if not p.applies(doc):
+            inactive.append(p.key)
+            continue
         values[p.key] = p.value(raw)
         if p.is_variant:
             doc = spec._with(doc, p, values[p.key])
+    if inactive:
+        trial.set_user_attr("inactive", inactive)
     return values
 
 

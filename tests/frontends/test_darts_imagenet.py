@@ -151,3 +151,22 @@ def test_option_errors():
     with pytest.raises(FrontendError, match="auxiliary head .* needs 224 or 256 px inputs .* got 64×64"):
         darts.lower("DARTS_V2", task="classification", network="imagenet", input_size=64, in_channels=3,
                     num_classes=10, init_channels=8, layers=3, auxiliary=True)
+
+
+def test_imagenet_network_exports_to_verified_onnx(tmp_path):
+    """The ImageNet network goes through the onnx exporter, whose export is verified against torch at two batch
+    sizes (a mismatch raises ExportError)."""
+    from compressor.exporters.onnx import export_onnx
+
+    ir = darts.lower("DARTS_V2", task="classification", network="imagenet", in_channels=3, input_size=64,
+                     num_classes=10, init_channels=8, layers=3)
+    result = export_onnx(ir, tmp_path / "model.onnx")
+    assert result.primary.is_file() and result.info["max_abs_diff"] is not None
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(result.primary), providers=["CPUExecutionProvider"])
+    x = ir.example_inputs(3)[0]
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        ref = ir.module.eval()(x).numpy()
+    assert out.shape == (3, 10) and abs(out - ref).max() < 1e-4

@@ -11,37 +11,10 @@ w step on a w batch. w: SGD (momentum 0.9, wd 3e-4) with a cosine schedule from 
 `w_lr_min` over the epochs; α: Adam (betas 0.5, 0.999; wd 1e-3). Gradients of w are clipped at
 `grad_clip`.
 
-Algorithms (our reading of the references; each is tested for its distinguishing mechanism):
-
-- darts (quark0/darts): order 1 takes the α step on the α-split loss at the current w. Order 2
-  takes it on L_val(w', α) with the virtual step w' = w − η(momentum·buf + ∇_w L_train + wd·w), and
-  ∇_α = ∇_α L_val(w', α) − η·[∇_α L_train(w⁺, α) − ∇_α L_train(w⁻, α)] / 2R with
-  w± = w ± R·∇_w' L_val(w', α), R = 0.01/‖∇_w' L_val‖ (the finite-difference Hessian-vector product).
-- pc-darts (yuhuixu1993/PC-DARTS): partial channels (ops see C/K channels, the rest bypasses,
-  channel shuffle with K groups), edge normalization β (per node softmax), genotype derivation
-  from α·β; α updates start after `warmup_epochs` (default 30% of the epochs: 15 of 50); a_lr 6e-4.
-- p-darts (chenxin061/pdarts): `pdarts_stages` supernets of increasing depth (5, 11, 17 cells), each
-  trained for `epochs` epochs with fresh weights and α, the first `warmup_epochs` (default 40%: 10
-  of 25) weights-only. After stage s each edge keeps its `pdarts_keep[s]` strongest ops (by the
-  stage's softmax(α), `none` included; after the last stage `none` is dropped first), and the next
-  stage's MixedOps hold only those. Dropout after the stride-1 skip connections with rate
-  `pdarts_skip_dropout[s]`, decayed as the reference does: rate·(E−e−1)/E during warm-up, then
-  rate·exp(−0.2·(e − warmup)). α gradients are clipped at `grad_clip`; a_lr 6e-4. The final normal
-  cell keeps at most `pdarts_max_skips` skip connections: while there are more, the chosen skip with
-  the smallest weight is zeroed and the cell re-derived (its edge then takes its next-best op, and
-  edges are re-ranked), as the reference's `delete_min_sk_prob` / `keep_1_on` / `keep_2_branches`.
-- lambda-darts (dr-faustus/Lambda-DARTS, seed 000 eq. 3-4): the weight objective is
-  L_train(w, α) − λ·Λ(w, α) with Λ = (1 / C(L, 2)) Σ_{l<l'} cos(g_l, g_l'), g_l = ∂L/∂ᾱ_l the
-  gradient w.r.t. the (softmaxed) α of normal cell l. As in the reference, ∇_w Λ is not computed by
-  double backprop: with u_l = g_l/‖g_l‖, the perturbation p_l = (1/C(L,2))·(I − u_l u_lᵀ)Σ_l' u_l' / ‖g_l‖
-  (= ∂Λ/∂g_l; reduction cells get p = 0, as in the reference), ε = ε0/‖p‖, and
-  ∇_w(−Λ) ≈ [∇_w L(ᾱ − εp) − ∇_w L(ᾱ + εp)] / 2ε, added with weight λ_t = λ·e/(E−1) (linear ramp
-  over the epochs) to the weight gradient before clipping. α steps are plain DARTS.
-- em-darts (Liu et al. 2025; no public code). Our interpretation: during weight steps only, each
-  edge of each cell independently, with probability p(e) = em_max_prob·e/(E−1) (linear from 0 at
-  the first epoch to `em_max_prob` at the last), is "mutated": it outputs one parametric op (drawn
-  uniformly among sep_conv_3x3/5x5, dil_conv_3x3/5x5), unweighted, instead of the α-weighted sum.
-  α steps and the derivation are plain DARTS. em_max_prob defaults to 0.2 (our choice).
+The algorithms (darts first and second order, pc-darts, p-darts, lambda-darts, em-darts) are
+classes registered in `algorithms.py`; this loop calls their hooks (supernet, α step, weight step,
+epoch start, stage end, derivation) and owns everything they share: data splits, the weights'
+schedule, resumption, progress bars, the α history and its plot.
 """
 from __future__ import annotations
 
@@ -52,26 +25,31 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence, get_args
+from typing import Any, Literal, Sequence, get_args
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import Subset
 
 from compressor.data import DataBundle, make_loader
 from compressor.errors import ConfigError
+from compressor.frontends.darts.algorithms import LossFn, SearchAlgorithm, search_algorithm
+# the algorithms' building blocks, re-exported: the mechanism tests and earlier callers import them from here
+from compressor.frontends.darts.algorithms import (  # noqa: F401
+    arch_grads_first_order, arch_grads_second_order, lambda_alignment, lambda_perturbations, linear_ramp,
+    pdarts_dropout, pdarts_limit_skips, pdarts_shrink, weight_gradients,
+)
 from compressor.frontends.darts.genotypes import Genotype
 from compressor.frontends.darts.ops import PRIMITIVES
-from compressor.frontends.darts.search_space import CONCAT, SearchNetwork, derive_cell
+from compressor.frontends.darts.search_space import EdgePrimitives, SearchNetwork
 from compressor.options import Range, option, options_dict
 from compressor.train import segmentation_loss
 
 log = logging.getLogger(__name__)
 
+# The registered algorithms' names (a test keeps the two in sync): config files are checked against it.
 Algorithm = Literal["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts"]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 CHECKPOINT = "search_checkpoint.pt"
 RESULT = "search_result.json"
@@ -118,45 +96,26 @@ class SearchOptions:
     seed: int = option(0, "seed of α and weight initialization, shuffling and mutation", min=0)
 
     def __post_init__(self) -> None:
-        if self.algorithm == "p-darts":
-            n = len(self.pdarts_stages)
-            if n == 0 or len(self.pdarts_keep) != n or len(self.pdarts_skip_dropout) != n:
-                raise ValueError(f"p-darts needs one entry per stage in pdarts_stages, pdarts_keep and "
-                                 f"pdarts_skip_dropout; got {len(self.pdarts_stages)}, {len(self.pdarts_keep)}, "
-                                 f"{len(self.pdarts_skip_dropout)} (e.g. [5, 11, 17], [5, 3, 1], [0.1, 0.4, 0.7])")
-            if any(c < 3 for c in self.pdarts_stages):
-                raise ValueError(f"pdarts_stages: every stage needs at least 3 cells, got {list(self.pdarts_stages)}")
-            keep = list(self.pdarts_keep)
-            if keep[-1] != 1 or any(k < 2 for k in keep[:-1]) or keep[0] >= len(PRIMITIVES) or \
-                    any(a <= b for a, b in zip(keep, keep[1:])):
-                raise ValueError(f"pdarts_keep must decrease from < {len(PRIMITIVES)} to a last entry of 1 "
-                                 f"(one op per edge), each earlier entry ≥ 2; got {keep} (e.g. [5, 3, 1])")
-            if any(not 0 <= p < 1 for p in self.pdarts_skip_dropout):
-                raise ValueError(f"pdarts_skip_dropout rates must be in [0, 1), got {list(self.pdarts_skip_dropout)}")
-        if self.algorithm == "pc-darts" and self.init_channels % self.pc_k:
-            raise ValueError(f"pc-darts needs init_channels divisible by pc_k; got {self.init_channels} and "
-                             f"{self.pc_k} (e.g. init_channels: {self.pc_k * max(1, self.init_channels // self.pc_k)})")
+        self.algorithm_class.check_options(self)
+
+    @property
+    def algorithm_class(self) -> type[SearchAlgorithm]:
+        return search_algorithm(self.algorithm)
 
     # ---- per-algorithm defaults ----------------------------------------------------------------
     @property
     def arch_lr(self) -> float:
-        if self.a_lr is not None:
-            return self.a_lr
-        return 6e-4 if self.algorithm in ("pc-darts", "p-darts") else 3e-4
+        return self.a_lr if self.a_lr is not None else self.algorithm_class.default_arch_lr
 
     @property
     def warmup(self) -> int:
         if self.warmup_epochs is not None:
             return self.warmup_epochs
-        if self.algorithm == "pc-darts":
-            return int(round(0.3 * self.epochs))
-        if self.algorithm == "p-darts":
-            return int(round(0.4 * self.epochs))
-        return 0
+        return int(round(self.algorithm_class.default_warmup * self.epochs))
 
     @property
     def stages(self) -> tuple[int, ...]:
-        return tuple(self.pdarts_stages) if self.algorithm == "p-darts" else (self.layers,)
+        return self.algorithm_class.stages(self)
 
 
 @dataclass
@@ -171,188 +130,11 @@ class SearchResult:
     resumed_from: int
 
 
-# ---- schedules ------------------------------------------------------------------------------------
-def linear_ramp(final: float, epoch: int, epochs: int) -> float:
-    """final·e/(E−1): 0 at the first epoch, `final` at the last (λ-DARTS λ, EM-DARTS p)."""
-    return final * epoch / (epochs - 1) if epochs > 1 else final
-
-
-def pdarts_dropout(rate: float, epoch: int, epochs: int, warmup: int) -> float:
-    """The P-DARTS skip-connection dropout at stage epoch `epoch` (chenxin061/pdarts train_search.py)."""
-    if epoch < warmup:
-        return rate * (epochs - epoch - 1) / epochs
-    return rate * math.exp(-(epoch - warmup) * 0.2)
-
-
 # ---- losses ---------------------------------------------------------------------------------------
 def task_loss_fn(kind: str) -> LossFn:
     if kind == "segmentation":
         return lambda logits, y: segmentation_loss(logits.float(), y.float())
     return lambda logits, y: F.cross_entropy(logits.float(), y.long())
-
-
-# ---- α steps --------------------------------------------------------------------------------------
-def arch_grads_first_order(model: SearchNetwork, loss_fn: LossFn, x_val: torch.Tensor,
-                           y_val: torch.Tensor) -> tuple[list[torch.Tensor], float]:
-    loss = loss_fn(model(x_val), y_val)
-    grads = torch.autograd.grad(loss, model.arch_parameters())
-    return list(grads), float(loss.detach())
-
-
-def arch_grads_second_order(model: SearchNetwork, loss_fn: LossFn, x_train: torch.Tensor, y_train: torch.Tensor,
-                            x_val: torch.Tensor, y_val: torch.Tensor, eta: float,
-                            w_optimizer: torch.optim.Optimizer | None = None, momentum: float = 0.0,
-                            weight_decay: float = 0.0, r: float = 1e-2) -> tuple[list[torch.Tensor], float]:
-    """The DARTS unrolled α gradient (quark0/darts cnn/architect.py `_backward_step_unrolled`).
-
-    The virtual model is a `torch.func.functional_call` with the stepped weights (and copies of the
-    BN buffers, as the reference's fresh model copy), so the model itself is left untouched."""
-    from torch.func import functional_call
-
-    named = model.named_weight_parameters()
-    names = [n for n, _ in named]
-    w = [p for _, p in named]
-    arch = model.arch_parameters()
-
-    def call(weights: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        state = {n: b.clone() for n, b in model.named_buffers()}
-        state.update(dict(zip(names, weights)))
-        return functional_call(model, state, (x,))
-
-    # virtual step w' = w − η (momentum·buf + ∇L_train + wd·w)
-    loss_train = loss_fn(model(x_train), y_train)
-    g_train = torch.autograd.grad(loss_train, w, allow_unused=True)
-    w_virtual = []
-    for p, g in zip(w, g_train):
-        g = torch.zeros_like(p) if g is None else g
-        d = g + weight_decay * p.detach()
-        buf = w_optimizer.state.get(p, {}).get("momentum_buffer") if w_optimizer is not None else None
-        if buf is not None:
-            d = d + momentum * buf
-        w_virtual.append((p.detach() - eta * d).requires_grad_(True))
-
-    loss_val = loss_fn(call(w_virtual, x_val), y_val)
-    g = torch.autograd.grad(loss_val, list(arch) + w_virtual, allow_unused=True)
-    d_alpha = [torch.zeros_like(a) if gi is None else gi for a, gi in zip(arch, g[:len(arch)])]
-    v = [torch.zeros_like(p) if gi is None else gi for p, gi in zip(w_virtual, g[len(arch):])]
-
-    # finite-difference Hessian-vector product ∇²_{α,w} L_train · v
-    R = r / torch.cat([x.reshape(-1) for x in v]).norm().clamp_min(1e-12)
-    w_plus = [p.detach() + R * vi for p, vi in zip(w, v)]
-    w_minus = [p.detach() - R * vi for p, vi in zip(w, v)]
-    g_plus = torch.autograd.grad(loss_fn(call(w_plus, x_train), y_train), arch, allow_unused=True)
-    g_minus = torch.autograd.grad(loss_fn(call(w_minus, x_train), y_train), arch, allow_unused=True)
-    out = []
-    for da, gp, gm, a in zip(d_alpha, g_plus, g_minus, arch):
-        gp = torch.zeros_like(a) if gp is None else gp
-        gm = torch.zeros_like(a) if gm is None else gm
-        out.append(da - eta * (gp - gm) / (2 * R))
-    return out, float(loss_val.detach())
-
-
-# ---- w steps --------------------------------------------------------------------------------------
-def lambda_perturbations(cell_grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """∂Λ/∂g_l for Λ = mean_{l<l'} cos(g_l, g_l'): (1/C(L,2))·(I − u_l u_lᵀ)·Σ_l' u_l' / ‖g_l‖."""
-    L = len(cell_grads)
-    if L < 2:
-        return [torch.zeros_like(g) for g in cell_grads]
-    flat = [g.reshape(-1) for g in cell_grads]
-    norms = [f.norm().clamp_min(1e-12) for f in flat]
-    u = [f / n for f, n in zip(flat, norms)]
-    sum_u = sum(u)
-    scale = 1.0 / (L * (L - 1) / 2)
-    return [(scale * (sum_u - ul * torch.dot(ul, sum_u)) / n).reshape(g.shape)
-            for ul, n, g in zip(u, norms, cell_grads)]
-
-
-def lambda_alignment(cell_grads: Sequence[torch.Tensor]) -> float:
-    """Λ: the mean pairwise cosine similarity of the per-cell α gradients (seed 000 eq. 3)."""
-    flat = [g.reshape(-1) for g in cell_grads]
-    sims = [float(F.cosine_similarity(flat[i], flat[j], dim=0))
-            for i in range(len(flat)) for j in range(i + 1, len(flat))]
-    return sum(sims) / len(sims) if sims else 0.0
-
-
-def weight_gradients(model: SearchNetwork, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
-                     lam: float = 0.0, eps0: float = 1e-4) -> dict[str, float]:
-    """Fill .grad of the weights with ∇_w L_train, plus, with lam > 0, the λ-DARTS term
-    lam·[∇_w L(ᾱ − εp) − ∇_w L(ᾱ + εp)] / 2ε (see the module docstring). Returns loss and Λ."""
-    w = model.weight_parameters()
-    for p in w:
-        p.grad = None
-    stats: dict[str, float] = {}
-    if lam <= 0:
-        loss = loss_fn(model(x, detach_arch=True), y)
-        loss.backward()
-        return {"loss": float(loss.detach())}
-    wn, wr = (t.detach() for t in model.op_weights())
-    leaves = [(wr if c.reduction else wn).clone().requires_grad_(True) for c in model.cells]
-    loss = loss_fn(model(x, cell_weights=leaves, detach_arch=True), y)
-    loss.backward()
-    stats["loss"] = float(loss.detach())
-    normal = [i for i, c in enumerate(model.cells) if not c.reduction]
-    grads = [leaves[i].grad for i in normal]
-    stats["alignment"] = lambda_alignment(grads)
-    pert_normal = lambda_perturbations(grads)
-    pert = [torch.zeros_like(l) for l in leaves]
-    for i, p in zip(normal, pert_normal):
-        pert[i] = p
-    norm = torch.cat([p.reshape(-1) for p in pert]).norm()
-    if float(norm) == 0.0:
-        return stats
-    eps = eps0 / float(norm)
-    base = [l.detach() for l in leaves]
-    f = torch.autograd.grad(loss_fn(model(x, cell_weights=[b - eps * p for b, p in zip(base, pert)],
-                                          detach_arch=True), y), w, allow_unused=True)
-    b = torch.autograd.grad(loss_fn(model(x, cell_weights=[b + eps * p for b, p in zip(base, pert)],
-                                          detach_arch=True), y), w, allow_unused=True)
-    for p, gf, gb in zip(w, f, b):
-        if gf is None or gb is None:
-            continue
-        reg = (gf - gb) / (2 * eps)
-        p.grad = reg * lam if p.grad is None else p.grad + lam * reg
-    return stats
-
-
-# ---- P-DARTS space shrinking ----------------------------------------------------------------------
-def pdarts_shrink(probs: np.ndarray, primitives: Sequence[Sequence[str]], keep: int,
-                  drop_none: bool = False) -> list[list[str]]:
-    """Keep each edge's `keep` ops with the largest weight (order of PRIMITIVES preserved). With
-    `drop_none` (after the last stage), `none` goes first and the strongest others stay."""
-    out = []
-    for e, prims in enumerate(primitives):
-        cand = [k for k, p in enumerate(prims) if not (drop_none and p == "none")]
-        best = sorted(cand, key=lambda k: -probs[e][k])[:keep]
-        out.append([prims[k] for k in sorted(best)])
-    return out
-
-
-def pdarts_limit_skips(probs: np.ndarray, primitives: Sequence[Sequence[str]],
-                       max_skips: int) -> list[tuple[str, int]]:
-    """Derive the normal cell, then, while it holds more than `max_skips` skip connections, zero
-    the weight of its weakest chosen skip_connect and derive again (pdarts `delete_min_sk_prob`)."""
-    p = np.array(probs, dtype=np.float64, copy=True)
-    for e, prims in enumerate(primitives):  # the reference zeroes `none` before ranking the edges
-        for k, name in enumerate(prims):
-            if name == "none":
-                p[e][k] = 0.0
-    while True:
-        gene = derive_cell(p, primitives)
-        chosen = _chosen_edges(gene)
-        skips = [(p[e][list(primitives[e]).index("skip_connect")], e) for e, op in chosen if op == "skip_connect"]
-        if len(skips) <= max_skips:
-            return gene
-        _, e = min(skips)
-        p[e][list(primitives[e]).index("skip_connect")] = 0.0
-
-
-def _chosen_edges(gene: Sequence[tuple[str, int]]) -> list[tuple[int, str]]:
-    """(edge index, op) of each pair of a derived cell."""
-    out = []
-    starts = [sum(2 + k for k in range(i)) for i in range(len(gene) // 2)]
-    for idx, (op, j) in enumerate(gene):
-        out.append((starts[idx // 2] + j, op))
-    return out
 
 
 # ---- α history ------------------------------------------------------------------------------------
@@ -411,20 +193,15 @@ def _atomic_torch(obj: Any, path: Path) -> None:
 
 
 # ---- the loop -------------------------------------------------------------------------------------
-class _Stage:
-    """A supernet with its two optimizers and its schedule."""
+class Stage:
+    """A supernet (`model`) with its two optimizers (`w_opt`, `a_opt`) and its schedule; the
+    algorithm's hooks receive it."""
 
-    def __init__(self, opts: SearchOptions, data: DataBundle, stage: int, prims_normal, prims_reduce,
-                 device: str) -> None:
+    def __init__(self, algo: SearchAlgorithm, data: DataBundle, stage: int, prims_normal: EdgePrimitives | None,
+                 prims_reduce: EdgePrimitives | None, device: str) -> None:
+        opts = algo.opts
         torch.manual_seed(opts.seed + 1000 * stage)
-        kind = data.task.kind
-        p_darts = opts.algorithm == "p-darts"
-        self.model = SearchNetwork(
-            opts.init_channels, data.task.num_classes, opts.stages[stage], task=kind,
-            in_channels=data.input_shape[0], primitives_normal=prims_normal, primitives_reduce=prims_reduce,
-            partial_k=opts.pc_k if opts.algorithm == "pc-darts" else 1, edge_norm=opts.algorithm == "pc-darts",
-            skip_dropout=opts.pdarts_skip_dropout[stage] if p_darts else 0.0,
-        ).to(device)
+        self.model = algo.build_supernet(stage, data, prims_normal, prims_reduce).to(device)
         self.w_opt = torch.optim.SGD(self.model.weight_parameters(), opts.w_lr, momentum=opts.w_momentum,
                                      weight_decay=opts.w_wd)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=opts.arch_lr, betas=(0.5, 0.999),
@@ -483,15 +260,6 @@ def _result(out_dir: Path, genotype: Genotype, seconds: float, epochs_run: int, 
                         epochs_run=epochs_run, resumed_from=resumed_from)
 
 
-def _final_genotype(opts: SearchOptions, model: SearchNetwork) -> Genotype:
-    if opts.algorithm != "p-darts":
-        return model.genotype()
-    w = model.arch_weights()
-    normal = pdarts_limit_skips(w["normal"], model.primitives_normal, opts.pdarts_max_skips)
-    reduce = derive_cell(w["reduce"], model.primitives_reduce)
-    return Genotype(normal=normal, normal_concat=CONCAT, reduce=reduce, reduce_concat=CONCAT)
-
-
 def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: str = "cpu",
                progress: bool = True) -> SearchResult:
     """Search `data` with `options`; write genotype.json, the α history and its plot into `out_dir`.
@@ -514,7 +282,7 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
             return _result(out_dir, Genotype.load(out_dir / GENOTYPE), doc["seconds"], 0, doc["epochs_done"])
 
     _check_data(opts, data)
-    loss_fn = task_loss_fn(data.task.kind)
+    algo = opts.algorithm_class(opts, task_loss_fn(data.task.kind))
     w_split, a_split = _split(data.train, opts.train_portion)
 
     stage_i, epoch_in_stage, done, history, seconds = 0, 0, 0, [], 0.0
@@ -533,30 +301,27 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
                               f"same options")
         stage_i, epoch_in_stage, done = ckpt["stage"], ckpt["epoch_in_stage"], ckpt["done"]
         history, seconds = ckpt["history"], ckpt["seconds"]
-        st = _Stage(opts, data, stage_i, ckpt["stage_state"]["primitives_normal"],
-                    ckpt["stage_state"]["primitives_reduce"], device)
+        st = Stage(algo, data, stage_i, ckpt["stage_state"]["primitives_normal"],
+                   ckpt["stage_state"]["primitives_reduce"], device)
         st.load_state_dict(ckpt["stage_state"])
         torch.set_rng_state(ckpt["rng"].cpu())
         log.info("search: resumed from %s after epoch %d", ckpt_path, done)
     else:
-        st = _Stage(opts, data, 0, None, None, device)
+        st = Stage(algo, data, 0, None, None, device)
     resumed_from = done
     start = time.perf_counter()
 
     dtype = next(st.model.parameters()).dtype
     epochs_run = 0
     while True:
-        if epoch_in_stage >= opts.epochs:  # the stage is over: shrink (p-darts) or stop
+        if epoch_in_stage >= opts.epochs:  # the stage is over: the next one (p-darts) or stop
             if stage_i + 1 >= n_stages:
                 break
-            w = st.model.arch_weights()
-            keep = opts.pdarts_keep[stage_i]
-            # between stages `none` competes like any op; the last stage's `keep` (1) is the derivation
-            pn = pdarts_shrink(w["normal"], st.model.primitives_normal, keep)
-            pr = pdarts_shrink(w["reduce"], st.model.primitives_reduce, keep)
+            pn, pr = algo.stage_end(st.model, stage_i)
             stage_i, epoch_in_stage = stage_i + 1, 0
-            st = _Stage(opts, data, stage_i, pn, pr, device)
-            log.info("search: p-darts stage %d: %d cells, %d ops per edge", stage_i + 1, opts.stages[stage_i], keep)
+            st = Stage(algo, data, stage_i, pn, pr, device)
+            log.info("search: %s stage %d: %d cells, %d ops per edge", opts.algorithm, stage_i + 1,
+                     opts.stages[stage_i], len(st.model.primitives_normal[0]))
             continue
         if done >= total:
             break
@@ -564,10 +329,8 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
         model = st.model
         lr = st.set_lr(opts)
         warm = e < opts.warmup
-        if opts.algorithm == "p-darts":
-            model.set_skip_dropout(pdarts_dropout(opts.pdarts_skip_dropout[stage_i], e, opts.epochs, opts.warmup))
-        lam = linear_ramp(opts.lambda_reg, e, opts.epochs) if opts.algorithm == "lambda-darts" else 0.0
-        mutation = linear_ramp(opts.em_max_prob, e, opts.epochs) if opts.algorithm == "em-darts" else 0.0
+        # every history entry has the same keys; an algorithm without a λ or a mutation records 0
+        schedule = {"lr": lr, "lambda": 0.0, "mutation_prob": 0.0, **algo.epoch_start(model, stage_i, e)}
 
         w_loader = make_loader(w_split, opts.batch_size, shuffle=True, seed=opts.seed + done)
         a_loader = make_loader(a_split, opts.batch_size, shuffle=True, seed=opts.seed + done + 7919)
@@ -589,29 +352,11 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
                     a_iter = iter(a_loader)
                     xv, yv = next(a_iter)
                 xv, yv = xv.to(device, dtype=dtype), yv.to(device)
-                model.mutation_prob = 0.0
-                if opts.order == 2:
-                    grads, vloss = arch_grads_second_order(model, loss_fn, x, y, xv, yv, lr, st.w_opt,
-                                                           opts.w_momentum, opts.w_wd)
-                else:
-                    grads, vloss = arch_grads_first_order(model, loss_fn, xv, yv)
-                st.a_opt.zero_grad(set_to_none=True)
-                for a, g in zip(model.arch_parameters(), grads):
-                    a.grad = g
-                if opts.algorithm == "p-darts" and opts.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.arch_parameters(), opts.grad_clip)
-                st.a_opt.step()
-                sums["val_loss"] += vloss
+                sums["val_loss"] += algo.arch_step(st, x, y, xv, yv, lr)
                 counts["val_loss"] += 1
-            model.mutation_prob = mutation
-            stats = weight_gradients(model, loss_fn, x, y, lam, opts.lambda_eps)
-            model.mutation_prob = 0.0
-            if opts.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.weight_parameters(), opts.grad_clip)
-            st.w_opt.step()
-            for k, v in stats.items():
-                sums[k] += v
-                counts[k] += 1
+            for k, v in algo.weight_step(st, x, y).items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.4f}")
         bar.close()
@@ -620,7 +365,7 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
         done += 1
         epochs_run += 1
         epoch_stats = {k: sums[k] / counts[k] for k in sums if counts[k]}
-        epoch_stats.update({"lr": lr, "lambda": lam, "mutation_prob": mutation})
+        epoch_stats.update(schedule)
         history.append(_history_entry(model, done, stage_i, epoch_stats))
         log.info("search %s epoch %d/%d loss %.4f genotype %s", opts.algorithm, done, total,
                  epoch_stats.get("loss", float("nan")), model.genotype().to_dict())
@@ -631,7 +376,7 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
         _atomic_json(history, out_dir / HISTORY)
         plot_alpha_history(history, out_dir / PLOT)
 
-    genotype = _final_genotype(opts, st.model).validate()
+    genotype = algo.derive(st.model).validate()
     genotype.save(out_dir / GENOTYPE)
     seconds_total = seconds + time.perf_counter() - start
     if not (out_dir / HISTORY).is_file():

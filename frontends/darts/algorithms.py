@@ -452,3 +452,8 @@ def _chosen_edges(gene: Sequence[tuple[str, int]]) -> list[tuple[int, str]]:
     for idx, (op, j) in enumerate(gene):
         out.append((starts[idx // 2] + j, op))
     return out
+
+
+# hpe-darts lives in hpe.py with the rest of HPE-DARTS; importing it registers it (it imports this module's
+# base class, which exists by now)
+from compressor.frontends.darts import hpe as _hpe  # noqa: E402,F401

@@ -20,11 +20,15 @@ At i = 0 both leave α unchanged.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+import re
+from typing import Any, Literal, Sequence
 
+import numpy as np
 import torch
 
 from compressor.errors import ConfigError
+from compressor.frontends.darts.algorithms import SearchAlgorithm, register_search
+from compressor.frontends.darts.ops import PRIMITIVES
 
 
 def removal_counts(ops_per_edge: Sequence[int], n_ops: int) -> list[int]:
@@ -93,3 +97,167 @@ def importance_measure(stage: int, n_stages: int,
     if schedule in ("accuracy", "netperf"):
         return schedule
     raise ValueError(f"importance schedule {schedule!r}; valid: hybrid, accuracy, netperf")
+
+
+# ---- the algorithm --------------------------------------------------------------------------------
+@register_search("hpe-darts")
+class HPEDarts(SearchAlgorithm):
+    """HPE-DARTS (seed 004, Algorithm 1) on the loop's stages: stage 0 is the warm-up (weights only, α
+    fixed), stages 1..S the hybrid pruning stages, each `epochs` epochs (so E_warmup = E_prune =
+    `epochs`; the paper uses 5 and 5). At the start of each epoch i of hybrid stage s, every op on every
+    edge is scored (`hpe_importance`: the drop in validation accuracy when it is removed, or in
+    NetPerfProxy), and the Pop_s least important ops of each edge have their α decayed by eq. 7 (soft
+    pruning); α and the weights then train as in DARTS. At the end of the stage the Pop_s least
+    important ops are removed (hard pruning): the next stage's supernet holds the others and inherits
+    their weights and α (the weight optimizer's state and the cosine learning-rate schedule restart per
+    stage). In the last stage `none` is removed first, so every edge ends with one real operation."""
+
+    default_arch_lr = 3e-4
+
+    def __init__(self, opts: Any, loss_fn: Any) -> None:
+        super().__init__(opts, loss_fn)
+        self.pops = removal_counts(opts.hpe_ops_per_edge, len(PRIMITIVES))
+        self._stage = 0
+        self._prev: Any = None
+        self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def check_options(cls, opts: Any) -> None:
+        try:
+            removal_counts(opts.hpe_ops_per_edge, len(PRIMITIVES))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @classmethod
+    def stages(cls, opts: Any) -> tuple[int, ...]:
+        return (opts.layers,) * len(opts.hpe_ops_per_edge)  # the warm-up, then S = len − 1 hybrid stages
+
+    def build_supernet(self, stage: int, data: Any, primitives_normal: Any, primitives_reduce: Any) -> Any:
+        from compressor.data import make_loader
+
+        model = self.supernet(stage, data, primitives_normal, primitives_reduce)
+        if self._prev is not None:
+            inherit(self._prev, model)
+            self._prev = None
+        x, y = next(iter(make_loader(data.split("val"), self.opts.hpe_batch, shuffle=False)))
+        self._batch = (x.float(), y)
+        return model
+
+    def epoch_start(self, model: Any, stage: int, epoch: int) -> dict[str, float]:
+        self._stage = stage
+        if stage == 0:
+            return {"hpe_stage": 0.0}
+        s = stage - 1
+        imp = self.importance(model, s)
+        for kind in ("normal", "reduce"):
+            alpha = getattr(model, f"alphas_{kind}")
+            weak = least_important(imp[kind], torch.ones_like(imp[kind], dtype=torch.bool), self.pops[s])
+            with torch.no_grad():
+                alpha.copy_(soft_decay(alpha.detach(), weak.to(alpha.device), epoch, self.opts.epochs,
+                                       self.opts.hpe_decay))
+        measure = importance_measure(s, len(self.pops), self.opts.hpe_importance)
+        return {"hpe_stage": float(stage), "hpe_netperf": float(measure == "netperf")}
+
+    def arch_step(self, st: Any, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                  lr: float) -> float:
+        if self._stage == 0:  # warm-up: α fixed; record the α-split loss only
+            with torch.no_grad():
+                return float(self.loss_fn(st.model(x_val), y_val))
+        return super().arch_step(st, x, y, x_val, y_val, lr)
+
+    def stage_end(self, model: Any, stage: int) -> tuple[Any, Any]:
+        self._prev = model
+        if stage == 0:
+            return model.primitives_normal, model.primitives_reduce
+        s = stage - 1
+        imp = self.importance(model, s)
+        out = []
+        for kind in ("normal", "reduce"):
+            prims = getattr(model, f"primitives_{kind}")
+            scores = imp[kind].clone()
+            if s == len(self.pops) - 1:  # the last stage: `none` goes first
+                for e, edge in enumerate(prims):
+                    if "none" in edge:
+                        scores[e, edge.index("none")] = -math.inf
+            drop = least_important(scores, torch.ones_like(scores, dtype=torch.bool), self.pops[s])
+            out.append([[p for j, p in enumerate(edge) if not drop[e, j]] for e, edge in enumerate(prims)])
+        return out[0], out[1]
+
+    def derive(self, model: Any) -> Any:
+        """The last stage's hard pruning (Pop_S, `none` first) leaves one op per edge; each node then keeps
+        the 2 incoming edges whose surviving op weighs most in the last stage's softmax(α)."""
+        from compressor.frontends.darts.genotypes import Genotype
+        from compressor.frontends.darts.search_space import CONCAT, derive_cell
+
+        last = len(self.pops) - 1
+        kept = self.stage_end(model, last + 1)
+        self._prev = None
+        cells = []
+        for kind, survivors in zip(("normal", "reduce"), kept):
+            prims = getattr(model, f"primitives_{kind}")
+            weights = torch.softmax(getattr(model, f"alphas_{kind}").detach().double(), dim=-1).cpu().numpy()
+            masked = np.array([[w if p in survivors[e] else 0.0 for w, p in zip(weights[e], prims[e])]
+                               for e in range(len(prims))])
+            cells.append(derive_cell(masked, prims))
+        return Genotype(normal=cells[0], normal_concat=CONCAT, reduce=cells[1], reduce_concat=CONCAT)
+
+    # ---- importance --------------------------------------------------------------------------
+    def importance(self, model: Any, s: int) -> dict[str, torch.Tensor]:
+        """Per cell type, (edges × ops) importance: the performance drop when the op is removed."""
+        assert self._batch is not None
+        x, y = (t.to(next(model.parameters()).device) for t in self._batch)
+        if importance_measure(s, len(self.pops), self.opts.hpe_importance) == "netperf":
+            from compressor.frontends.darts.proxy import op_importances
+
+            scores = op_importances(model, x, exact=self.opts.hpe_proxy == "exact")
+            return {k: torch.as_tensor(np.nan_to_num(v, nan=0.0, posinf=1e30, neginf=-1e30))
+                    for k, v in scores.items()}
+        return self._accuracy_importance(model, x, y)
+
+    def _accuracy_importance(self, model: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                base = _accuracy(model(x), y)
+                out = {}
+                for kind in ("normal", "reduce"):
+                    alpha = getattr(model, f"alphas_{kind}")
+                    imp = torch.zeros(alpha.shape, dtype=torch.float64)
+                    for e in range(alpha.shape[0]):
+                        for j in range(alpha.shape[1]):
+                            saved = alpha[e, j].item()
+                            alpha[e, j] = -math.inf  # weight 0: the op is removed from this edge
+                            imp[e, j] = base - _accuracy(model(x), y)
+                            alpha[e, j] = saved
+                    out[kind] = imp
+        finally:
+            model.train(was_training)
+        return out
+
+def inherit(old: Any, new: Any) -> None:
+    """Copy into `new` (the pruned supernet) the weights and α of the ops it kept from `old`."""
+    pattern = re.compile(r"cells\.(\d+)\._ops\.(\d+)\._ops\.(\d+)\.(.*)")
+    old_sd, new_sd = old.state_dict(), new.state_dict()
+    for key in new_sd:
+        m = pattern.fullmatch(key)
+        src = key
+        if m:
+            c, e, j, rest = int(m[1]), int(m[2]), int(m[3]), m[4]
+            name = new.cells[c]._ops[e].primitives[j]
+            src = f"cells.{c}._ops.{e}._ops.{old.cells[c]._ops[e].primitives.index(name)}.{rest}"
+        elif key in ("alphas_normal", "alphas_reduce"):
+            kind = key.split("_")[1]
+            old_prims, new_prims = getattr(old, f"primitives_{kind}"), getattr(new, f"primitives_{kind}")
+            new_sd[key] = torch.stack([old_sd[key][e, [old_prims[e].index(p) for p in edge]]
+                                       for e, edge in enumerate(new_prims)])
+            continue
+        new_sd[key] = old_sd[src].clone()
+    new.load_state_dict(new_sd)
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy (classification) or pixel accuracy (one logit per pixel, segmentation)."""
+    if logits.shape[1] == 1 and logits.dim() == 4:
+        return float(((logits > 0).float() == (y > 0.5).float().reshape(logits.shape)).float().mean())
+    return float((logits.argmax(1) == y).float().mean())

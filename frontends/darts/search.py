@@ -49,7 +49,7 @@ from compressor.train import segmentation_loss
 log = logging.getLogger(__name__)
 
 # The registered algorithms' names (a test keeps the two in sync): config files are checked against it.
-Algorithm = Literal["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts"]
+Algorithm = Literal["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts"]
 
 CHECKPOINT = "search_checkpoint.pt"
 RESULT = "search_result.json"
@@ -92,6 +92,16 @@ class SearchOptions:
     lambda_reg: float = option(0.125, "lambda-darts: λ, the regularizer's weight (ramped linearly)", min=0)
     lambda_eps: float = option(1e-4, "lambda-darts: ε0 of the finite difference", min=0, min_exclusive=True)
     em_max_prob: float = option(0.2, "em-darts: edge-mutation probability reached at the last epoch", min=0, max=1)
+    hpe_ops_per_edge: tuple[int, ...] = option((8, 5, 3, 1), "hpe-darts: ops left per edge after the warm-up and "
+                                                             "each hybrid stage (eq. 6: from 8 down to 1)")
+    hpe_importance: Literal["hybrid", "accuracy", "netperf"] = option(
+        "hybrid", "hpe-darts: op importance: validation-accuracy drop in the first half of the stages and "
+                  "NetPerfProxy in the second (hybrid), or one of them throughout")
+    hpe_decay: Literal["literal", "weight"] = option("literal", "hpe-darts: eq. 7 on α as written (literal), or on "
+                                                                 "exp(α) (weight: always lowers the op's weight)")
+    hpe_batch: int = option(64, "hpe-darts: validation samples that score the ops", min=2, max=4096)
+    hpe_proxy: Literal["cached", "exact"] = option("cached", "hpe-darts: NetPerfProxy importances from one "
+                                                           "forward (cached) or one forward per op (exact)")
     max_steps: int = option(0, "stop each epoch after this many steps (0 = the whole split)", min=0)
     seed: int = option(0, "seed of α and weight initialization, shuffling and mutation", min=0)
 

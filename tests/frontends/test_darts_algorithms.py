@@ -74,7 +74,7 @@ def write_golden(out: Path = GOLDEN) -> None:
 
 # ---- the registry -------------------------------------------------------------------------------
 def test_registry_lists_the_five_algorithms_and_the_options_literal_matches():
-    assert SEARCHES.names() == sorted(["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts"])
+    assert SEARCHES.names() == sorted(["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts"])
     assert sorted(get_args(Algorithm)) == SEARCHES.names()  # config files are checked against the Literal
     for name in SEARCHES.names():
         cls = search_algorithm(name)
@@ -96,7 +96,8 @@ def test_per_algorithm_defaults_come_from_the_class():
         cls = search_algorithm(name)
         o = SearchOptions(algorithm=name, epochs=10, pdarts_stages=(5, 8, 11))
         assert o.arch_lr == cls.default_arch_lr and o.warmup == round(cls.default_warmup * 10)
-        assert o.stages == ((5, 8, 11) if name == "p-darts" else (o.layers,))
+        expect = {"p-darts": (5, 8, 11), "hpe-darts": (o.layers,) * 4}  # hpe: the warm-up + 3 hybrid stages
+        assert o.stages == expect.get(name, (o.layers,))
     assert parse_options(SearchOptions, {"algorithm": "p-darts", "a_lr": 1e-3}, "search").arch_lr == 1e-3
 
 

@@ -3,7 +3,8 @@
 Small-but-real settings by default (C=8, 5 cells, batch 32, 32×32 synthetic InSAR, 2 channels);
 `--steps` bounds the steps per epoch (0 = the whole weight half of the train split). The α updates
 run from the first step (warmup 0) so every algorithm pays its full per-step cost. P-DARTS times
-the first stage (`--layers` cells, all 8 ops). Each run writes into a temporary directory; the
+the first stage (`--layers` cells, all 8 ops). HPE-DARTS runs its warm-up epoch and one hybrid epoch
+(8 -> 1 ops, NetPerfProxy scoring every op at the epoch's start) and reports their mean. Each run writes into a temporary directory; the
 times include the per-epoch checkpoint and α plot (well under a second).
 
     python benchmarks/search_epoch_time.py                       # CPU
@@ -21,7 +22,8 @@ import torch
 from compressor.data import build_data
 from compressor.frontends.darts.search import SearchOptions, run_search
 
-RUNS = [("darts", 1), ("darts", 2), ("pc-darts", 1), ("p-darts", 1), ("lambda-darts", 1), ("em-darts", 1)]
+RUNS = [("darts", 1), ("darts", 2), ("pc-darts", 1), ("p-darts", 1), ("lambda-darts", 1), ("em-darts", 1),
+        ("hpe-darts", 1)]
 
 
 def main() -> None:
@@ -54,6 +56,8 @@ def main() -> None:
             continue
         extra = {"pdarts_stages": (args.layers,), "pdarts_keep": (1,), "pdarts_skip_dropout": (0.1,)} \
             if algorithm == "p-darts" else {}
+        if algorithm == "hpe-darts":  # the warm-up epoch and one hybrid epoch (with its op scoring), 8 -> 1
+            extra = {"hpe_ops_per_edge": (8, 1), "hpe_importance": "netperf"}
         opts = SearchOptions(algorithm=algorithm, order=order, epochs=1, batch_size=args.batch_size,
                              init_channels=args.init_channels, layers=args.layers, warmup_epochs=0,
                              max_steps=args.steps, **extra)
@@ -64,10 +68,10 @@ def main() -> None:
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            run_search(opts, data, Path(tmp), device=args.device, progress=False)
+            result = run_search(opts, data, Path(tmp), device=args.device, progress=False)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
+            seconds = (time.perf_counter() - t0) / max(result.epochs_run, 1)
         print(f"| {algorithm} | {order} | {steps} | {seconds:.2f} | {seconds / max(steps, 1):.3f} |", flush=True)
 
 

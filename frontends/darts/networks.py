@@ -193,8 +193,13 @@ class NetworkCIFAR(_DropPathMixin, nn.Module):
         self.drop_path_prob = drop_path_prob
 
     def forward(self, x: torch.Tensor):  # noqa: ANN201 (a tensor, or a pair in auxiliary training)
+        s = self.stem(x)
+        return self._classify(s, s)
+
+    def _classify(self, s0: torch.Tensor, s1: torch.Tensor):  # noqa: ANN202
+        """The cells from the stem's outputs, then pooling and the classifier; with the auxiliary head in
+        training, (logits, auxiliary logits) as the references return them."""
         logits_aux = None
-        s0 = s1 = self.stem(x)
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1)
             if i == 2 * self._layers // 3 and self._auxiliary and self.training:
@@ -248,18 +253,8 @@ class NetworkImageNet(_DropPathMixin, nn.Module):
         self.drop_path_prob = drop_path_prob
 
     def forward(self, x: torch.Tensor):  # noqa: ANN201 (a tensor, or a pair in auxiliary training)
-        logits_aux = None
         s0 = self.stem0(x)
-        s1 = self.stem1(s0)
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1)
-            if i == 2 * self._layers // 3 and self._auxiliary and self.training:
-                logits_aux = self.auxiliary_head(s1)
-        out = self.global_pooling(s1)
-        logits = self.classifier(out.view(out.size(0), -1))
-        if logits_aux is not None:
-            return logits, logits_aux
-        return logits
+        return NetworkCIFAR._classify(self, s0, self.stem1(s0))
 
 
 class _DecoderBlock(nn.Module):

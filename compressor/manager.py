@@ -19,6 +19,7 @@ a file suffix by name.
 """
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import json
@@ -91,8 +92,8 @@ class Runtime(Protocol):
 
 # ---- steps -----------------------------------------------------------------------------------------
 
-class Step:
-    """One stage of a chain. Subclasses say how to compute, save and load their output."""
+class Step(abc.ABC):
+    """One stage of a chain. Subclasses say how to compute (abstract), save and load their output."""
 
     kind: ClassVar[str] = "pass"
     name: str
@@ -116,8 +117,9 @@ class Step:
         return stable_hash({"prev": prev, self.kind: self.name, "options": self.options(),
                             "version": self.obj.version, "versions": versions(self.obj.packages)})
 
+    @abc.abstractmethod
     def compute(self, ir: ModelIR | None, ctx: PassContext, out_dir: Path) -> StepOutput:
-        raise NotImplementedError
+        """The step's output from its input IR (None for a model step); `out_dir` is its directory."""
 
     def save(self, out: StepOutput, d: Path) -> StepOutput:
         """Write the output into `d` (an IR's directory; an exporter already wrote there)."""

@@ -2,6 +2,7 @@
 `concurrent.futures.Future`s of `run_trial`'s result, so the sweep loop is one."""
 from __future__ import annotations
 
+import abc
 import concurrent.futures as cf
 import logging
 import os
@@ -36,14 +37,15 @@ def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     return {"ok": False, "error": error[:2000], "wall_s": time.perf_counter() - start}
 
 
-class Executor:
+class Executor(abc.ABC):
     """Runs `run_trial` payloads; `capacity` of them at once."""
 
     capacity: int = 1
     threads: int | None = None  # torch threads per trial
 
+    @abc.abstractmethod
     def submit(self, payload: dict[str, Any]) -> cf.Future:
-        raise NotImplementedError
+        """Start one trial; its future resolves to `run_trial`'s result."""
 
     def close(self) -> None:
         pass

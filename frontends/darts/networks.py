@@ -174,30 +174,20 @@ def _build_cells(genotype: Genotype, C: int, layers: int, C_stem: int, reduce_at
     return cells, out_channels
 
 
-class NetworkCIFAR(_DropPathMixin, nn.Module):
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
-                 in_channels: int = 3, drop_path_prob: float = 0.0) -> None:
+class _Classifier(_DropPathMixin, nn.Module):
+    """What the CIFAR and ImageNet classifiers share: the checks, and the path from the stems' outputs
+    through the cells (with the auxiliary head) to the logits."""
+
+    def __init__(self, layers: int, auxiliary: bool, genotype: Genotype) -> None:
         super().__init__()
         genotype.validate()
         if layers < 3:
             raise ValueError(f"layers must be at least 3 (two reduction cells at layers//3 and 2*layers//3), got {layers}")
         self._layers = layers
         self._auxiliary = auxiliary
-        C_stem = 3 * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
-        self.cells, out_channels = _build_cells(genotype, C, layers, C_stem, (layers // 3, 2 * layers // 3))
-        if auxiliary:
-            self.auxiliary_head = AuxiliaryHeadCIFAR(out_channels[2 * layers // 3], num_classes)
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(out_channels[-1], num_classes)
-        self.drop_path_prob = drop_path_prob
-
-    def forward(self, x: torch.Tensor):  # noqa: ANN201 (a tensor, or a pair in auxiliary training)
-        s = self.stem(x)
-        return self._classify(s, s)
 
     def _classify(self, s0: torch.Tensor, s1: torch.Tensor):  # noqa: ANN202
-        """The cells from the stem's outputs, then pooling and the classifier; with the auxiliary head in
+        """The cells from the stems' outputs, then pooling and the classifier; with the auxiliary head in
         training, (logits, auxiliary logits) as the references return them."""
         logits_aux = None
         for i, cell in enumerate(self.cells):
@@ -211,7 +201,25 @@ class NetworkCIFAR(_DropPathMixin, nn.Module):
         return logits
 
 
-class NetworkImageNet(_DropPathMixin, nn.Module):
+class NetworkCIFAR(_Classifier):
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
+                 in_channels: int = 3, drop_path_prob: float = 0.0) -> None:
+        super().__init__(layers, auxiliary, genotype)
+        C_stem = 3 * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
+        self.cells, out_channels = _build_cells(genotype, C, layers, C_stem, (layers // 3, 2 * layers // 3))
+        if auxiliary:
+            self.auxiliary_head = AuxiliaryHeadCIFAR(out_channels[2 * layers // 3], num_classes)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(out_channels[-1], num_classes)
+        self.drop_path_prob = drop_path_prob
+
+    def forward(self, x: torch.Tensor):  # noqa: ANN201 (a tensor, or a pair in auxiliary training)
+        s = self.stem(x)
+        return self._classify(s, s)
+
+
+class NetworkImageNet(_Classifier):
     """The DARTS ImageNet classifier (quark0/darts cnn/model.py `NetworkImageNet`).
 
     stem0: Conv3×3/2 (in_channels → C/2)-BN-ReLU-Conv3×3/2 (→ C)-BN; stem1: ReLU-Conv3×3/2-BN, so
@@ -223,15 +231,10 @@ class NetworkImageNet(_DropPathMixin, nn.Module):
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
                  in_channels: int = 3, drop_path_prob: float = 0.0) -> None:
-        super().__init__()
-        genotype.validate()
-        if layers < 3:
-            raise ValueError(f"layers must be at least 3 (two reduction cells at layers//3 and 2*layers//3), got {layers}")
+        super().__init__(layers, auxiliary, genotype)
         if C < 2 or C % 2:
             raise ValueError(f"the ImageNet network needs an even C ≥ 2 (stem0 has C/2 channels and the first "
                              f"cell's FactorizedReduce needs an even width), got {C}")
-        self._layers = layers
-        self._auxiliary = auxiliary
         self.stem0 = nn.Sequential(
             nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C // 2),
@@ -254,7 +257,7 @@ class NetworkImageNet(_DropPathMixin, nn.Module):
 
     def forward(self, x: torch.Tensor):  # noqa: ANN201 (a tensor, or a pair in auxiliary training)
         s0 = self.stem0(x)
-        return NetworkCIFAR._classify(self, s0, self.stem1(s0))
+        return self._classify(s0, self.stem1(s0))
 
 
 class _DecoderBlock(nn.Module):

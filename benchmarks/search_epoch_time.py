@@ -9,10 +9,15 @@ times include the per-epoch checkpoint and α plot (well under a second).
 
     python benchmarks/search_epoch_time.py                       # CPU
     python benchmarks/search_epoch_time.py --device cuda --steps 50 --batch-size 64 --size 64
+    python benchmarks/search_epoch_time.py --reference                  # also the NCHW reference ops
+
+`--reference` runs each algorithm a second time, right after, under `ops.reference_ops()` (every op
+NCHW with its own ReLU, as the reference code) and adds that time and the ratio.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +25,7 @@ from pathlib import Path
 import torch
 
 from compressor.data import build_data
+from compressor.frontends.darts.ops import reference_ops
 from compressor.frontends.darts.search import SearchOptions, run_search
 
 RUNS = [("darts", 1), ("darts", 2), ("pc-darts", 1), ("p-darts", 1), ("lambda-darts", 1), ("em-darts", 1),
@@ -37,6 +43,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10, help="steps per epoch (0 = the whole split)")
     ap.add_argument("--only", nargs="*", default=None, help="algorithms to time (default: all)")
+    ap.add_argument("--reference", action="store_true", help="also time the NCHW reference ops, side by side")
     args = ap.parse_args()
 
     if args.data == "insar-synthetic":
@@ -49,8 +56,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:  # warm-up: imports (matplotlib), allocator, kernels
         run_search(SearchOptions(algorithm="darts", epochs=1, batch_size=args.batch_size, init_channels=args.init_channels,
                                  layers=args.layers, max_steps=1), data, Path(tmp), device=args.device, progress=False)
-    print("| algorithm | order | steps | s / epoch | s / step |")
-    print("|---|---|---|---|---|")
+    if args.reference:
+        print("| algorithm | order | steps | s / epoch | s / step | reference ops: s / step | speed-up |")
+        print("|---|---|---|---|---|---|---|")
+    else:
+        print("| algorithm | order | steps | s / epoch | s / step |")
+        print("|---|---|---|---|---|")
     for algorithm, order in RUNS:
         if args.only and algorithm not in args.only:
             continue
@@ -64,16 +75,23 @@ def main() -> None:
         n_weight = int(len(data.train) * opts.train_portion)
         steps = -(-n_weight // args.batch_size)
         steps = min(steps, args.steps) if args.steps else steps
-        with tempfile.TemporaryDirectory() as tmp:
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            result = run_search(opts, data, Path(tmp), device=args.device, progress=False)
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            seconds = (time.perf_counter() - t0) / max(result.epochs_run, 1)
-        print(f"| {algorithm} | {order} | {steps} | {seconds:.2f} | {seconds / max(steps, 1):.3f} |", flush=True)
+        seconds = epoch_seconds(opts, data, args.device)
+        row = f"| {algorithm} | {order} | {steps} | {seconds:.2f} | {seconds / max(steps, 1):.3f} |"
+        if args.reference:
+            with reference_ops():
+                ref = epoch_seconds(opts, data, args.device)
+            row += f" {ref / max(steps, 1):.3f} | {ref / seconds:.2f}x |"
+        print(row, flush=True)
 
+
+def epoch_seconds(opts: SearchOptions, data, device: str) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        sync = torch.cuda.synchronize if device.startswith("cuda") else contextlib.nullcontext
+        sync()
+        t0 = time.perf_counter()
+        result = run_search(opts, data, Path(tmp), device=device, progress=False)
+        sync()
+        return (time.perf_counter() - t0) / max(result.epochs_run, 1)
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compressor.frontends.darts.genotypes import Genotype
-from compressor.frontends.darts.ops import OPS, PRIMITIVES, FactorizedReduce, Identity, ReLUConvBN
+from compressor.frontends.darts.ops import (OPS, PRIMITIVES, ChannelsLastCPU, DilConv, FactorizedReduce, Identity,
+                                           ReLUConvBN, SepConv, fast_cpu_ops)
 
 STEPS = 4
 NUM_EDGES = sum(2 + i for i in range(STEPS))  # 14
@@ -59,6 +60,15 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
 
 
+def cat_shuffle(first: torch.Tensor, rest: torch.Tensor, groups: int) -> torch.Tensor:
+    """`channel_shuffle(torch.cat([first, rest], 1), groups)` for `first` holding exactly C/groups
+    channels, in one copy instead of two: channel j·g of the result is first[:, j] and channel
+    j·g + i (i ≥ 1) is rest[:, (i−1)·C/g + j]."""
+    n, c, h, w = first.shape
+    interleaved = rest.view(n, groups - 1, c, h, w).transpose(1, 2)
+    return torch.cat([first.unsqueeze(2), interleaved], dim=2).view(n, c * groups, h, w)
+
+
 class MixedOp(nn.Module):
     def __init__(self, C: int, stride: int, primitives: Sequence[str], partial_k: int = 1,
                  skip_dropout: float = 0.0) -> None:
@@ -72,13 +82,29 @@ class MixedOp(nn.Module):
         self._ops = nn.ModuleList()
         for name in self.primitives:
             op = OPS[name](c_op, stride, False)
+            if name == "max_pool_3x3" and stride == 1:
+                op = ChannelsLastCPU(op)  # faster search steps on a CPU (see ops.py)
             if "pool" in name:
                 op = nn.Sequential(op, nn.BatchNorm2d(c_op, affine=False))
             if isinstance(op, Identity) and skip_dropout > 0:
                 op = nn.Sequential(op, nn.Dropout(skip_dropout))
+            if isinstance(op, (SepConv, DilConv)):
+                op.channels_last_convs = True  # faster search steps on a CPU (see ops.py)
             self._ops.append(op)
         self.bypass_pool = nn.MaxPool2d(2, 2) if partial_k > 1 and stride == 2 else None
         self.parametric = tuple(i for i, n in enumerate(self.primitives) if n in PARAMETRIC)
+
+    def _shared_activation(self, x: torch.Tensor) -> torch.Tensor | None:
+        """ReLU(x) once for the edge's separable and dilated convs, which all start with it (None if
+        one of them starts with something else: a test may swap the activations)."""
+        if all(type(self._ops[k].op[0]) is nn.ReLU for k in self.parametric):
+            return F.relu(x)
+        return None
+
+    def _run(self, k: int, x: torch.Tensor, activated: torch.Tensor | None) -> torch.Tensor:
+        if activated is not None and k in self.parametric:
+            return self._ops[k](activated, activated=True)
+        return self._ops[k](x)
 
     def set_skip_dropout(self, p: float) -> None:
         for op in self._ops:
@@ -92,14 +118,15 @@ class MixedOp(nn.Module):
         else:
             x_ops, x_rest = x, None
         if mutate is not None:
-            out = self._ops[mutate](x_ops)
+            out = self._run(mutate, x_ops, None)
         else:
-            out = sum(w * op(x_ops) for w, op in zip(weights, self._ops))
+            act = self._shared_activation(x_ops) if self.parametric and fast_cpu_ops() else None
+            out = sum(w * self._run(k, x_ops, act) for k, w in enumerate(weights))
         if x_rest is None:
             return out
         if self.bypass_pool is not None:
             x_rest = self.bypass_pool(x_rest)
-        return channel_shuffle(torch.cat([out, x_rest], dim=1), self.k)
+        return cat_shuffle(out, x_rest, self.k)
 
 
 class SearchCell(nn.Module):

@@ -22,6 +22,7 @@ from compressor.data import build_data
 from compressor.errors import ConfigError
 from compressor.frontends.darts.algorithms import SEARCHES, SearchAlgorithm, register_search, search_algorithm
 from compressor.frontends.darts.genotypes import Genotype
+from compressor.frontends.darts.ops import reference_ops
 from compressor.frontends.darts.search import CHECKPOINT, HISTORY, Algorithm, SearchOptions, Stage, run_search
 from compressor.options import parse_options
 
@@ -144,11 +145,13 @@ def test_custom_algorithm_runs_through_the_loop(frozen_alpha, digits, tmp_path):
 # ---- golden equality ----------------------------------------------------------------------------
 @pytest.fixture
 def one_thread():
-    """The golden files were written with one torch thread; with more, CPU kernels may sum in
-    another order."""
+    """The golden files were written with one torch thread and NCHW ops (before the supernet ran its
+    convolutions channels-last on CPUs); with more threads or the other layout, CPU kernels may sum
+    in another order. That the layouts agree is tested in test_darts_search.py."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with reference_ops():
+        yield
     torch.set_num_threads(before)
 
 

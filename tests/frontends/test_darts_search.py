@@ -9,13 +9,13 @@ from torch.func import functional_call
 from compressor.data import build_data
 from compressor.errors import ConfigError
 from compressor.frontends.darts.genotypes import Genotype
-from compressor.frontends.darts.ops import PRIMITIVES
+from compressor.frontends.darts.ops import PRIMITIVES, SepConv, reference_ops
 from compressor.frontends.darts.search import (
     SearchOptions, arch_grads_first_order, arch_grads_second_order, lambda_alignment, lambda_perturbations,
     linear_ramp, pdarts_dropout, pdarts_limit_skips, pdarts_shrink, run_search, task_loss_fn, weight_gradients,
 )
 from compressor.frontends.darts.search_space import (
-    NUM_EDGES, MixedOp, SearchCell, SearchNetwork, channel_shuffle, derive_cell, full_space,
+    NUM_EDGES, MixedOp, SearchCell, SearchNetwork, cat_shuffle, channel_shuffle, derive_cell, full_space,
 )
 from compressor.options import parse_options
 
@@ -164,6 +164,62 @@ def test_channel_shuffle_permutation():
     # output channel j*g + i holds input channel i*(C/g) + j
     assert out == [0, 2, 4, 6, 1, 3, 5, 7]
     assert channel_shuffle(channel_shuffle(x, 4), 2).flatten().tolist() == list(range(8))
+
+
+def test_cat_shuffle_is_cat_then_shuffle():
+    first, rest = torch.randn(2, 3, 4, 5), torch.randn(2, 9, 4, 5)
+    assert torch.equal(cat_shuffle(first, rest, 4), channel_shuffle(torch.cat([first, rest], 1), 4))
+
+
+# ---- the CPU fast paths compute the reference function ---------------------------------------------
+def _step_results(net, x, loss_fn):
+    """Output, α gradients and weight gradients of one forward/backward, and the BN statistics after it."""
+    for p in net.parameters():
+        p.grad = None
+    out = net(x)
+    loss_fn(out, torch.zeros_like(out) if out.shape[1] == 1 and out.ndim == 4 else torch.arange(len(x)) % 3).backward()
+    grads = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    return out.detach(), grads, {n: b.clone() for n, b in net.named_buffers()}
+
+
+@pytest.mark.parametrize("task,k,edge_norm", [("classification", 4, True), ("classification", 1, False),
+                                              ("segmentation", 2, False)])
+def test_fast_cpu_ops_compute_the_reference_function(task, k, edge_norm):
+    """Channels-last convolution pairs and max pools and the shared ReLU (ops.fast_cpu_ops): same
+    output, gradients and BN statistics as the reference NCHW ops, to float rounding."""
+    torch.manual_seed(0)
+    net = SearchNetwork(8, 3 if task == "classification" else 1, 4, task=task, in_channels=3, partial_k=k,
+                        edge_norm=edge_norm).train()
+    state = {n: t.clone() for n, t in net.state_dict().items()}
+    x = torch.randn(4, 3, 16, 16)
+    loss_fn = task_loss_fn(task)
+    layouts = []
+    sep = next(m for m in net.modules() if isinstance(m, SepConv))
+    hook = sep.op[1].register_forward_pre_hook(
+        lambda _m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    fast = _step_results(net, x, loss_fn)
+    net.load_state_dict(state)
+    with reference_ops():
+        ref = _step_results(net, x, loss_fn)
+    hook.remove()
+    assert layouts == [True, False]  # the fast path ran channels-last, the reference NCHW
+    assert torch.allclose(fast[0], ref[0], rtol=1e-5, atol=1e-6)
+    assert fast[1].keys() == ref[1].keys() and len(fast[1]) == len(list(net.parameters()))
+    for n in ref[1]:
+        scale = float(ref[1][n].abs().max()) + 1e-12
+        assert float((fast[1][n] - ref[1][n]).abs().max()) <= 1e-4 * scale, n
+    for n in ref[2]:
+        assert torch.allclose(fast[2][n].float(), ref[2][n].float(), rtol=1e-5, atol=1e-6), n
+
+
+def test_fast_cpu_ops_keep_the_state_dict_keys():
+    """The fast paths wrap no parameters: a supernet's keys are the reference layout's (HPE-DARTS
+    inherits weights by these names; checkpoints load across versions)."""
+    net = SearchNetwork(8, 3, 3)
+    keys = set(net.state_dict())
+    assert "cells.0._ops.0._ops.1.1.running_mean" in keys  # max pool's BN: Sequential(pool, BN)
+    assert "cells.0._ops.0._ops.4.op.1.weight" in keys  # sep_conv_3x3's first depthwise conv
+    assert not any(".module." in k for k in keys)
 
 
 # ---- DARTS second order -----------------------------------------------------------------------

@@ -1,0 +1,56 @@
+"""D-DARTS's losses (thesis eq. 3.1, 4.2-4.5) and Algorithm 2, against hand-computed values."""
+import pytest
+import torch
+
+from compressor.errors import ConfigError
+from compressor.frontends.darts.ddarts import (
+    ablation_losses, expand_cell_indices, marginal_contributions, total_losses, zero_one_loss,
+)
+
+
+def test_zero_one_loss():
+    assert float(zero_one_loss(torch.zeros(14, 8))) == 0.0  # σ(0) = 0.5: the loss's maximum
+    big = torch.tensor([[50.0, -50.0]])
+    assert float(zero_one_loss(big)) == pytest.approx(-0.25)  # σ at 0 or 1: its minimum
+    a = torch.tensor([0.0, 2.0])
+    s = torch.sigmoid(torch.tensor(2.0))
+    assert float(zero_one_loss(a)) == pytest.approx(-float((s - 0.5) ** 2) / 2)
+
+
+def test_ablation_loss_on_a_three_cell_example():
+    # the supernet loss 1.0; without cell 0, 1, 2: 1.5, 1.2, 1.3
+    m = marginal_contributions(torch.tensor(1.0), [torch.tensor(1.5), torch.tensor(1.2), torch.tensor(1.3)])
+    assert torch.allclose(m, torch.tensor([-0.5, -0.2, -0.3]))
+    # mean(M) = -1/3: L_AB = (M - mean) / mean
+    assert torch.allclose(ablation_losses(m), torch.tensor([0.5, -0.4, -0.1]), atol=1e-6)
+    assert float(ablation_losses(m).sum()) == pytest.approx(0.0, abs=1e-6)  # normalized around the mean
+    assert torch.equal(ablation_losses(torch.tensor([0.2, -0.2])), torch.zeros(2))  # mean 0: defined as 0
+
+
+def test_total_loss_and_its_gradient_reach_each_cells_alpha():
+    alphas = [torch.zeros(2, requires_grad=True) for _ in range(3)]
+    scale = [1.0 + a.sum() for a in alphas]  # each cell's α changes "its" loss term
+    loss_all = 1.0 * scale[0] * scale[1] * scale[2]
+    without = [torch.tensor(1.5) * scale[1] * scale[2], torch.tensor(1.2) * scale[0] * scale[2],
+               torch.tensor(1.3) * scale[0] * scale[1]]
+    lt = total_losses(loss_all, without, alphas, w_01=8.0, w_ab=0.5)
+    assert [float(v.detach()) for v in lt] == pytest.approx([1.0 + 0.5 * 0.5, 1.0 - 0.5 * 0.4, 1.0 - 0.5 * 0.1], abs=1e-6)
+    g = torch.autograd.grad(lt[0], alphas[0])[0]
+    assert float(g.abs().sum()) > 0  # L_AB stays differentiable in α (the thesis detaches nothing)
+    with pytest.raises(ValueError, match="3 cells"):
+        total_losses(loss_all, without[:2], alphas, 1.0, 1.0)
+
+
+def test_algorithm_2_expands_8_searched_cells_to_14():
+    idx = expand_cell_indices(8, 14)
+    # searched: normal 0 1 | reduce 2 | normal 3 4 | reduce 5 | normal 6 7
+    assert idx == [0, 1, 0, 1, 2, 4, 3, 4, 3, 5, 6, 7, 6, 7]
+    assert idx[14 // 3] == 8 // 3 and idx[2 * 14 // 3] == 2 * 8 // 3  # reductions where the networks put them
+    assert expand_cell_indices(8, 8) == list(range(8))
+    assert expand_cell_indices(5, 20).count(1) == 1 and expand_cell_indices(5, 20).count(3) == 1
+
+
+@pytest.mark.parametrize("searched,cells,match", [(4, 8, "at least 5"), (8, 6, "at least 8")])
+def test_algorithm_2_refuses_what_it_cannot_expand(searched, cells, match):
+    with pytest.raises(ConfigError, match=match):
+        expand_cell_indices(searched, cells)

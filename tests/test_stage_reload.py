@@ -61,6 +61,18 @@ def test_darts_frontend_and_student(tmp_path, insar):
     _same(PruneL1(ratio=0.5, exclude_mode="follow")(teacher, ctx), tmp_path / "pruned")
 
 
+def test_darts_per_cell_genotype_stage(tmp_path):
+    """A D-DARTS genotype (one gene per cell) lowers, expands by Algorithm 2, and reloads from its recipe."""
+    from compressor.frontends.darts.genotypes import GENOTYPES, CellsGenotype
+
+    g = GENOTYPES["PC_DARTS_cifar"]
+    cells = tuple(g.reduce if i in (1, 3) else (g.normal[1], g.normal[0]) + g.normal[2:] for i in range(5))
+    per_cell = CellsGenotype(cells, tuple(g.normal_concat for _ in range(5)), (1, 3)).validate()
+    ir = lower_genotype(per_cell, task="segmentation", in_channels=2, input_size=16, init_channels=4, layers=8)
+    assert ir.meta["genotype_json"] == per_cell.to_dict() and len(ir.module.cells) == 8
+    _same(ir, tmp_path / "per-cell")
+
+
 @pytest.mark.parametrize("model", ["vit", "resnet", "mobilenet-v2"])
 def test_zoo_dario_stages(tmp_path, digits, model):
     ctx = PassContext(data=digits, progress=False)

@@ -22,7 +22,7 @@ import torch.nn as nn
 from compressor.errors import ConfigError, FrontendError
 from compressor.frontend import Frontend, input_spec_from
 from compressor.frontend import lower as _lower_module
-from compressor.frontends.darts.genotypes import Genotype, genotype_name, get_genotype
+from compressor.frontends.darts.genotypes import CellsGenotype, Genotype, genotype_name, get_genotype
 from compressor.frontends.darts.networks import NetworkCIFAR, NetworkImageNet, NetworkSegmentation
 from compressor.ir import ModelIR, TaskSpec
 from compressor.frontends.darts.search import SearchOptions, run_search
@@ -113,7 +113,7 @@ def _check_input(shape: tuple[int, ...], network: str, init_channels: int, auxil
                             f"or 8×8 map at cell 2*layers//3); got {h}×{w}: set auxiliary: false or resize")
 
 
-def build_network(genotype: Genotype, task: str, in_channels: int, num_classes: int, init_channels: int,
+def build_network(genotype: Genotype | CellsGenotype, task: str, in_channels: int, num_classes: int, init_channels: int,
                   layers: int, auxiliary: bool = False, drop_path_prob: float = 0.0,
                   network: str = "auto") -> nn.Module:
     """The DARTS network of `task`; `network` picks the classification stems (see `resolve_network`)."""
@@ -139,7 +139,7 @@ def _recipe(geno: Genotype, task: str, in_channels: int, num_classes: int, init_
             "layers": layers, "auxiliary": auxiliary, "drop_path_prob": drop_path_prob, "seed": seed}
 
 
-def _meta(name: str, genotype: Genotype, init_channels: int, layers: int, network: str) -> dict:
+def _meta(name: str, genotype: Genotype | CellsGenotype, init_channels: int, layers: int, network: str) -> dict:
     return {"frontend": "darts", "genotype": name, "genotype_json": genotype.to_dict(), "network": network,
             "init_channels": init_channels, "layers": layers}
 

@@ -1,6 +1,7 @@
 """Genotypes as data: the discrete result of a DARTS search, and the published ones.
 
-A genotype is (normal, normal_concat, reduce, reduce_concat). `normal` and `reduce` list two
+A genotype is (normal, normal_concat, reduce, reduce_concat); `CellsGenotype` has one gene per cell
+(D-DARTS). `normal` and `reduce` list two
 (op, input_index) pairs per intermediate node: input 0 is the output of cell k-2, 1 the output of
 cell k-1, i ≥ 2 the output of intermediate node i-2. Node j (0-based) may therefore take inputs
 0..j+1. `*_concat` lists the states concatenated into the cell output (normally [2, 3, 4, 5]).
@@ -47,6 +48,33 @@ def _indices(value: Any, field: str) -> tuple[int, ...]:
     return out
 
 
+def _validate_cell(kind: str, pairs: tuple[Pair, ...], concat: tuple[int, ...], concat_name: str) -> None:
+    """One cell's checks (`kind` and `concat_name` name it in the message: "normal" and
+    "normal_concat", "cells[3]" and "cells[3] concat")."""
+    if not pairs or len(pairs) % 2:
+        raise ConfigError(f"genotype {kind} has {len(pairs)} (op, input) pairs; a cell needs exactly 2 "
+                          f"per node, so an even number ≥ 2 (8 for the usual 4 nodes)")
+    for i, (op, index) in enumerate(pairs):
+        if op == "none":
+            raise ConfigError(f"genotype {kind}[{i}] uses 'none': the zero op exists only in the search "
+                              f"supernet and cannot appear in a discrete genotype; pick another op")
+        if op not in PRIMITIVES:
+            valid = [p for p in PRIMITIVES if p != "none"]
+            raise ConfigError(f"genotype {kind}[{i}]: {unknown_key_message(op, valid, 'op')}")
+        node = i // 2
+        if not 0 <= index <= node + 1:
+            raise ConfigError(f"genotype {kind}[{i}] ({op!r}, {index}): node {node} may only take inputs "
+                              f"0..{node + 1} (0 = cell k-2, 1 = cell k-1, i ≥ 2 = node i-2)")
+    last = len(pairs) // 2 + 1
+    if not concat:
+        raise ConfigError(f"genotype {concat_name} is empty; list the node states to concatenate, "
+                          f"e.g. {list(range(2, last + 1))}")
+    bad = [c for c in concat if not 0 <= c <= last]
+    if bad:
+        raise ConfigError(f"genotype {concat_name} has {bad[0]}, out of range: valid states are 0..{last} "
+                          f"(nodes are 2..{last}), e.g. {list(range(2, last + 1))}")
+
+
 @dataclass(frozen=True)
 class Genotype:
     normal: tuple[Pair, ...]
@@ -64,31 +92,13 @@ class Genotype:
     def validate(self) -> "Genotype":
         """Raise ConfigError (one line) when this is not a valid discrete genotype; return self."""
         for kind in ("normal", "reduce"):
-            pairs: tuple[Pair, ...] = getattr(self, kind)
-            if not pairs or len(pairs) % 2:
-                raise ConfigError(f"genotype {kind} has {len(pairs)} (op, input) pairs; a cell needs exactly 2 "
-                                  f"per node, so an even number ≥ 2 (8 for the usual 4 nodes)")
-            for i, (op, index) in enumerate(pairs):
-                if op == "none":
-                    raise ConfigError(f"genotype {kind}[{i}] uses 'none': the zero op exists only in the search "
-                                      f"supernet and cannot appear in a discrete genotype; pick another op")
-                if op not in PRIMITIVES:
-                    valid = [p for p in PRIMITIVES if p != "none"]
-                    raise ConfigError(f"genotype {kind}[{i}]: {unknown_key_message(op, valid, 'op')}")
-                node = i // 2
-                if not 0 <= index <= node + 1:
-                    raise ConfigError(f"genotype {kind}[{i}] ({op!r}, {index}): node {node} may only take inputs "
-                                      f"0..{node + 1} (0 = cell k-2, 1 = cell k-1, i ≥ 2 = node i-2)")
-            concat: tuple[int, ...] = getattr(self, f"{kind}_concat")
-            last = len(pairs) // 2 + 1
-            if not concat:
-                raise ConfigError(f"genotype {kind}_concat is empty; list the node states to concatenate, "
-                                  f"e.g. {list(range(2, last + 1))}")
-            bad = [c for c in concat if not 0 <= c <= last]
-            if bad:
-                raise ConfigError(f"genotype {kind}_concat has {bad[0]}, out of range: valid states are 0..{last} "
-                                  f"(nodes are 2..{last}), e.g. {list(range(2, last + 1))}")
+            _validate_cell(kind, getattr(self, kind), getattr(self, f"{kind}_concat"), f"{kind}_concat")
         return self
+
+    def cell_gene(self, index: int, reduction: bool, layers: int) -> tuple[tuple[Pair, ...], tuple[int, ...]]:
+        """(pairs, concat) of cell `index` of a `layers`-cell network: the reduce cell where the network
+        reduces, the normal cell elsewhere."""
+        return (self.reduce, self.reduce_concat) if reduction else (self.normal, self.normal_concat)
 
     @property
     def steps(self) -> int:
@@ -104,7 +114,10 @@ class Genotype:
         }
 
     @classmethod
-    def from_dict(cls, doc: Any, source: str = "genotype") -> "Genotype":
+    def from_dict(cls, doc: Any, source: str = "genotype") -> "Genotype | CellsGenotype":
+        """A genotype from its JSON form; a mapping with a "cells" key is a per-cell (D-DARTS) one."""
+        if isinstance(doc, Mapping) and "cells" in doc:
+            return CellsGenotype.from_dict(doc, source)
         if not isinstance(doc, Mapping):
             raise ConfigError(f"{source}: a genotype is a mapping with keys {', '.join(KEYS)}; got "
                               f"{type(doc).__name__}")
@@ -123,7 +136,7 @@ class Genotype:
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "genotype") -> "Genotype":
+    def from_json(cls, text: str, source: str = "genotype") -> "Genotype | CellsGenotype":
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -139,7 +152,7 @@ class Genotype:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Genotype":
+    def load(cls, path: str | os.PathLike[str]) -> "Genotype | CellsGenotype":
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"no genotype file at {path}; give a published genotype name "
@@ -147,11 +160,109 @@ class Genotype:
         return cls.from_json(path.read_text(), str(path))
 
 
-def load(path: str | os.PathLike[str]) -> Genotype:
+@dataclass(frozen=True)
+class CellsGenotype:
+    """One gene per cell (D-DARTS searches every cell's α; thesis 4.1.1): `cells[i]` lists cell i's
+    (op, input) pairs, 2 per node as in `Genotype`, `concat[i]` its concatenated states, and
+    `reduce_at` the indices of the reduction cells.
+
+    JSON form: {"cells": [{"pairs": [["sep_conv_3x3", 1], ...], "concat": [2, 3, 4, 5]}, ...],
+    "reduce_at": [2, 5]}. A network of as many cells takes cell i's gene for its cell i; a deeper one
+    repeats the searched normal cells by Algorithm 2 (`ddarts.expand_cell_indices`), which needs the
+    reductions at n//3 and 2n//3 as the networks place them."""
+
+    cells: tuple[tuple[Pair, ...], ...]
+    concat: tuple[tuple[int, ...], ...]
+    reduce_at: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cells", tuple(_pairs(c, f"cells[{i}]") for i, c in enumerate(self.cells)))
+        object.__setattr__(self, "concat", tuple(_indices(c, f"cells[{i}] concat") for i, c in enumerate(self.concat)))
+        object.__setattr__(self, "reduce_at", _indices(self.reduce_at, "reduce_at"))
+
+    def validate(self) -> "CellsGenotype":
+        if not self.cells:
+            raise ConfigError("genotype cells is empty; a per-cell genotype lists one gene per cell")
+        if len(self.concat) != len(self.cells):
+            raise ConfigError(f"genotype has {len(self.cells)} cells but {len(self.concat)} concat lists; give one "
+                              f"per cell")
+        for i, (pairs, concat) in enumerate(zip(self.cells, self.concat)):
+            _validate_cell(f"cells[{i}]", pairs, concat, f"cells[{i}] concat")
+        if list(self.reduce_at) != sorted(set(self.reduce_at)) or any(not 0 <= r < len(self.cells)
+                                                                       for r in self.reduce_at):
+            raise ConfigError(f"genotype reduce_at {list(self.reduce_at)}: expected increasing cell indices in "
+                              f"0..{len(self.cells) - 1}, e.g. {[len(self.cells) // 3, 2 * len(self.cells) // 3]}")
+        return self
+
+    def cell_gene(self, index: int, reduction: bool, layers: int) -> tuple[tuple[Pair, ...], tuple[int, ...]]:
+        """(pairs, concat) of cell `index` of a `layers`-cell network (Algorithm 2 when it is deeper)."""
+        from compressor.frontends.darts.ddarts import expand_cell_indices
+
+        n = len(self.cells)
+        if layers == n:
+            source = index
+        elif layers > n:
+            if self.reduce_at != (n // 3, 2 * n // 3):
+                raise ConfigError(f"a {n}-cell genotype with reductions at {list(self.reduce_at)} cannot be expanded "
+                                  f"to {layers} cells: Algorithm 2 needs them at {[n // 3, 2 * n // 3]}; build "
+                                  f"{n} cells (layers: {n})")
+            source = expand_cell_indices(n, layers)[index]
+        else:
+            raise ConfigError(f"the genotype has {n} cells; a network of {layers} cannot use it: set layers to "
+                              f"{n} or more (more repeats its normal cells)")
+        if (source in self.reduce_at) != reduction:
+            kind = "a reduction" if reduction else "a normal"
+            raise ConfigError(f"cell {index} of the {layers}-cell network is {kind} cell, but the genotype's cell "
+                              f"{source} is not (its reductions: {list(self.reduce_at)}); build a network whose "
+                              f"reductions match, e.g. layers: {n} with 2 reductions")
+        return self.cells[source], self.concat[source]
+
+    @property
+    def steps(self) -> int:
+        return len(self.cells[0]) // 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cells": [{"pairs": [[op, i] for op, i in pairs], "concat": list(concat)}
+                          for pairs, concat in zip(self.cells, self.concat)],
+                "reduce_at": list(self.reduce_at)}
+
+    @classmethod
+    def from_dict(cls, doc: Any, source: str = "genotype") -> "CellsGenotype":
+        keys = ("cells", "reduce_at")
+        if not isinstance(doc, Mapping):
+            raise ConfigError(f"{source}: a per-cell genotype is a mapping with keys {', '.join(keys)}")
+        for key in doc:
+            if key not in keys:
+                raise ConfigError(f"{source}: {unknown_key_message(str(key), list(keys), 'per-cell genotype key')}")
+        if "reduce_at" not in doc:
+            raise ConfigError(f"{source}: missing key 'reduce_at' (the indices of the reduction cells, e.g. [2, 5])")
+        cells = doc["cells"]
+        if isinstance(cells, (str, bytes)) or not isinstance(cells, Iterable):
+            raise ConfigError(f"{source}: cells must be a list of {{pairs, concat}} mappings, got {cells!r}")
+        pairs, concats = [], []
+        for i, cell in enumerate(cells):
+            if not isinstance(cell, Mapping) or set(cell) != {"pairs", "concat"}:
+                raise ConfigError(f"{source}: cells[{i}] must be a mapping with keys pairs and concat, e.g. "
+                                  f"{{\"pairs\": [[\"sep_conv_3x3\", 0], ...], \"concat\": [2, 3, 4, 5]}}")
+            pairs.append(cell["pairs"])
+            concats.append(cell["concat"])
+        try:
+            return cls(tuple(pairs), tuple(concats), doc["reduce_at"]).validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        Genotype.save(self, path)  # type: ignore[arg-type]  # the same atomic write of to_json
+
+
+def load(path: str | os.PathLike[str]) -> Genotype | CellsGenotype:
     return Genotype.load(path)
 
 
-def save(genotype: Genotype, path: str | os.PathLike[str]) -> None:
+def save(genotype: Genotype | CellsGenotype, path: str | os.PathLike[str]) -> None:
     genotype.save(path)
 
 
@@ -223,17 +334,17 @@ for _g in GENOTYPES.values():
     _g.validate()
 
 
-def genotype_name(name_or_path: "str | os.PathLike[str] | Genotype") -> str:
+def genotype_name(name_or_path: "str | os.PathLike[str] | Genotype | CellsGenotype") -> str:
     """The label of a genotype argument: its registered name, the file stem of a path, or 'custom'."""
-    if isinstance(name_or_path, Genotype):
+    if isinstance(name_or_path, (Genotype, CellsGenotype)):
         return next((k for k, v in GENOTYPES.items() if v == name_or_path), "custom")
     s = str(name_or_path)
     return s if s in GENOTYPES else Path(s).stem
 
 
-def get_genotype(name_or_path: "str | os.PathLike[str] | Genotype") -> Genotype:
-    """A published genotype by name, or one loaded from a .json file (a Genotype passes through)."""
-    if isinstance(name_or_path, Genotype):
+def get_genotype(name_or_path: "str | os.PathLike[str] | Genotype | CellsGenotype") -> "Genotype | CellsGenotype":
+    """A published genotype by name, or one loaded from a .json file (a genotype passes through)."""
+    if isinstance(name_or_path, (Genotype, CellsGenotype)):
         return name_or_path.validate()
     s = str(name_or_path)
     if s in GENOTYPES:

@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compressor.frontends.darts.genotypes import Genotype
+from compressor.frontends.darts.genotypes import CellsGenotype, Genotype
 from compressor.frontends.darts.ops import OPS, FactorizedReduce, Identity, ReLUConvBN
 
 
@@ -50,16 +50,18 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 
 class Cell(nn.Module):
-    def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
-                 reduction_prev: bool) -> None:
+    """`genotype` gives the cell's gene: a Genotype its normal or reduce cell; a CellsGenotype (one
+    gene per cell) the gene of cell `index` of a `layers`-cell network."""
+
+    def __init__(self, genotype: Genotype | CellsGenotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
+                 reduction_prev: bool, index: int = 0, layers: int = 0) -> None:
         super().__init__()
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C)
         else:
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
-        pairs = genotype.reduce if reduction else genotype.normal
-        concat = genotype.reduce_concat if reduction else genotype.normal_concat
+        pairs, concat = genotype.cell_gene(index, reduction, layers)
         self.reduction = reduction
         self._steps = len(pairs) // 2
         self._concat = tuple(concat)
@@ -152,7 +154,7 @@ class _DropPathMixin:
             cell.drop_prob = float(p)
 
 
-def _build_cells(genotype: Genotype, C: int, layers: int, C_stem: int, reduce_at: tuple[int, ...],
+def _build_cells(genotype: Genotype | CellsGenotype, C: int, layers: int, C_stem: int, reduce_at: tuple[int, ...],
                  reduction_prev: bool = False) -> tuple[nn.ModuleList, list[int]]:
     """The cell stack; returns the cells and each cell's output channel count.
 
@@ -166,7 +168,7 @@ def _build_cells(genotype: Genotype, C: int, layers: int, C_stem: int, reduce_at
         reduction = i in reduce_at
         if reduction:
             C_curr *= 2
-        cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+        cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, i, layers)
         reduction_prev = reduction
         cells.append(cell)
         C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
@@ -178,7 +180,7 @@ class _Classifier(_DropPathMixin, nn.Module):
     """What the CIFAR and ImageNet classifiers share: the checks, and the path from the stems' outputs
     through the cells (with the auxiliary head) to the logits."""
 
-    def __init__(self, layers: int, auxiliary: bool, genotype: Genotype) -> None:
+    def __init__(self, layers: int, auxiliary: bool, genotype: Genotype | CellsGenotype) -> None:
         super().__init__()
         genotype.validate()
         if layers < 3:
@@ -202,7 +204,7 @@ class _Classifier(_DropPathMixin, nn.Module):
 
 
 class NetworkCIFAR(_Classifier):
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype | CellsGenotype,
                  in_channels: int = 3, drop_path_prob: float = 0.0) -> None:
         super().__init__(layers, auxiliary, genotype)
         C_stem = 3 * C
@@ -229,7 +231,7 @@ class NetworkImageNet(_Classifier):
     auxiliary head (training only) reads the output of cell 2*layers//3.
     """
 
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype | CellsGenotype,
                  in_channels: int = 3, drop_path_prob: float = 0.0) -> None:
         super().__init__(layers, auxiliary, genotype)
         if C < 2 or C % 2:
@@ -271,7 +273,7 @@ class _DecoderBlock(nn.Module):
 
 
 class NetworkSegmentation(_DropPathMixin, nn.Module):
-    def __init__(self, C: int, layers: int, genotype: Genotype, in_channels: int = 2, num_classes: int = 1,
+    def __init__(self, C: int, layers: int, genotype: Genotype | CellsGenotype, in_channels: int = 2, num_classes: int = 1,
                  reductions: int = 2, drop_path_prob: float = 0.0) -> None:
         super().__init__()
         genotype.validate()

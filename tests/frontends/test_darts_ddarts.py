@@ -54,3 +54,31 @@ def test_algorithm_2_expands_8_searched_cells_to_14():
 def test_algorithm_2_refuses_what_it_cannot_expand(searched, cells, match):
     with pytest.raises(ConfigError, match=match):
         expand_cell_indices(searched, cells)
+
+
+def test_alpha_gradients_from_n_plus_1_backward_passes_equal_autograd_of_each_total_loss():
+    """The supernet-free check of `total_loss_alpha_grads`: losses that are smooth functions of three
+    cells' α (cell j deactivated = its α not read), gradients combined from n + 1 backward passes
+    against autograd of each L_T^i with respect to α_i."""
+    from compressor.frontends.darts.ddarts import total_loss_alpha_grads
+
+    torch.manual_seed(0)
+    n = 3
+    alphas = [torch.randn(4, 3, dtype=torch.float64, requires_grad=True) for _ in range(n)]
+    w = [torch.randn(4, 3, dtype=torch.float64) for _ in range(n)]
+
+    def loss(off: int | None) -> torch.Tensor:  # a cell's "output" is 1 + tanh(<w, σ(α)>); off: deactivated
+        terms = [torch.tanh((w[i] * torch.sigmoid(alphas[i])).sum()) if i != off else torch.zeros((), dtype=torch.float64)
+                 for i in range(n)]
+        return (2.0 - sum(terms)) ** 2
+
+    w01, wab = 8.0, 0.5
+    l_all, l_wo = loss(None), [loss(j) for j in range(n)]
+    lt = total_losses(l_all, l_wo, alphas, w01, wab)
+    want = [torch.autograd.grad(lt[i], alphas[i], retain_graph=True)[0] for i in range(n)]
+    g_all = torch.autograd.grad(l_all, alphas, retain_graph=True)
+    g_wo = [torch.autograd.grad(l_wo[j], alphas, retain_graph=True, allow_unused=True) for j in range(n)]
+    g_wo = [[g if g is not None else torch.zeros_like(alphas[i]) for i, g in enumerate(row)] for row in g_wo]
+    got = total_loss_alpha_grads(g_all, g_wo, marginal_contributions(l_all, l_wo).detach(), alphas, w01, wab)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -11,13 +11,17 @@ and plots, and calls, in this order:
         per step:   arch_step(st, x, y, x_val, y_val, lr) → α-split loss   (after the warm-up)
                     weight_step(st, x, y) → {"loss": …, …}
     stage_end(model, stage) → the next stage's ops per edge    (only between stages)
-    derive(model) → the final genotype
+    finish(model, data, out_dir, device, progress) → the final genotype   (default: derive(model))
 
 `st` is the loop's `search.Stage`: `st.model` (the supernet), `st.w_opt` (SGD of the weights),
 `st.a_opt` (Adam of α). Per-epoch state (λ, the mutation probability) is set in `epoch_start`,
 which the loop calls before any step, also after a resume, so an algorithm has nothing to
 checkpoint. Class attributes: the option defaults that `SearchOptions` reads (`default_arch_lr`,
-`default_warmup`: a fraction of each stage's epochs) and `clip_arch_grads` (of the base α step).
+`default_warmup`: a fraction of each stage's epochs), `clip_arch_grads` (of the base α step) and
+`split_train` (False: the weights train on the whole train split, for an algorithm without α steps;
+`train_portion` is then unused). `finish` is for an algorithm whose derivation needs more than the
+supernet (the data, the device, files of its own in the search's folder); the others override
+`derive`.
 
 Algorithms (our reading of the references; each is tested for its distinguishing mechanism in
 tests/frontends/test_darts_search.py):
@@ -52,6 +56,10 @@ tests/frontends/test_darts_search.py):
   the first epoch to `em_max_prob` at the last), is "mutated": it outputs one parametric op (drawn
   uniformly among sep_conv_3x3/5x5, dil_conv_3x3/5x5), unweighted, instead of the α-weighted sum.
   α steps and the derivation are plain DARTS. em_max_prob defaults to 0.2 (our choice).
+- evolution (seed 002, "Multi-Objective Optimization" and "Search Algorithm"; evolution.py): no α.
+  The supernet's weights train one uniformly sampled discrete path per step (single-path weight
+  sharing); afterwards `finish` runs an NSGA-II-style evolution over genotypes scored by inherited
+  weights (metric, MACs, memory) and writes one winner per MACs budget.
 """
 from __future__ import annotations
 
@@ -69,6 +77,8 @@ from compressor.frontends.darts.search_space import CONCAT, EdgePrimitives, Sear
 from compressor.registry import Registry
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from compressor.data import DataBundle
     from compressor.frontends.darts.search import SearchOptions, Stage
 
@@ -93,6 +103,8 @@ class SearchAlgorithm:
     default_arch_lr: float = 3e-4
     default_warmup: float = 0.0  # fraction of each stage's epochs trained without α steps
     clip_arch_grads: bool = False  # clip α's gradient norm at `grad_clip` before its step
+    split_train: bool = True  # cut the train split into a weight part and an α part (`train_portion`)
+    supernet_class: type[SearchNetwork] = SearchNetwork  # what `supernet` builds
 
     def __init__(self, opts: SearchOptions, loss_fn: LossFn) -> None:
         self.opts, self.loss_fn = opts, loss_fn
@@ -116,7 +128,7 @@ class SearchAlgorithm:
     def supernet(self, stage: int, data: DataBundle, primitives_normal: EdgePrimitives | None,
                  primitives_reduce: EdgePrimitives | None, **extra: object) -> SearchNetwork:
         """The SearchNetwork of the options and data; `extra`: its algorithm-specific arguments."""
-        return SearchNetwork(self.opts.init_channels, data.task.num_classes, self.stages(self.opts)[stage],
+        return self.supernet_class(self.opts.init_channels, data.task.num_classes, self.stages(self.opts)[stage],
                              task=data.task.kind, in_channels=data.input_shape[0], primitives_normal=primitives_normal,
                              primitives_reduce=primitives_reduce, **extra)
 
@@ -157,6 +169,13 @@ class SearchAlgorithm:
     def derive(self, model: SearchNetwork) -> Genotype:
         """The searched genotype, from the last stage's supernet."""
         return model.genotype()
+
+    def finish(self, model: SearchNetwork, data: DataBundle, out_dir: Path, device: str,
+               progress: bool = False) -> Genotype:
+        """The searched genotype, once the last stage's epochs are done: `derive(model)` unless an
+        algorithm needs the data, the device or the search's folder `out_dir` (where the loop then
+        writes genotype.json) to derive it."""
+        return self.derive(model)
 
 
 def step_weights(st: Stage, grad_clip: float) -> None:
@@ -457,3 +476,6 @@ def _chosen_edges(gene: Sequence[tuple[str, int]]) -> list[tuple[int, str]]:
 # hpe-darts lives in hpe.py with the rest of HPE-DARTS; importing it registers it (it imports this module's
 # base class, which exists by now)
 from compressor.frontends.darts import hpe as _hpe  # noqa: E402,F401
+# evolution likewise (evolution.py), and d-darts (ddarts.py)
+from compressor.frontends.darts import ddarts as _ddarts  # noqa: E402,F401
+from compressor.frontends.darts import evolution as _evolution  # noqa: E402,F401

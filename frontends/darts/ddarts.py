@@ -17,15 +17,32 @@ trains α_i on a cell-specific total loss (eq. 4.5):
   (Algorithm 1 optimizes L_T^i over cell i's weights without detaching anything).
 
 Algorithm 2 expands a searched n-cell network to more cells, keeping the reductions at 1/3 and 2/3
-and repeating each segment's searched normal cells (`expand_cell_indices`).
+and repeating each segment's searched normal cells (`expand_cell_indices`); a per-cell genotype
+(`genotypes.CellsGenotype`) lowers to a deeper network through it.
+
+`algorithm: d-darts` (`DDarts`, `CellwiseSearchNetwork`): every cell has its own α, weighted by
+σ(α) as in FairDARTS; each α step runs the supernet on the α batch once with all cells and once
+with each cell deactivated (n + 1 forward and backward passes: the thesis reports the same doubling
+of memory and more), and steps every cell's α on the gradient of its own L_T^i
+(`total_loss_alpha_grads`). Defaults w_01 = 8 and w_AB = 0.5, the values of the thesis's
+experimental settings (4.2.1; its hyperparameter study in 4.2.2 settles on w_01 = 7 instead). The
+weights train as in DARTS. The genotype has one gene per cell, parsed as DARTS does on σ(α_i).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn as nn
 
 from compressor.errors import ConfigError
+from compressor.frontends.darts.algorithms import SearchAlgorithm, register_search
+from compressor.frontends.darts.genotypes import CellsGenotype
+from compressor.frontends.darts.search_space import CONCAT, NUM_EDGES, SearchNetwork, derive_cell
+
+if TYPE_CHECKING:
+    from compressor.frontends.darts.search import SearchOptions, Stage
 
 
 def zero_one_loss(alpha: torch.Tensor) -> torch.Tensor:
@@ -116,3 +133,94 @@ def expand_cell_indices(searched: int, cells: int) -> list[int]:
         else:
             out.append(i % (searched - 1 - m2) + m2 + 1)
     return out
+
+
+# ---- the d-darts search algorithm -----------------------------------------------------------------
+class CellwiseSearchNetwork(SearchNetwork):
+    """The D-DARTS supernet: the DARTS supernet with one α per cell (`alphas_cells`, shape
+    (layers, 14, n_ops)) weighted by σ(α) (FairDARTS: independent sigmoids, not a softmax), instead of
+    one α per cell type. One Adam over the stacked tensor is exactly one Adam per cell (Adam is
+    elementwise and every cell has the same hyperparameters), the thesis's "own optimizer" per cell."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if self.edge_norm or self.partial_k != 1:
+            raise ValueError("d-darts searches every op on all channels without edge normalization")
+        n_ops = self.alphas_normal.shape[1]
+        del self.alphas_normal, self.alphas_reduce
+        self.alphas_cells = nn.Parameter(1e-3 * torch.randn(self.layers, NUM_EDGES, n_ops))
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alphas_cells]
+
+    def arch_names(self) -> set[str]:
+        return {"alphas_cells"}
+
+    def reduction_cells(self) -> tuple[int, ...]:
+        return tuple(i for i, c in enumerate(self.cells) if c.reduction)
+
+    def cell_weights(self, off: int | None = None) -> list[torch.Tensor]:
+        """σ(α_i) per cell; cell `off` gets zeros: deactivated, it outputs zeros (module docstring)."""
+        w = torch.sigmoid(self.alphas_cells)
+        return [torch.zeros_like(w[i]) if i == off else w[i] for i in range(self.layers)]
+
+    def op_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean σ(α) over the normal cells and over the reduction cells (the α history and its
+        plot show these; the genotype has every cell's own)."""
+        w = torch.sigmoid(self.alphas_cells)
+        red = set(self.reduction_cells())
+        normal = [w[i] for i in range(self.layers) if i not in red]
+        return torch.stack(normal).mean(0), torch.stack([w[i] for i in sorted(red)]).mean(0)
+
+    def forward(self, x: torch.Tensor, cell_weights: Sequence[torch.Tensor] | None = None,
+                detach_arch: bool = False, genotype: object = None) -> torch.Tensor:
+        if genotype is not None:
+            raise ValueError("the d-darts supernet runs its own per-cell α, not a genotype path")
+        if cell_weights is None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_arch):
+                cell_weights = self.cell_weights()
+        return super().forward(x, cell_weights=cell_weights, detach_arch=detach_arch)
+
+    def genotype(self) -> CellsGenotype:
+        """DARTS parsing per cell on σ(α_i): each node keeps its 2 strongest edges, each its strongest
+        non-`none` op (the thesis's "darts" parsing method; its threshold parsings give variable
+        numbers of ops per node, which the networks here do not build)."""
+        with torch.no_grad():
+            w = torch.sigmoid(self.alphas_cells).double().cpu().numpy()
+        cells = [derive_cell(w[i], self.primitives_reduce if c.reduction else self.primitives_normal)
+                 for i, c in enumerate(self.cells)]
+        return CellsGenotype(tuple(map(tuple, cells)), tuple(CONCAT for _ in cells), self.reduction_cells())
+
+
+@register_search("d-darts")
+class DDarts(SearchAlgorithm):
+    """D-DARTS (thesis Algorithm 1): per-cell α, each stepped on its own total loss L_T^i (eq. 4.5);
+    weights as DARTS. First order (the thesis's α step is at the current weights)."""
+
+    default_arch_lr = 3e-4
+    supernet_class = CellwiseSearchNetwork
+
+    @classmethod
+    def check_options(cls, opts: SearchOptions) -> None:
+        if opts.order != 1:
+            raise ConfigError("d-darts takes first-order α steps (Algorithm 1); set order: 1")
+
+    def arch_step(self, st: Stage, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                  lr: float) -> float:
+        model: CellwiseSearchNetwork = st.model  # type: ignore[assignment]
+        alpha = model.alphas_cells
+        n = model.layers
+        loss_all = self.loss_fn(model(x_val, cell_weights=model.cell_weights()), y_val)
+        g_all = torch.autograd.grad(loss_all, alpha)[0]
+        losses_without, g_without = [], []
+        for j in range(n):  # L_CE with cell j deactivated, and its α gradients (none for cell j itself)
+            loss_j = self.loss_fn(model(x_val, cell_weights=model.cell_weights(off=j)), y_val)
+            g_without.append(list(torch.autograd.grad(loss_j, alpha)[0]))
+            losses_without.append(loss_j.detach())
+        contributions = marginal_contributions(loss_all.detach(), losses_without)
+        grads = total_loss_alpha_grads(list(g_all), g_without, contributions, list(alpha.detach()),
+                                       self.opts.dd_w01, self.opts.dd_wab)
+        st.a_opt.zero_grad(set_to_none=True)
+        alpha.grad = torch.stack(grads)
+        st.a_opt.step()
+        return float(loss_all.detach())

@@ -1,4 +1,5 @@
-"""Differentiable architecture search: one loop, five algorithms (seed 000 sections 2.3, 4.1-4.2).
+"""Architecture search in the DARTS space: one loop, seven algorithms (seed 000 sections 2.3, 4.1-4.2;
+seed 004: hpe-darts; seed 002: evolution).
 
 `run_search(options, data, out_dir)` searches the DARTS space (see `search_space.py`) on `data`
 and writes `genotype.json`, the α history (`alpha_history.json`, `alpha_history.png`), a checkpoint
@@ -11,10 +12,15 @@ w step on a w batch. w: SGD (momentum 0.9, wd 3e-4) with a cosine schedule from 
 `w_lr_min` over the epochs; α: Adam (betas 0.5, 0.999; wd 1e-3). Gradients of w are clipped at
 `grad_clip`.
 
-The algorithms (darts first and second order, pc-darts, p-darts, lambda-darts, em-darts) are
-classes registered in `algorithms.py`; this loop calls their hooks (supernet, α step, weight step,
-epoch start, stage end, derivation) and owns everything they share: data splits, the weights'
-schedule, resumption, progress bars, the α history and its plot.
+The algorithms (darts first and second order, pc-darts, p-darts, lambda-darts, em-darts,
+hpe-darts, evolution) are classes registered in `algorithms.py` (hpe-darts in `hpe.py`, evolution
+in `evolution.py`); this loop calls their hooks (supernet, α step, weight step, epoch start, stage
+end, derivation) and owns everything they share: data splits, the weights' schedule, resumption,
+progress bars, the α history and its plot. An algorithm without α (evolution) trains its weights on
+the whole train split and derives its genotype in `finish`, which may write files of its own into
+`out_dir` (evolution: evolution.json and one genotype per MACs budget). Its `evo_*` options only act
+in `finish`, after the epochs, so they may change on resume: a re-run with other `evo_*` options
+re-runs the evolution on the trained supernet without retraining it.
 """
 from __future__ import annotations
 
@@ -49,7 +55,8 @@ from compressor.train import segmentation_loss
 log = logging.getLogger(__name__)
 
 # The registered algorithms' names (a test keeps the two in sync): config files are checked against it.
-Algorithm = Literal["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts"]
+Algorithm = Literal["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts", "evolution", "d-darts"]
+Objective = Literal["metric", "macs", "memory", "latency"]
 
 CHECKPOINT = "search_checkpoint.pt"
 RESULT = "search_result.json"
@@ -57,8 +64,10 @@ HISTORY = "alpha_history.json"
 PLOT = "alpha_history.png"
 GENOTYPE = "genotype.json"
 
-# Options that may change between a run and its resumption.
-_RESUMABLE = {"epochs", "max_steps"}
+# Options that may change between a run and its resumption (the evo_* options act only after the epochs).
+_RESUMABLE = {"epochs", "max_steps", "evo_population", "evo_generations", "evo_children", "evo_mutation_prob",
+              "evo_bn_batches", "evo_objectives", "evo_scalarize", "evo_budgets", "evo_net_channels",
+              "evo_net_layers"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,8 @@ class SearchOptions:
                                 min=0, min_exclusive=True, search=Range(1e-4, 1e-3, log=True))
     a_wd: float = option(1e-3, "weight decay of α", min=0)
     grad_clip: float = option(5.0, "clip the weights' gradient norm (0 = off)", min=0)
-    train_portion: float = option(0.5, "fraction of the train split for the weights; the rest trains α",
+    train_portion: float = option(0.5, "fraction of the train split for the weights; the rest trains α "
+                                       "(evolution: unused, the weights train on the whole split)",
                                   min=0, max=1, min_exclusive=True, max_exclusive=True)
     pc_k: int = option(4, "pc-darts: 1/K of the channels go through the ops", min=1)
     warmup_epochs: int | None = option(None, "epochs of weights-only training before α updates (null: 30% for "
@@ -102,6 +112,31 @@ class SearchOptions:
     hpe_batch: int = option(64, "hpe-darts: validation samples that score the ops", min=2, max=4096)
     hpe_proxy: Literal["cached", "exact"] = option("cached", "hpe-darts: NetPerfProxy importances from one "
                                                            "forward (cached) or one forward per op (exact)")
+    evo_population: int = option(16, "evolution: μ, the genotypes kept from one generation to the next",
+                                 min=2, max=4096)
+    evo_generations: int = option(10, "evolution: generations after the initial random population (0: score "
+                                      "the initial population only)", min=0, max=10000)
+    evo_children: int | None = option(None, "evolution: λ, the children bred per generation (null: μ)", min=1,
+                                      max=4096)
+    evo_mutation_prob: float = option(0.1, "evolution: probability that one (op, input) pair of a child mutates "
+                                           "(its op or, as often, its input)", min=0, max=1)
+    evo_bn_batches: int = option(4, "evolution: training batches that re-estimate the BatchNorm statistics "
+                                    "before a candidate is scored", min=1, max=10000)
+    evo_objectives: tuple[Objective, ...] = option(("metric", "macs", "memory"), "evolution: objectives: "
+                                                   "metric (accuracy or IoU on val, max), macs, memory (parameter "
+                                                   "+ peak activation bytes), latency (measured, ms) (min)")
+    evo_scalarize: dict[str, float] | None = option(None, "evolution: λ per objective to rank by the weighted sum "
+                                                          "of seed 002 eq. 2 instead of Pareto fronts, e.g. {metric: "
+                                                          "1, macs: 0.01} (metric a fraction, macs in millions, "
+                                                          "memory in MB, latency in ms; null: Pareto)")
+    evo_budgets: tuple[float, ...] = option((), "evolution: MACs budgets, one winner each (empty: 1/3, 2/3 and 3/3 "
+                                                "of the way from the final population's smallest to largest MACs)",
+                                            min=0, min_exclusive=True)
+    evo_net_channels: int | None = option(None, "evolution: C of the network whose MACs, memory and latency are "
+                                                "counted (null: init_channels)", min=1, max=1024)
+    evo_net_layers: int | None = option(None, "evolution: cells of that network (null: layers)", min=3, max=64)
+    dd_w01: float = option(8.0, "d-darts: w_01, the weight of FairDARTS's zero-one loss in L_T (eq. 4.5)", min=0)
+    dd_wab: float = option(0.5, "d-darts: w_AB, the weight of the ablation loss in L_T (eq. 4.5)", min=0)
     max_steps: int = option(0, "stop each epoch after this many steps (0 = the whole split)", min=0)
     seed: int = option(0, "seed of α and weight initialization, shuffling and mutation", min=0)
 
@@ -293,7 +328,7 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
 
     _check_data(opts, data)
     algo = opts.algorithm_class(opts, task_loss_fn(data.task.kind))
-    w_split, a_split = _split(data.train, opts.train_portion)
+    w_split, a_split = _split(data.train, opts.train_portion) if algo.split_train else (data.train, data.train)
 
     stage_i, epoch_in_stage, done, history, seconds = 0, 0, 0, [], 0.0
     ckpt = None
@@ -386,7 +421,7 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
         _atomic_json(history, out_dir / HISTORY)
         plot_alpha_history(history, out_dir / PLOT)
 
-    genotype = algo.derive(st.model).validate()
+    genotype = algo.finish(st.model, data, out_dir, device, progress).validate()
     genotype.save(out_dir / GENOTYPE)
     seconds_total = seconds + time.perf_counter() - start
     if not (out_dir / HISTORY).is_file():

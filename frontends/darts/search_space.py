@@ -11,7 +11,9 @@ model_search.py (our own code). One supernet serves every algorithm in `search.p
   (EM-DARTS edge mutation).
 - `SearchCell`: 4 intermediate nodes fed by 14 edges (node i has inputs 0..i+1); node = Σ of its
   incoming edges, or, with edge normalization (PC-DARTS), Σ_j softmax(β_node)_j · edge_j; output =
-  concat of the 4 nodes.
+  concat of the 4 nodes. `forward_path(s0, s1, pairs)` runs one discrete cell of a genotype through
+  the supernet instead: node = the sum of its two chosen edges, each edge running only its chosen op
+  (the MixedOp's single-op path), α unused (single-path weight sharing, `evolution.py`).
 - `SearchNetwork`: classification (stem Conv3×3 → 3C + BN, reductions at layers//3 and 2·layers//3,
   global pool + linear) or segmentation (stride-1 stem on `in_channels`, the same two reductions, a
   decoder that upsamples with F.interpolate(size=skip.shape[-2:]) and concatenates the skips from the
@@ -111,7 +113,7 @@ class MixedOp(nn.Module):
             if isinstance(op, nn.Sequential) and isinstance(op[0], Identity):
                 op[1].p = p
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, mutate: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None, mutate: int | None = None) -> torch.Tensor:
         if self.k > 1:
             c = x.shape[1] // self.k
             x_ops, x_rest = x[:, :c], x[:, c:]
@@ -165,6 +167,29 @@ class SearchCell(nn.Module):
                 terms.append(out)
             offset += len(states)
             states.append(sum(terms))
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+    def forward_path(self, s0: torch.Tensor, s1: torch.Tensor, pairs: Sequence[tuple[str, int]]) -> torch.Tensor:
+        """The cell of a discrete genotype (`pairs`: two (op, input) pairs per node) run on this cell's
+        weights: node i = op_a(state[j_a]) + op_b(state[j_b]) in pair order, each op on edge (i, j) running
+        alone through its MixedOp (no α, no other op), as `networks.Cell` computes a node; output = concat
+        of the 4 nodes. Only the chosen edges' ops run, so only their weights get gradients."""
+        if len(pairs) != 2 * STEPS:
+            raise ValueError(f"a search cell has {STEPS} nodes, so a path needs {2 * STEPS} (op, input) pairs; "
+                             f"got {len(pairs)}")
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        offset = 0
+        for i in range(STEPS):
+            terms = []
+            for op_name, j in pairs[2 * i:2 * i + 2]:
+                if not 0 <= j <= i + 1:
+                    raise ValueError(f"node {i} may take inputs 0..{i + 1}; got ({op_name!r}, {j})")
+                mixed: MixedOp = self._ops[offset + j]
+                if op_name not in mixed.primitives:
+                    raise ValueError(f"edge ({i}, {j}) holds {list(mixed.primitives)}, not {op_name!r}")
+                terms.append(mixed(states[j], None, mixed.primitives.index(op_name)))
+            offset += len(states)
+            states.append(terms[0] + terms[1])
         return torch.cat(states[-self.multiplier:], dim=1)
 
 
@@ -302,18 +327,29 @@ class SearchNetwork(nn.Module):
         return node_softmax(self.betas_normal), node_softmax(self.betas_reduce)
 
     def forward(self, x: torch.Tensor, cell_weights: Sequence[torch.Tensor] | None = None,
-                detach_arch: bool = False) -> torch.Tensor:
+                detach_arch: bool = False, genotype: Genotype | None = None) -> torch.Tensor:
         """`cell_weights[i]` replaces softmax(α) for cell i (λ-DARTS); `detach_arch` keeps α out of
-        the graph (weight steps do not need its gradient)."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_arch):
-            wn, wr = self.op_weights()
-            en, er = self.edge_weights()
-        mutation = self.mutation_prob if self.training else 0.0
+        the graph (weight steps do not need its gradient). With `genotype`, every cell runs that
+        discrete path instead (`SearchCell.forward_path`; α is not used): the cells of the network
+        the genotype lowers to, with the supernet's shared weights and ops (BN without affine
+        parameters; pools followed by a BN)."""
+        if genotype is not None:
+            if tuple(genotype.normal_concat) != CONCAT or tuple(genotype.reduce_concat) != CONCAT:
+                raise ValueError(f"the supernet concatenates nodes {list(CONCAT)}; the genotype concatenates "
+                                 f"{list(genotype.normal_concat)} / {list(genotype.reduce_concat)}")
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_arch):
+                wn, wr = self.op_weights()
+                en, er = self.edge_weights()
+            mutation = self.mutation_prob if self.training else 0.0
         s0 = s1 = stem = self.stem(x)
         skips = [stem]
         for i, cell in enumerate(self.cells):
-            w = cell_weights[i] if cell_weights is not None else (wr if cell.reduction else wn)
-            s0, s1 = s1, cell(s0, s1, w, er if cell.reduction else en, mutation)
+            if genotype is not None:
+                s0, s1 = s1, cell.forward_path(s0, s1, genotype.reduce if cell.reduction else genotype.normal)
+            else:
+                w = cell_weights[i] if cell_weights is not None else (wr if cell.reduction else wn)
+                s0, s1 = s1, cell(s0, s1, w, er if cell.reduction else en, mutation)
             if self.task == "segmentation" and i in self._skip_cells:
                 skips.append(s1)
         if self.task == "classification":

@@ -74,8 +74,9 @@ def write_golden(out: Path = GOLDEN) -> None:
 
 
 # ---- the registry -------------------------------------------------------------------------------
-def test_registry_lists_the_five_algorithms_and_the_options_literal_matches():
-    assert SEARCHES.names() == sorted(["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts"])
+def test_registry_lists_the_algorithms_and_the_options_literal_matches():
+    assert SEARCHES.names() == sorted(["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts", "d-darts",
+                                       "evolution"])
     assert sorted(get_args(Algorithm)) == SEARCHES.names()  # config files are checked against the Literal
     for name in SEARCHES.names():
         cls = search_algorithm(name)

@@ -82,3 +82,73 @@ def test_alpha_gradients_from_n_plus_1_backward_passes_equal_autograd_of_each_to
     got = total_loss_alpha_grads(g_all, g_wo, marginal_contributions(l_all, l_wo).detach(), alphas, w01, wab)
     for a, b in zip(got, want):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---- the d-darts search ---------------------------------------------------------------------------
+def test_cellwise_supernet_holds_one_sigmoid_alpha_per_cell_and_deactivates_cells():
+    from compressor.frontends.darts.ddarts import CellwiseSearchNetwork
+
+    torch.manual_seed(0)
+    net = CellwiseSearchNetwork(4, 3, 5, in_channels=1).train()
+    assert [n for n, _ in net.named_parameters() if "alpha" in n] == ["alphas_cells"]
+    assert net.alphas_cells.shape == (5, 14, 8) and net.arch_parameters() == [net.alphas_cells]
+    assert not any("alpha" in n for n, _ in net.named_weight_parameters())
+    assert net.reduction_cells() == (1, 3)
+    w = net.cell_weights(off=2)
+    assert torch.equal(w[2], torch.zeros(14, 8)) and torch.allclose(w[0], torch.sigmoid(net.alphas_cells[0]))
+    # a deactivated cell outputs zeros
+    seen = {}
+    net.cells[2].register_forward_hook(lambda _m, _i, out: seen.setdefault("out", out))
+    net(torch.randn(2, 1, 8, 8), cell_weights=w)
+    assert torch.equal(seen["out"], torch.zeros_like(seen["out"]))
+    g = net.genotype()
+    assert len(g.cells) == 5 and g.reduce_at == (1, 3)
+
+
+def test_ddarts_arch_step_gives_every_cell_the_gradient_of_its_own_total_loss(digits):
+    """One α step on a tiny supernet: the gradient each cell's α receives equals autograd of that
+    cell's L_T^i (eq. 4.5) through n + 1 forwards."""
+    from compressor.frontends.darts.ddarts import DDarts
+    from compressor.frontends.darts.search import SearchOptions, Stage, task_loss_fn
+
+    data = digits
+    opts = SearchOptions(algorithm="d-darts", init_channels=4, layers=3, batch_size=8, epochs=1)
+    algo = DDarts(opts, task_loss_fn("classification"))
+    torch.manual_seed(0)
+    st = Stage(algo, data, 0, None, None, "cpu")
+    model = st.model.double().train()
+    x = torch.stack([data.train[i][0] for i in range(8)]).double()
+    y = torch.tensor([int(data.train[i][1]) for i in range(8)])
+    with torch.no_grad():
+        model.alphas_cells.normal_(0, 1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    loss_fn = task_loss_fn("classification")
+    l_all = loss_fn(model(x), y)
+    l_wo = [loss_fn(model(x, cell_weights=model.cell_weights(off=j)), y) for j in range(3)]
+    lt = total_losses(l_all, l_wo, list(model.alphas_cells), opts.dd_w01, opts.dd_wab)
+    want = torch.stack([torch.autograd.grad(lt[i], model.alphas_cells, retain_graph=True)[0][i] for i in range(3)])
+    model.load_state_dict(state)  # the forwards above updated BN statistics
+    st.a_opt = torch.optim.SGD([model.alphas_cells], lr=1.0)  # so that the step is α -= grad
+    before = model.alphas_cells.detach().clone()
+    algo.arch_step(st, x, y, x, y, 0.1)
+    got = before - model.alphas_cells.detach()
+    # the task loss runs in float32 (task_loss_fn casts the logits), hence 1e-5
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-9), float((got - want).abs().max())
+    assert float(got.abs().sum()) > 0
+
+
+def test_ddarts_search_end_to_end_and_lowering_deeper_by_algorithm_2(tmp_path, digits):
+    from compressor.frontends.darts.frontend import lower_genotype
+    from compressor.frontends.darts.genotypes import CellsGenotype, Genotype
+    from compressor.frontends.darts.search import SearchOptions, run_search
+
+    opts = SearchOptions(algorithm="d-darts", init_channels=4, layers=5, batch_size=8, epochs=1, max_steps=2)
+    res = run_search(opts, digits, tmp_path / "s", progress=False)
+    g = res.genotype
+    assert isinstance(g, CellsGenotype) and len(g.cells) == 5 and g.reduce_at == (1, 3)
+    assert Genotype.load(tmp_path / "s" / "genotype.json") == g
+    ir = lower_genotype(g, task="classification", in_channels=1, input_size=8, num_classes=10, init_channels=4,
+                        layers=8)
+    assert len(ir.module.cells) == 8
+    with pytest.raises(ConfigError, match="first-order"):
+        SearchOptions(algorithm="d-darts", order=2)

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from compressor.data import build_data
 from compressor.errors import ConfigError
 from compressor.frontends.darts.genotypes import Genotype
 from compressor.frontends.darts.ops import PRIMITIVES, SepConv, reference_ops
@@ -21,16 +20,6 @@ from compressor.options import parse_options
 
 ALGORITHMS = ["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts"]
 TINY = dict(epochs=1, batch_size=8, init_channels=4, layers=3, max_steps=2)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return build_data("digits", {})
-
-
-@pytest.fixture(scope="module")
-def insar():
-    return build_data("insar-synthetic", {"n_train": 16, "n_val": 8, "n_test": 8, "size": 16})
 
 
 def _skips(pairs):

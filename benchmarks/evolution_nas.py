@@ -1,0 +1,119 @@
+"""Multi-objective evolutionary NAS (`algorithm: evolution`, seed 002) vs PC-DARTS on insar-synthetic, CPU profile.
+
+    python benchmarks/evolution_nas.py [--epochs 8] [--train-epochs 6] [--population 16] [--generations 10]
+    python benchmarks/evolution_nas.py --quick      # a smoke run: tiny data, 1 epoch, prints only
+
+The evolution trains its weight-sharing supernet for `--epochs` epochs (one random path per step), then evolves
+`--population` genotypes for `--generations` generations on (IoU, MACs, memory) and writes one winner per MACs
+budget (the default three: 1/3, 2/3, 3/3 of the final population's MACs range). PC-DARTS searches for the same
+`--epochs` on the same data (α from a quarter of them). Every genotype (the budget winners and PC-DARTS's) is then
+trained by the same pipeline for `--train-epochs` at C=8, 5 cells (as the searches) and measured on the
+validation split. MACs, params: the pipeline's record; memory: parameter + peak activation bytes at batch 1
+(`evolution.network_costs`); "supernet IoU": the evolution's own estimate, inherited weights with re-estimated BN.
+The full run writes its table into BENCHMARKS.md (section evolution-nas); --quick only prints it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine, write_section  # noqa: E402
+
+C, LAYERS = 8, 5
+
+
+def train_genotype(name: str, model: dict, data: dict, train_epochs: int, out: Path) -> dict:
+    """Run a pipeline that builds `model` (a darts model block: a genotype path or a search) and trains it;
+    return its base stage's record and the IR's meta."""
+    from compressor.pipeline import Pipeline
+
+    doc = {"name": f"bench-evolution-{name}", "seed": 0, "data": data,
+           "model": {"frontend": "darts", "init_channels": C, "layers": LAYERS, **model,
+                     "train": {"epochs": train_epochs, "batch_size": 32, "lr": 0.003}}}
+    start = time.perf_counter()
+    result = Pipeline.from_dict(doc).run(out=out / name, progress=False)
+    base = result.stages[0]
+    return {"record": base.record, "meta": base.output.ir.meta, "wall": time.perf_counter() - start}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=8, help="search epochs (both searches)")
+    ap.add_argument("--train-epochs", type=int, default=6, help="training epochs of every genotype")
+    ap.add_argument("--population", type=int, default=16)
+    ap.add_argument("--generations", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="tiny data and budgets: checks that it runs")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-evolution")
+    args = ap.parse_args()
+    import torch
+
+    from compressor.data import build_data
+    from compressor.frontends.darts.evolution import lowered_network, network_costs
+    from compressor.frontends.darts.genotypes import Genotype
+    from compressor.frontends.darts.search import SearchOptions, run_search
+
+    if args.quick:
+        args.epochs, args.train_epochs, args.population, args.generations = 1, 1, 4, 2
+        data = {"name": "insar-synthetic", "size": 16, "n_train": 32, "n_val": 16, "n_test": 16}
+        args.out = args.out.with_name(args.out.name + "-quick")
+        torch.set_num_threads(1)  # tiny tensors: one thread is fastest
+    else:
+        data = {"name": "insar-synthetic", "size": 32, "n_train": 256, "n_val": 64, "n_test": 64}
+    bundle = build_data(data["name"], {k: v for k, v in data.items() if k != "name"}, seed=0)
+
+    # 1. the evolutionary search (writes genotype_budget{k}.json and evolution.json)
+    opts = SearchOptions(algorithm="evolution", epochs=args.epochs, batch_size=32, init_channels=C, layers=LAYERS,
+                         evo_population=args.population, evo_generations=args.generations,
+                         max_steps=2 if args.quick else 0)
+    start = time.perf_counter()
+    search = run_search(opts, bundle, args.out / "evolution-search", progress=not args.quick)
+    evo_seconds = time.perf_counter() - start
+    evo = json.loads((search.out_dir / "evolution.json").read_text())
+
+    # 2. train every budget winner, and PC-DARTS's searched genotype, with the same pipeline
+    rows, trained = [], {}
+    for b in evo["budgets"]:
+        if b["file"] is None:
+            continue
+        path = search.out_dir / b["file"]
+        geno = Genotype.load(path)
+        if geno not in trained:  # two budgets may share a winner: train it once
+            trained[geno] = train_genotype(f"budget{b['budget']}", {"genotype": str(path)}, data, args.train_epochs,
+                                           args.out)
+        rows.append((f"evolution budget {b['budget']} (≤ {b['macs_budget'] / 1e6:.3f} M MACs)", geno, trained[geno],
+                     b["objectives"]["metric"]))
+    pc_search = {"algorithm": "pc-darts", "epochs": args.epochs, "warmup_epochs": max(0, args.epochs // 4),
+                 "batch_size": 32, "init_channels": C, "layers": LAYERS, **({"max_steps": 2} if args.quick else {})}
+    run = train_genotype("pc-darts", {"search": pc_search}, data, args.train_epochs, args.out)
+    rows.append(("pc-darts (searched)", Genotype.from_dict(run["meta"]["genotype_json"]), run, None))
+
+    lines = [f"Machine: {machine()}. Command: `python benchmarks/evolution_nas.py"
+             + (" --quick" if args.quick else f" --epochs {args.epochs} --train-epochs {args.train_epochs} "
+                f"--population {args.population} --generations {args.generations}") + "` "
+             f"(insar-synthetic {data['size']}×{data['size']}, {data['n_train']} train; search and network C={C}, "
+             f"{LAYERS} cells; both searches {args.epochs} epochs; evolution search {evo_seconds:.0f} s with "
+             f"{evo['scored']} candidates scored; every genotype trained {args.train_epochs} epochs).", "",
+             "| genotype | supernet IoU | IoU (trained, val) | MACs (M) | memory (KB) | params | search s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, geno, run, proxy in rows:
+        rec, meta = run["record"], run["meta"]
+        costs = network_costs(lowered_network(geno, bundle, C, LAYERS), bundle.input_shape)
+        secs = meta.get("search_seconds", f"{evo_seconds:.0f}" if proxy is not None else "")
+        iou = rec["metrics"].get("iou")
+        lines.append(f"| {name} | {'' if proxy is None else f'{100 * proxy:.2f}'} | "
+                     f"{'' if iou is None else f'{100 * iou:.2f}'} | {rec['macs'] / 1e6:.3f} | "
+                     f"{costs['memory'] / 1e3:.1f} | {rec['params']:,} | {secs} |")
+    hv = [round(h["hypervolume"], 4) for h in evo["history"]]
+    lines += ["", f"Hypervolume of the population per generation (IoU, MACs, memory; normalized): {hv}", "",
+              "Normal cells found:", ""] + [f"- {name}: `{json.dumps([list(p) for p in geno.normal])}`"
+                                            for name, geno, _, _ in rows]
+    body = "## Evolutionary NAS vs PC-DARTS (CPU profile)\n\n" + "\n".join(lines)
+    print(body if args.quick else write_section("evolution-nas", body))
+
+
+if __name__ == "__main__":
+    main()

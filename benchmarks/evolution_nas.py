@@ -6,7 +6,7 @@
 The evolution trains its weight-sharing supernet for `--epochs` epochs (one random path per step), then evolves
 `--population` genotypes for `--generations` generations on (IoU, MACs, memory) and writes one winner per MACs
 budget (the default three: 1/3, 2/3, 3/3 of the final population's MACs range). PC-DARTS searches for the same
-`--epochs` on the same data (α from a quarter of them). Every genotype (the budget winners and PC-DARTS's) is then
+`--epochs` on the same data (α from a quarter of them), and so does D-DARTS (`--no-ddarts` skips it). Every genotype (the budget winners and PC-DARTS's) is then
 trained by the same pipeline for `--train-epochs` at C=8, 5 cells (as the searches) and measured on the
 validation split. MACs, params: the pipeline's record; memory: parameter + peak activation bytes at batch 1
 (`evolution.network_costs`); "supernet IoU": the evolution's own estimate, inherited weights with re-estimated BN.
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=16)
     ap.add_argument("--generations", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="tiny data and budgets: checks that it runs")
+    ap.add_argument("--no-ddarts", action="store_true", help="skip the D-DARTS search and its row")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench-evolution")
     args = ap.parse_args()
     import torch
@@ -90,6 +91,11 @@ def main() -> None:
                  "batch_size": 32, "init_channels": C, "layers": LAYERS, **({"max_steps": 2} if args.quick else {})}
     run = train_genotype("pc-darts", {"search": pc_search}, data, args.train_epochs, args.out)
     rows.append(("pc-darts (searched)", Genotype.from_dict(run["meta"]["genotype_json"]), run, None))
+    if not args.no_ddarts:  # D-DARTS (thesis ch. 4): per-cell α; its α steps cost n + 1 passes
+        dd_search = {**pc_search, "algorithm": "d-darts"}
+        run = train_genotype("d-darts", {"search": dd_search}, data, args.train_epochs, args.out)
+        rows.append(("d-darts (searched, one gene per cell)", Genotype.from_dict(run["meta"]["genotype_json"]), run,
+                     None))
 
     lines = [f"Machine: {machine()}. Command: `python benchmarks/evolution_nas.py"
              + (" --quick" if args.quick else f" --epochs {args.epochs} --train-epochs {args.train_epochs} "
@@ -109,8 +115,9 @@ def main() -> None:
                      f"{costs['memory'] / 1e3:.1f} | {rec['params']:,} | {secs} |")
     hv = [round(h["hypervolume"], 4) for h in evo["history"]]
     lines += ["", f"Hypervolume of the population per generation (IoU, MACs, memory; normalized): {hv}", "",
-              "Normal cells found:", ""] + [f"- {name}: `{json.dumps([list(p) for p in geno.normal])}`"
-                                            for name, geno, _, _ in rows]
+              "Normal cells found (d-darts: its first cell):", ""] + [
+                  f"- {name}: `{json.dumps([list(p) for p in (geno.normal if hasattr(geno, 'normal') else geno.cells[0])])}`"
+                  for name, geno, _, _ in rows]
     body = "## Evolutionary NAS vs PC-DARTS (CPU profile)\n\n" + "\n".join(lines)
     print(body if args.quick else write_section("evolution-nas", body))
 

@@ -71,3 +71,18 @@ def cls_ir():
               "input_hw": [8, 8]}
     return lower(ClsCNN(1, 10, 8), [input_spec_from((1, 8, 8), (0.0, 1.0))], TaskSpec("classification", 10),
                  recipe=recipe)
+
+
+# Small datasets the DARTS tests share (built once per test module; a module may define its own).
+@pytest.fixture(scope="module")
+def digits():
+    from compressor.data import build_data
+
+    return build_data("digits", {})
+
+
+@pytest.fixture(scope="module")
+def insar():
+    from compressor.data import build_data
+
+    return build_data("insar-synthetic", {"n_train": 16, "n_val": 8, "n_test": 8, "size": 16})

@@ -9,7 +9,9 @@ budget (the default three: 1/3, 2/3, 3/3 of the final population's MACs range). 
 `--epochs` on the same data (α from a quarter of them), and so does D-DARTS (`--no-ddarts` skips it). Every genotype (the budget winners and PC-DARTS's) is then
 trained by the same pipeline for `--train-epochs` at C=8, 5 cells (as the searches) and measured on the
 validation split. MACs, params: the pipeline's record; memory: parameter + peak activation bytes at batch 1
-(`evolution.network_costs`); "supernet IoU": the evolution's own estimate, inherited weights with re-estimated BN.
+(`evolution.network_costs`); "supernet IoU": the evolution's own estimate, inherited weights with re-estimated BN;
+every trained network is exported to verified ONNX ("IoU (ONNX)": the ONNX model's IoU). The final population's
+front is plotted into benchmarks/evolution_front.png.
 The full run writes its table into BENCHMARKS.md (section evolution-nas); --quick only prints it.
 """
 from __future__ import annotations
@@ -33,11 +35,43 @@ def train_genotype(name: str, model: dict, data: dict, train_epochs: int, out: P
 
     doc = {"name": f"bench-evolution-{name}", "seed": 0, "data": data,
            "model": {"frontend": "darts", "init_channels": C, "layers": LAYERS, **model,
-                     "train": {"epochs": train_epochs, "batch_size": 32, "lr": 0.003}}}
+                     "train": {"epochs": train_epochs, "batch_size": 32, "lr": 0.003}},
+           "export": ["onnx"]}
     start = time.perf_counter()
     result = Pipeline.from_dict(doc).run(out=out / name, progress=False)
-    base = result.stages[0]
-    return {"record": base.record, "meta": base.output.ir.meta, "wall": time.perf_counter() - start}
+    base, onnx = result.stages[0], result.stages[-1]
+    return {"record": base.record, "onnx": onnx.record, "meta": base.output.ir.meta,
+            "wall": time.perf_counter() - start}
+
+
+def plot_front(evo: dict, path: Path) -> None:
+    """The final population in (MACs, IoU), memory as colour, the first front joined, the winners marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pop = evo["population"]
+    macs = [p["objectives"]["macs"] / 1e6 for p in pop]
+    iou = [100 * p["objectives"]["metric"] for p in pop]
+    mem = [p["objectives"]["memory"] / 1e3 for p in pop]
+    fig = Figure(figsize=(6.5, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    sc = ax.scatter(macs, iou, c=mem, cmap="viridis", s=36, zorder=2)
+    fig.colorbar(sc, ax=ax, label="memory (KB: params + peak activations, batch 1)")
+    front = sorted((m, i) for m, i, p in zip(macs, iou, pop) if p["rank"] == 0)
+    ax.plot([m for m, _ in front], [i for _, i in front], color="gray", lw=1, zorder=1, label="first front (3-D)")
+    for b in evo["budgets"]:
+        if b["file"] is not None:
+            ax.scatter([b["objectives"]["macs"] / 1e6], [100 * b["objectives"]["metric"]], marker="*", s=160,
+                       facecolor="none", edgecolor="red", zorder=3)
+            ax.annotate(f"budget {b['budget']}", (b["objectives"]["macs"] / 1e6, 100 * b["objectives"]["metric"]),
+                        textcoords="offset points", xytext=(6, -10), fontsize=8, color="red")
+    ax.set_xlabel("MACs (M)")
+    ax.set_ylabel("IoU on val, supernet weights (%)")
+    ax.set_title("evolution: final population")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main() -> None:
@@ -103,18 +137,23 @@ def main() -> None:
              f"(insar-synthetic {data['size']}×{data['size']}, {data['n_train']} train; search and network C={C}, "
              f"{LAYERS} cells; both searches {args.epochs} epochs; evolution search {evo_seconds:.0f} s with "
              f"{evo['scored']} candidates scored; every genotype trained {args.train_epochs} epochs).", "",
-             "| genotype | supernet IoU | IoU (trained, val) | MACs (M) | memory (KB) | params | search s |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| genotype | supernet IoU | IoU (trained, val) | IoU (ONNX) | MACs (M) | memory (KB) | params | ONNX MB "
+             "| search s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, geno, run, proxy in rows:
         rec, meta = run["record"], run["meta"]
         costs = network_costs(lowered_network(geno, bundle, C, LAYERS), bundle.input_shape)
         secs = meta.get("search_seconds", f"{evo_seconds:.0f}" if proxy is not None else "")
-        iou = rec["metrics"].get("iou")
+        iou, onnx_iou = rec["metrics"].get("iou"), run["onnx"]["metrics"].get("iou")
         lines.append(f"| {name} | {'' if proxy is None else f'{100 * proxy:.2f}'} | "
-                     f"{'' if iou is None else f'{100 * iou:.2f}'} | {rec['macs'] / 1e6:.3f} | "
-                     f"{costs['memory'] / 1e3:.1f} | {rec['params']:,} | {secs} |")
+                     f"{'' if iou is None else f'{100 * iou:.2f}'} | "
+                     f"{'' if onnx_iou is None else f'{100 * onnx_iou:.2f}'} | {rec['macs'] / 1e6:.3f} | "
+                     f"{costs['memory'] / 1e3:.1f} | {rec['params']:,} | {run['onnx']['size_bytes'] / 1e6:.3f} | {secs} |")
+    front_png = ROOT / "benchmarks" / ("evolution_front_quick.png" if args.quick else "evolution_front.png")
+    plot_front(evo, front_png)
     hv = [round(h["hypervolume"], 4) for h in evo["history"]]
     lines += ["", f"Hypervolume of the population per generation (IoU, MACs, memory; normalized): {hv}", "",
+              f"The final population's front (IoU vs MACs, memory as colour): `benchmarks/{front_png.name}`.", "",
               "Normal cells found (d-darts: its first cell):", ""] + [
                   f"- {name}: `{json.dumps([list(p) for p in (geno.normal if hasattr(geno, 'normal') else geno.cells[0])])}`"
                   for name, geno, _, _ in rows]

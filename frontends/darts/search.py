@@ -65,7 +65,7 @@ PLOT = "alpha_history.png"
 GENOTYPE = "genotype.json"
 
 # Options that may change between a run and its resumption (the evo_* options act only after the epochs).
-_RESUMABLE = {"epochs", "max_steps", "evo_population", "evo_generations", "evo_children", "evo_mutation_prob",
+_RESUMABLE = {"epochs", "max_steps", "stop_stable_epochs", "stop_min_epochs", "evo_population", "evo_generations", "evo_children", "evo_mutation_prob",
               "evo_bn_batches", "evo_objectives", "evo_scalarize", "evo_budgets", "evo_net_channels",
               "evo_net_layers"}
 
@@ -137,6 +137,10 @@ class SearchOptions:
     evo_net_layers: int | None = option(None, "evolution: cells of that network (null: layers)", min=3, max=64)
     dd_w01: float = option(8.0, "d-darts: w_01, the weight of FairDARTS's zero-one loss in L_T (eq. 4.5)", min=0)
     dd_wab: float = option(0.5, "d-darts: w_AB, the weight of the ablation loss in L_T (eq. 4.5)", min=0)
+    stop_stable_epochs: int = option(0, "end a stage once its derived genotype has not changed for this many "
+                                        "consecutive epochs (0 = off; D-DARTS §4.2.4 uses 5)", min=0)
+    stop_min_epochs: int = option(10, "no such early end before this many epochs of the stage (D-DARTS: 10)",
+                                  min=1)
     max_steps: int = option(0, "stop each epoch after this many steps (0 = the whole split)", min=0)
     seed: int = option(0, "seed of α and weight initialization, shuffling and mutation", min=0)
 
@@ -183,16 +187,38 @@ def task_loss_fn(kind: str) -> LossFn:
 
 
 # ---- α history ------------------------------------------------------------------------------------
-def _history_entry(model: SearchNetwork, epoch: int, stage: int, stats: dict[str, float]) -> dict[str, Any]:
+def _history_entry(model: SearchNetwork, epoch: int, stage: int, stats: dict[str, float],
+                   previous: dict[str, Any] | None) -> dict[str, Any]:
+    """One epoch of the α history: the weights, the genotype they derive, and its architecture distance
+    M to the previous epoch's (D-DARTS eq. 4.8, `distance.py`: "distance_prev" in the edge encoding;
+    "unchanged": the positional encoding's 0, i.e. the same cells; both null for the first epoch)."""
+    from compressor.frontends.darts.distance import network_distance
+
     w = model.arch_weights()
+    genotype = model.genotype()
     entry: dict[str, Any] = {"epoch": epoch, "stage": stage, "layers": model.layers,
                              "normal": np.round(w["normal"], 6).tolist(), "reduce": np.round(w["reduce"], 6).tolist(),
-                             "primitives_normal": model.primitives_normal, "primitives_reduce": model.primitives_reduce}
+                             "primitives_normal": model.primitives_normal, "primitives_reduce": model.primitives_reduce,
+                             "genotype": genotype.to_dict(), "distance_prev": None, "unchanged": None}
+    if previous is not None and "genotype" in previous:
+        before = Genotype.from_dict(previous["genotype"])
+        if type(before) is type(genotype):
+            entry["distance_prev"] = round(network_distance(genotype, before), 6)
+            entry["unchanged"] = network_distance(genotype, before, "positional") == 0
     if "edge_normal" in w:
         entry["edge_normal"] = np.round(w["edge_normal"], 6).tolist()
         entry["edge_reduce"] = np.round(w["edge_reduce"], 6).tolist()
     entry.update({k: float(v) for k, v in stats.items()})
     return entry
+
+
+def _stable(history: Sequence[dict[str, Any]], stage: int, epoch_in_stage: int, opts: SearchOptions) -> bool:
+    """Whether the stage ends early (`stop_stable_epochs`): its last that many epochs each derived the
+    genotype of the epoch before, and it has run at least `stop_min_epochs` epochs."""
+    n = opts.stop_stable_epochs
+    if n == 0 or epoch_in_stage < opts.stop_min_epochs or epoch_in_stage >= opts.epochs or len(history) < n:
+        return False
+    return all(h["stage"] == stage and h.get("unchanged") for h in history[-n:])
 
 
 def plot_alpha_history(history: Sequence[dict[str, Any]], path: Path) -> None:
@@ -411,9 +437,14 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
         epochs_run += 1
         epoch_stats = {k: sums[k] / counts[k] for k in sums if counts[k]}
         epoch_stats.update(schedule)
-        history.append(_history_entry(model, done, stage_i, epoch_stats))
+        history.append(_history_entry(model, done, stage_i, epoch_stats, history[-1] if history else None))
         log.info("search %s epoch %d/%d loss %.4f genotype %s", opts.algorithm, done, total,
-                 epoch_stats.get("loss", float("nan")), model.genotype().to_dict())
+                 epoch_stats.get("loss", float("nan")), history[-1]["genotype"])
+        if _stable(history, stage_i, epoch_in_stage, opts):
+            log.info("search: stage %d's genotype unchanged for %d epochs: ending the stage after epoch %d of %d",
+                     stage_i + 1, opts.stop_stable_epochs, epoch_in_stage, opts.epochs)
+            history[-1]["stopped_early"] = True
+            epoch_in_stage = opts.epochs
         seconds_now = seconds + time.perf_counter() - start
         _atomic_torch({"options": _structural(opts), "stage": stage_i, "epoch_in_stage": epoch_in_stage,
                        "done": done, "history": history, "seconds": seconds_now, "rng": torch.get_rng_state(),

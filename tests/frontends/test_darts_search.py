@@ -411,3 +411,23 @@ def test_compress_search_cli(tmp_path):
     bad.write_text("data: {name: digits}\nsearch: {algorithm: pcdarts}\n")
     r = CliRunner().invoke(main, ["search", str(bad)])
     assert r.exit_code == 2 and "choose one of 'darts', 'pc-darts'" in r.output
+
+
+# ---- the architecture distance along the search, and the early end of a stage (D-DARTS §4.2.4) ----------
+def test_history_records_the_genotype_distance_and_a_stable_stage_ends_early(digits, tmp_path):
+    frozen = {**TINY, "epochs": 6, "max_steps": 1, "algorithm": "darts", "warmup_epochs": 6}  # α never steps
+    res = run_search(SearchOptions(**frozen, stop_stable_epochs=2, stop_min_epochs=3), digits, tmp_path / "a",
+                     progress=False)
+    history = json.loads(res.alpha_history_path.read_text())
+    assert res.epochs_run == 3 and len(history) == 3 and history[-1]["stopped_early"]
+    assert history[0]["distance_prev"] is None and history[0]["unchanged"] is None
+    assert [h["distance_prev"] for h in history[1:]] == [0.0, 0.0] and all(h["unchanged"] for h in history[1:])
+    assert Genotype.from_dict(history[-1]["genotype"]) == res.genotype
+    # off by default: all 6 epochs; with α moving fast the genotype changes and the distance shows it
+    full = run_search(SearchOptions(**frozen), digits, tmp_path / "b", progress=False)
+    assert full.epochs_run == 6
+    moving = {**frozen, "warmup_epochs": 0, "a_lr": 0.5, "max_steps": 2}
+    h = json.loads(run_search(SearchOptions(**moving), digits, tmp_path / "c", progress=False)
+                   .alpha_history_path.read_text())
+    changed = [e for e in h[1:] if not e["unchanged"]]
+    assert changed and any(e["distance_prev"] > 0 for e in changed)  # the edge encoding may miss a move

@@ -104,9 +104,8 @@ def main() -> None:
     opts = SearchOptions(algorithm="evolution", epochs=args.epochs, batch_size=32, init_channels=C, layers=LAYERS,
                          evo_population=args.population, evo_generations=args.generations,
                          max_steps=2 if args.quick else 0)
-    start = time.perf_counter()
     search = run_search(opts, bundle, args.out / "evolution-search", progress=not args.quick)
-    evo_seconds = time.perf_counter() - start
+    evo_seconds = search.seconds  # the search's own time (also when a finished search is reused)
     evo = json.loads((search.out_dir / "evolution.json").read_text())
 
     # 2. train every budget winner, and PC-DARTS's searched genotype, with the same pipeline

@@ -325,6 +325,16 @@ def _structural(opts: SearchOptions) -> dict[str, Any]:
     return {k: v for k, v in options_dict(opts).items() if k not in _RESUMABLE}
 
 
+def _differing(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The option names whose stored value differs from the current one. An option the stored run did
+    not know (added by a later version) counts as its default, so that an upgrade does not orphan a
+    search folder whose options it only extends."""
+    defaults = options_dict(SearchOptions())
+    names = set(stored) | set(current)
+    return sorted(k for k in names
+                  if stored.get(k, defaults.get(k)) != current.get(k, defaults.get(k)) or k not in defaults)
+
+
 def _result(out_dir: Path, genotype: Genotype, seconds: float, epochs_run: int, resumed_from: int) -> SearchResult:
     return SearchResult(genotype=genotype, out_dir=out_dir, genotype_path=out_dir / GENOTYPE,
                         alpha_history_path=out_dir / HISTORY, plot_path=out_dir / PLOT, seconds=seconds,
@@ -348,7 +358,7 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
 
     if result_path.is_file() and (out_dir / GENOTYPE).is_file():
         doc = json.loads(result_path.read_text())
-        if doc.get("options") == options_dict(opts):
+        if isinstance(doc.get("options"), dict) and not _differing(doc["options"], options_dict(opts)):
             log.info("search: %s already holds a finished search; returning it", out_dir)
             return _result(out_dir, Genotype.load(out_dir / GENOTYPE), doc["seconds"], 0, doc["epochs_done"])
 
@@ -365,8 +375,8 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"search checkpoint {ckpt_path} is not a plain checkpoint ({first[:160]}); it was not "
                               "loaded: delete it to restart the search") from None
-        if ckpt["options"] != _structural(opts):
-            diff = sorted(k for k in ckpt["options"] if ckpt["options"][k] != _structural(opts).get(k))
+        diff = _differing(ckpt["options"], _structural(opts))
+        if diff:
             raise ConfigError(f"{out_dir} holds a search with different options ({', '.join(diff)}); only "
                               f"{', '.join(sorted(_RESUMABLE))} may change on resume: use a fresh out_dir or the "
                               f"same options")

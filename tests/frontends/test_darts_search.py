@@ -431,3 +431,21 @@ def test_history_records_the_genotype_distance_and_a_stable_stage_ends_early(dig
                    .alpha_history_path.read_text())
     changed = [e for e in h[1:] if not e["unchanged"]]
     assert changed and any(e["distance_prev"] > 0 for e in changed)  # the edge encoding may miss a move
+
+
+def test_a_search_folder_of_an_older_version_resumes_when_new_options_keep_their_defaults(digits, tmp_path):
+    """An option added later (here: pretend d-darts's dd_w01 and the finished-result file did not exist) reads
+    as its default, so an upgrade does not orphan a half-done search; a non-default value still refuses."""
+    from compressor.frontends.darts.search import CHECKPOINT, RESULT
+
+    out = tmp_path / "s"
+    run_search(SearchOptions(**TINY), digits, out, progress=False)
+    ckpt = torch.load(out / CHECKPOINT, weights_only=True)
+    del ckpt["options"]["dd_w01"]
+    torch.save(ckpt, out / CHECKPOINT)
+    (out / RESULT).unlink()  # not finished yet: the loop resumes from the checkpoint
+    res = run_search(SearchOptions(**{**TINY, "epochs": 2}), digits, out, progress=False)
+    assert res.resumed_from == 1 and res.epochs_run == 1
+    with pytest.raises(ConfigError, match=r"different options \(dd_w01\)"):
+        (out / RESULT).unlink()
+        run_search(SearchOptions(**{**TINY, "epochs": 3, "dd_w01": 1.0}), digits, out, progress=False)

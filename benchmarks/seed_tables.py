@@ -63,7 +63,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         # to this teacher: 16·16/36 ≈ 8 or the full 16 channels; 8·8/20 ≈ 3 or 14·8/20 ≈ 5 cells
         "students": [(8, 3), (8, 5), (16, 3), (16, 5)], "kd_epochs": 6, "kd_lr": 0.003,
         "best_student": [8, 3], "best_epochs": 15, "best_lr": 0.003, "best_alpha": 0.5, "best_temperature": 2.0,
-        "latency_rounds": 7, "latency_iters": 30,
+        "latency_rounds": 7, "latency_iters": 30, "qat_epochs": 2, "qat_lr": 1e-4,
     },
     # The paper's network and input size (C=36, 20 cells, 100×100) for a CUDA GPU.
     "full": {
@@ -72,7 +72,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "finetune_epochs": 10, "finetune_lr": 0.003,
         "students": [(16, 8), (16, 14), (36, 8), (36, 14)], "kd_epochs": 30, "kd_lr": 0.003,
         "best_student": [16, 8], "best_epochs": 50, "best_lr": 0.003, "best_alpha": 0.5, "best_temperature": 2.0,
-        "latency_rounds": 7, "latency_iters": 50,
+        "latency_rounds": 7, "latency_iters": 50, "qat_epochs": 5, "qat_lr": 1e-4,
     },
 }
 
@@ -123,6 +123,23 @@ def rows(prof: dict[str, Any]) -> list[Row]:
                                  "temperature": prof["best_temperature"],
                                  "feature_layers": FEATURE_LAYERS, "feature_weight": 1.0}},
                     "fp16"]))
+    # INT8 (issue 16; not in the paper), tuned for onnxruntime CPU (uint8 activations, int8 weights)
+    ort = {"backend": "onnxruntime-cpu", "calib_batches": 8, "batch_size": prof["batch_size"]}
+    qat = {"epochs": prof["qat_epochs"], "lr": prof["qat_lr"], "batch_size": prof["batch_size"]}
+    mixed = {"max_drop": 1.0, "objective": "latency"}
+    t4b = "Table 4b: INT8 (ours, not in the paper; onnxruntime-cpu scheme)"
+    out.append(Row("int8", t4b, "int8 PTQ (minmax)", [{"int8": dict(ort)}]))
+    out.append(Row("int8-entropy", t4b, "int8 PTQ (entropy)", [{"int8": {**ort, "method": "entropy"}}]))
+    out.append(Row("int8-qat", t4b, f"int8 QAT ({prof['qat_epochs']} epochs)", [{"int8": {**ort, "qat": qat}}]))
+    out.append(Row("int8-mixed", t4b, "int8 mixed (latency, max drop 1)", [{"int8": {**ort, "mixed": mixed}}]))
+    best = next(r for r in out if r.id == "best").passes[0]
+    tb = "Ours: best chain with INT8 (the same student)"
+    out.append(Row("best-fp32", tb, f"distill into C={c}, {layers} cells (features), fp32", [copy.deepcopy(best)]))
+    out.append(Row("best-int8", tb, "… + int8 PTQ", [copy.deepcopy(best), {"int8": dict(ort)}], parent="best-fp32"))
+    out.append(Row("best-int8-qat", tb, "… + int8 QAT", [copy.deepcopy(best), {"int8": {**ort, "qat": qat}}],
+                   parent="best-fp32"))
+    out.append(Row("best-int8-mixed", tb, "… + int8 mixed (latency)", [copy.deepcopy(best), {"int8": {**ort, "mixed": mixed}}],
+                   parent="best-fp32"))
     return out
 
 
@@ -137,7 +154,9 @@ def pipeline_dict(prof: dict[str, Any], row: Row, seed: int) -> dict[str, Any]:
                   "layers": prof["layers"],
                   "train": {"epochs": prof["epochs"], "batch_size": prof["batch_size"], "lr": prof["lr"]}},
         "passes": copy.deepcopy(row.passes),
-        "export": ["onnx"],
+        # int8 rows: the table reports the IoU change, so the export's own drop check must not stop the row
+        "export": [{"onnx": {"max_metric_drop": 100.0}}] if any("int8" in p for p in row.passes if isinstance(p, dict))
+        else ["onnx"],
         # latency is measured side by side at the end; in the pipeline only onnxruntime, briefly
         "evaluate": {"latency": {"backends": ["onnxruntime-cpu"], "iters": 5, "warmup": 1}},
     }
@@ -251,6 +270,26 @@ def check_targets(figures: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
         if best["speedup"] is not None:
             out.append(("best chain ≥ 2× faster on onnxruntime CPU, batch 1", best["speedup"] >= 2,
                         f"{best['speedup']:.2f}× ({best['latency_ms']:.2f} ms vs {base['latency_ms']:.2f} ms)"))
+    # issue 16: the best chain with INT8 against the fp32 baseline, and int8 against the same chain without it
+    for rid in ("best-int8", "best-int8-qat", "best-int8-mixed"):
+        f = by.get(rid)
+        if not f:
+            continue
+        out.append((f"{rid}: ≥ 20× smaller than the fp32 baseline with IoU within 1 point",
+                    f["size_ratio"] >= 20 and iou(f) >= iou(base) - 1,
+                    f"{f['size_ratio']:.1f}× ({f['size_mb']:.3f} MB), IoU {iou(f):.2f} vs {iou(base):.2f} "
+                    f"({iou(f) - iou(base):+.2f})"))
+        ref = by.get("best-fp32")
+        if ref and f["latency_ms"] and ref["latency_ms"]:
+            out.append((f"{rid}: not slower than the same chain without int8 (onnxruntime CPU, batch 1)",
+                        f["latency_ms"] <= ref["latency_ms"],
+                        f"{f['latency_ms']:.2f} ms vs {ref['latency_ms']:.2f} ms ({ref['latency_ms'] / f['latency_ms']:.2f}×)"))
+    for rid in ("int8", "int8-entropy", "int8-qat", "int8-mixed"):
+        f = by.get(rid)
+        if f and f["latency_ms"] and base["latency_ms"]:
+            out.append((f"{rid}: not slower than the fp32 baseline (onnxruntime CPU, batch 1)",
+                        f["latency_ms"] <= base["latency_ms"],
+                        f"{f['latency_ms']:.2f} ms vs {base['latency_ms']:.2f} ms, IoU {iou(f) - iou(base):+.2f}"))
     return out
 
 
@@ -324,6 +363,8 @@ def main() -> int:
                     help="override a profile value, e.g. --set epochs=20 (JSON values)")
     ap.add_argument("--dry-run", action="store_true", help="print each row's pipeline and stop")
     ap.add_argument("--no-write", action="store_true", help="print the tables but leave BENCHMARKS.md alone")
+    ap.add_argument("--section", default=None, help="BENCHMARKS.md section id (default seed-tables-PROFILE); "
+                                                    "e.g. seed-tables-int8-cpu with --only int8 ...")
     args = ap.parse_args()
 
     prof = dict(PROFILES[args.profile])
@@ -395,10 +436,10 @@ def main() -> int:
             f"of {prof['latency_rounds']} interleaved rounds × {prof['latency_iters']} calls, batch 1, all "
             "sessions side by side in one process\n\n"
             f"{tables}\n\n" + (f"{analysis}\n\n" if analysis else "") +
-            f"**Targets (issue 4)**\n\n{target_lines}\n")
+            f"**Targets (issues 4 and 16)**\n\n{target_lines}\n")
     print(body)
     if not args.no_write:
-        write_section(f"seed-tables-{args.profile}", body)
+        write_section(args.section or f"seed-tables-{args.profile}", body)
         (out / "figures.json").write_text(json.dumps({"profile": prof, "figures": figures,
                                                       "targets": targets}, indent=1, default=str))
     return 0

@@ -1,14 +1,20 @@
 """`compress bench ARTIFACT`: time a deployable artifact on one or more backends.
 
-Benchmarking an .onnx file imports numpy and onnxruntime only, and an .engine file numpy and
-tensorrt only, never torch, so that both run on an edge device; torch is imported only for an
+Benchmarking an .onnx file imports numpy and onnxruntime only (and onnx where installed, to read
+the graph's precision), and an .engine file numpy and tensorrt only, never torch, so that both run on an edge device; torch is imported only for an
 IR directory (a stage directory of a run, written by ModelIR.save). Nothing is ever unpickled: a
 .pt file is refused in one line.
+
+Each result reports the precision of the artifact it ran (`extra["precision"]`, the table's
+precision column; `artifact_precision`): an .onnx file's is read from its graph without running it
+(the `onnx` package, if installed: "-" without it), an engine's from its sidecar, an IR's from its
+ir.json (the torch backends show the cast precision instead where --precision asks for one).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 from compressor.errors import ConfigError
 from compressor.evaluate.latency import (
@@ -23,7 +29,8 @@ from compressor.evaluate.latency import (
 from compressor.options import closest
 from compressor.store import is_pickle
 
-__all__ = ["BACKENDS", "SUFFIXES", "run_bench", "run_bench_many", "format_stats_table"]
+__all__ = ["BACKENDS", "SUFFIXES", "artifact_precision", "onnx_precision", "run_bench", "run_bench_many",
+           "format_stats_table"]
 
 # artifact kind -> the backend "auto" picks
 SUFFIXES: dict[str, str] = {".onnx": "onnxruntime-cpu", ".engine": "tensorrt", IR_KIND: "torch-cpu"}
@@ -34,6 +41,69 @@ def artifact_kind(path: Path) -> str:
     if path.is_dir() or path.name == "ir.json":
         return IR_KIND
     return path.suffix.lower()
+
+
+# operators of onnxruntime's QOperator format (quantized kernels; QDQ graphs use Quantize/DequantizeLinear)
+_QOPERATOR_OPS = frozenset({"ConvInteger", "MatMulInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul"})
+_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+def _nodes(graph: Any) -> Iterator[Any]:
+    """Every node of `graph` and of its subgraphs (If / Loop / Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _nodes(sub)
+
+
+def onnx_precision(model: Any) -> str:
+    """The precision of an ONNX ModelProto, from its graph alone: "int8 (QOperator)" with quantized
+    operators (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, ...), "int8 (QDQ)" with
+    QuantizeLinear / DequantizeLinear nodes, "fp16" when most floating weight elements (initializers
+    and Constant nodes; without any, the graph inputs) are float16, else "fp32"."""
+    from onnx import TensorProto
+
+    ops = {node.op_type for node in _nodes(model.graph)}
+    if any(op.startswith("QLinear") or op in _QOPERATOR_OPS for op in ops):
+        return "int8 (QOperator)"
+    if ops & _QDQ_OPS:
+        return "int8 (QDQ)"
+    tensors = list(model.graph.initializer) + [
+        attr.t for node in _nodes(model.graph) if node.op_type == "Constant" for attr in node.attribute
+        if attr.HasField("t")]
+    elements = {TensorProto.FLOAT16: 0, TensorProto.FLOAT: 0}
+    for t in tensors:
+        if t.data_type in elements:
+            n = 1
+            for d in t.dims:
+                n *= d
+            elements[t.data_type] += n
+    if not any(elements.values()):  # no floating weights: the graph inputs' types
+        for vi in model.graph.input:
+            if vi.type.tensor_type.elem_type in elements:
+                elements[vi.type.tensor_type.elem_type] += 1
+    return "fp16" if elements[TensorProto.FLOAT16] > elements[TensorProto.FLOAT] else "fp32"
+
+
+def artifact_precision(path: Path) -> str | None:
+    """The precision of an artifact without running it, None where it cannot be told: an .onnx
+    file's graph (`onnx_precision`; needs the `onnx` package, external data is not read), a
+    TensorRT engine's sidecar (`model.engine.json`, "precision"), an IR directory's ir.json
+    ("precision"). Never raises: an unreadable file is the run's error to report, not this one's."""
+    kind = artifact_kind(path)
+    try:
+        if kind == ".onnx":
+            import onnx  # not needed to run an .onnx file: without it the precision is unknown
+
+            return onnx_precision(onnx.load(str(path), load_external_data=False))
+        doc_path = {".engine": path.with_name(path.name + ".json"),
+                    IR_KIND: path / "ir.json" if path.is_dir() else path}.get(kind)
+        doc = json.loads(doc_path.read_text()) if doc_path is not None else None
+        found = doc.get("precision") if isinstance(doc, dict) else None
+        return str(found) if found else None
+    except Exception:  # noqa: BLE001 - best effort: a missing module, sidecar or a corrupt file
+        return None
 
 
 def _plural(kind: str) -> str:
@@ -72,6 +142,8 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
 
     Every backend is checked against the file before anything runs. `precision` (fp32 | fp16;
     None: the IR's own) applies to the torch backends only, `cuda_graphs` to torch-cuda only.
+    Each result's `extra["precision"]` is the artifact's precision (`artifact_precision`; None if
+    unknown), or for a torch backend given `precision`, the precision it was cast to and timed at.
     """
     path = Path(artifact)
     if not path.exists():
@@ -105,6 +177,7 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
         from compressor.ir import ModelIR  # only here: the IR backends need torch
 
         ir = ModelIR.load(path, trust_factory=trust_factory)
+    own_precision = ir.precision if ir is not None else artifact_precision(path)
     out: list[LatencyStats] = []
     for b in resolved:
         if b.startswith("onnxruntime-"):
@@ -119,6 +192,8 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
                                min_seconds=min_seconds, precision=precision,
                                cuda_graphs=cuda_graphs and b == "torch-cuda")
             stats.extra["artifact"] = str(path)
+        if not (b.startswith("torch-") and precision is not None):  # else: the cast it timed
+            stats.extra["precision"] = own_precision
         out.append(stats)
     return out
 

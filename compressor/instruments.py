@@ -307,9 +307,12 @@ def measure(s: StageRun, ctx: Any, ev: Any, lat: Any) -> dict[str, Any]:
               "size_bytes": size, "latency": latency, "latency_skipped": skipped}
     if skipped_metrics is not None:
         record["metrics_skipped"] = skipped_metrics
-    note = ir.history[-1].stats.get("note") if s.kind == "pass" and ir.history else None
-    if note:  # what a pass wants the reader to know (e.g. prune-dario: "both" found no attention)
-        record["note"] = note
+    stats = ir.history[-1].stats if s.kind == "pass" and ir.history else {}
+    if stats.get("note"):  # what a pass wants the reader to know (e.g. prune-dario: "both" found no attention)
+        record["note"] = stats["note"]
+    if stats.get("layers_table"):  # int8 mixed precision: where int8 paid and where it did not
+        record["int8_layers"] = stats["layers_table"]
+        record["int8_mixed"] = stats.get("mixed")
     return record
 
 

@@ -32,7 +32,7 @@ from compressor.errors import FrontendError
 from compressor.store import is_pickle, sha256_file
 
 TaskKind = Literal["classification", "segmentation"]
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8"]
 
 FORMAT = "compressor.ModelIR/2"
 IR_JSON = "ir.json"
@@ -149,8 +149,11 @@ class ModelIR:
 
     def state_bytes(self) -> int:
         """Bytes of the weights and buffers (state_dict tensors) at the IR's precision: the payload a
-        deployable artifact must carry, without any container format's overhead."""
-        return sum(t.numel() * t.element_size() for t in self.module.state_dict().values())
+        deployable artifact must carry, without any container format's overhead. The weight of a module
+        marked `int8_weight` (the int8 pass's layers, `inner.weight`) counts one byte per element."""
+        int8 = {f"{n}.inner.weight" if n else "inner.weight" for n, m in self.module.named_modules()
+                if getattr(m, "int8_weight", False)}
+        return sum(t.numel() * (1 if k in int8 else t.element_size()) for k, t in self.module.state_dict().items())
 
     # ---- persistence --------------------------------------------------------------------
     def to_document(self) -> dict[str, Any]:

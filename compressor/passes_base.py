@@ -87,9 +87,13 @@ class Pass(Configurable):
     def references(self) -> list[str]:
         return []
 
+    def data_reason(self) -> str:
+        """Why the pass needs data, for check_chain's message."""
+        return "trains"
+
     def precision_error(self, precision: str) -> str:
         return (f"{self.name} takes a {' or '.join(self.accepts)} IR but gets {precision}; "
-                f"run {self.name} before fp16")
+                f"run {self.name} before {precision if precision in ('fp16', 'int8') else 'fp16'}")
 
     def requires(self, ir: ModelIR, ctx: PassContext) -> None:
         """Preconditions from the contract; raise PassError naming what is missing."""
@@ -176,7 +180,7 @@ def check_chain(passes: list[Any], has_data: bool, precision: str = "fp32") -> N
         if precision not in p.accepts:
             raise ConfigError(f"{where}: {p.precision_error(precision)}")
         if p.needs_data() and not has_data:
-            raise ConfigError(f"{where}: {p.describe()} trains, so it needs data; add a data: block "
+            raise ConfigError(f"{where}: {p.describe()} {p.data_reason()}, so it needs data; add a data: block "
                               "(e.g. data: {name: insar-synthetic})")
         for ref in p.references():
             if ref not in seen:

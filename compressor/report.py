@@ -2,7 +2,7 @@
 
 A stage is a dict (one per pipeline stage, in order; the first is the baseline):
     index, name, label, kind ("model" | "pass" | "export"), artifact (relative to the run dir),
-    precision ("fp32" | "fp16"), metrics {accuracy, precision, recall, f1, iou?}, params,
+    precision ("fp32" | "fp16" | "int8"), metrics {accuracy, precision, recall, f1, iou?}, params,
     macs (int | None), size_bytes, latency {backend: LatencyStats.to_dict()}, seconds.
 report.json adds per stage `size_reduction_pct` and `params_reduction_pct` relative to stage 0.
 Sizes are in MB = 10**6 bytes; metrics are shown in percent.
@@ -135,6 +135,25 @@ def _plot(stages: list[dict], title: str, path: Path) -> None:
     fig.savefig(path, format="png", dpi=120)
 
 
+def int8_table(st: dict) -> list[str]:
+    """report.md's section for an int8 stage with mixed precision: per layer kind, then per layer, what int8
+    cost (metric drop and added logit error with only that layer quantized) and whether it paid."""
+    rows, mixed = st["int8_layers"], st.get("int8_mixed") or {}
+    out = [f"## int8 mixed precision: stage {st.get('index')} {st.get('name', '')}", "",
+           f"{mixed.get('quantized', sum(r['int8'] for r in rows))} of {len(rows)} layers in int8 "
+           f"(objective {mixed.get('objective')}, max drop {mixed.get('max_drop')}, measured drop "
+           f"{mixed.get('measured_drop')} points on the validation batches)", "",
+           "| layer kind | layers | int8 | speed-up quantized alone |", "|---|---:|---:|---:|"]
+    for kind, g in (mixed.get("groups") or {}).items():
+        n_int8 = sum(r["int8"] for r in rows if r["kind"] == kind)
+        speed = f"{g['speedup']:.2f}×" if g.get("speedup") is not None else "not measured"
+        out.append(f"| {kind} | {g['layers']} | {n_int8} | {speed} |")
+    out += ["", "| layer | kind | params | metric drop (points) | logit error | int8 |", "|---|---|---:|---:|---:|---|"]
+    out += [f"| {r['layer']} | {r['kind']} | {r['params']:,} | {r['drop']:.3f} | {r['error']:.2e} | "
+            f"{'yes' if r['int8'] else 'no'} |" for r in rows]
+    return out
+
+
 def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str, Path]:
     """Write report.json, report.md and report.png into `out_dir`, each atomically."""
     out_dir = Path(out_dir)
@@ -150,6 +169,9 @@ def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str
            + (f" ({st['precision']})" if st.get("precision") else "")
            + (f"; note: {st['note']}" if st.get("note") else "")
            for i, st in enumerate(rows)]
+    for st in rows:
+        if st.get("int8_layers"):
+            md += ["", *int8_table(st)]
     _write_atomic(paths["md"], lambda p: p.write_text("\n".join(md) + "\n", encoding="utf-8"))
 
     _write_atomic(paths["png"], lambda p: _plot(rows, title, p))

@@ -12,7 +12,13 @@ What `export` does, in order:
    `onnx.version_converter` converts it; if that fails the export fails naming both numbers.
 4. Simplifies with onnxsim (optional). onnxsim reporting a failed check, or raising, keeps the
    unsimplified graph and says why in `info["simplify_note"]`.
-5. fp16 IRs: `onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)`: the
+5. int8 IRs (`exporters/onnx_int8.py`): the float layers are exported as for fp32 (their nodes named
+   after the layers first), then onnxruntime's `quantize_static` writes the QDQ graph with the IR's
+   recorded scales. Verification compares the predictions with the torch fake-quant model (share of
+   agreeing mask pixels / classes ≥ `int8_min_agreement`; elementwise tolerances do not apply to
+   INT8) and, when the run has data, the task metric on the validation split with the fp32 graph's:
+   a drop beyond `max_metric_drop` fails the stage.
+5b. fp16 IRs: `onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)`: the
    initializers become float16, graph inputs and outputs stay float32, and the converter's default
    op block list keeps Resize (and its scales) in float32.
 6. `onnx.checker.check_model(full_check=True)`, writes `<name>.tmp` beside the target, runs it in
@@ -72,6 +78,11 @@ class OnnxOptions:
     fp16_rtol: float = option(1e-2, "relative tolerance of the check for fp16 models (vs the fp32 torch model)", min=0)
     fp16_atol: float = option(1e-2, "absolute tolerance of the check for fp16 models (vs the fp32 torch model)", min=0)
     dynamo: bool = option(True, "use torch.onnx's dynamo exporter (falls back to the legacy exporter if it fails)")
+    int8_min_agreement: float = option(0.98, "int8 IRs: least share of predictions (mask pixels or classes) the QDQ "
+                                             "graph must share with the torch fake-quant model at verify_batches",
+                                       min=0, max=1)
+    max_metric_drop: float = option(1.0, "int8 IRs, when the run has data: the most the task metric (IoU or accuracy, "
+                                         "points) may drop on the validation split against the fp32 graph", min=0)
 
     def __post_init__(self) -> None:
         if self.verify and not self.verify_batches:
@@ -371,7 +382,10 @@ def _ort_session(path: Path) -> Any:
 
 def _verify(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list[str],
             opts: OnnxOptions, seed: int) -> tuple[dict[int, float], dict[int, float]]:
-    """onnxruntime vs torch at every batch; returns (max_abs_diff, sign_agreement) per batch."""
+    """onnxruntime vs torch at every batch; returns (max_abs_diff, sign_agreement) per batch. For int8
+    the reference is the fake-quant torch model and the check is the share of agreeing predictions."""
+    if ir.precision == "int8":
+        return _verify_int8(path, module, ir, output_names, opts, seed)
     fp16 = ir.precision == "fp16"
     rtol, atol = (opts.fp16_rtol, opts.fp16_atol) if fp16 else (opts.rtol, opts.atol)
     knobs = "fp16_atol/fp16_rtol" if fp16 else "atol/rtol"
@@ -411,6 +425,47 @@ def _verify(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list
     return max_diff, agreement
 
 
+def _verify_int8(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list[str],
+                 opts: OnnxOptions, seed: int) -> tuple[dict[int, float], dict[int, float]]:
+    from compressor.exporters.onnx_int8 import agreement
+
+    sess = _ort_session(path)
+    names = [i.name for i in sess.get_inputs()]
+    max_diff: dict[int, float] = {}
+    agree: dict[int, float] = {}
+    for batch in opts.verify_batches:
+        inputs = _verify_inputs(ir, batch, seed)
+        ref = _run_torch(module, inputs)
+        got = sess.run(output_names[:1], {n: x.numpy() for n, x in zip(names, inputs)})[0]
+        max_diff[batch] = float(np.abs(got.astype(np.float64) - ref[0]).max())
+        agree[batch] = agreement(ir.task.kind, got, ref[0])
+        if agree[batch] < opts.int8_min_agreement:
+            raise ExportError(f"int8 ONNX check failed at batch {batch}: the QDQ graph agrees with the torch fake-quant "
+                              f"model on {agree[batch]:.1%} of predictions (< int8_min_agreement "
+                              f"{opts.int8_min_agreement:.0%}; max abs diff {max_diff[batch]:.3g}); rerun with --debug, "
+                              f"or lower int8_min_agreement")
+    return max_diff, agree
+
+
+def _check_metric_drop(path: Path, float_module: torch.nn.Module, ir: ModelIR, data: Any,
+                       opts: OnnxOptions) -> dict[str, Any]:
+    """Task metric of the int8 graph vs the fp32 model on the validation split; raises past max_metric_drop."""
+    from compressor.data import make_loader
+    from compressor.evaluate.metrics import evaluate_module, evaluate_onnx
+    from compressor.passes.int8 import main_metric
+
+    loader = make_loader(data.val, 32)
+    key = main_metric(ir.task.kind)
+    ref = evaluate_module(float_module, loader, ir.task)[key] * 100
+    got = evaluate_onnx(path, loader, ir.task)[key] * 100
+    drop = ref - got
+    if drop > opts.max_metric_drop:
+        raise ExportError(f"int8 export: {key} drops {drop:.2f} points on the validation split (fp32 {ref:.2f} -> int8 "
+                          f"{got:.2f}), over max_metric_drop {opts.max_metric_drop:g}; quantize fewer layers (int8 "
+                          f"mixed: {{max_drop: ...}} or exclude: [...]), try method: entropy or percentile, or add qat")
+    return {"metric": key, "fp32": round(ref, 3), "int8": round(got, 3), "drop": round(drop, 3)}
+
+
 def _versions() -> dict[str, str | None]:
     try:
         import onnxruntime as ort
@@ -421,7 +476,7 @@ def _versions() -> dict[str, str | None]:
             "torch_version": torch.__version__}
 
 
-def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0) -> ExportResult:
+def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: Any = None) -> ExportResult:
     start = time.perf_counter()
     if not ir.inputs:
         raise ExportError("the IR declares no inputs; a frontend must set ir.inputs before export")
@@ -433,7 +488,15 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0) -> Expo
     if "logits" in input_names:
         raise ExportError("an input is named 'logits', the name of the exported output; rename the input")
 
+    int8 = ir.precision == "int8"
     module = _fp32_copy(ir)
+    if int8:
+        from compressor.exporters.onnx_int8 import (fake_quant_reference, layer_specs, missing_layers, quantize,
+                                                    tag_layer_nodes)
+        from compressor.passes.int8 import unwrap
+
+        int8_layers = list(layer_specs(ir)[0])
+        module = unwrap(module)
     nbytes = _weight_bytes(module)
     if nbytes >= MAX_SINGLE_FILE_BYTES:
         raise ExportError(f"the model has {nbytes / 2**30:.2f} GiB of float32 weights; the single-file ONNX "
@@ -455,10 +518,22 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0) -> Expo
     export_s = time.perf_counter() - t0
     produced_opset = _default_opset(model)
     model, converted_from = _ensure_opset(model, opts.opset, exporter)
+    if int8:
+        tag_layer_nodes(model, int8_layers)
 
     simplified, note = False, "simplify: false"
     if opts.simplify:
+        before = model
         model, simplified, note = _simplify(model)
+        lost = missing_layers(model, int8_layers) if int8 and simplified else []
+        if lost:  # e.g. onnxsim merges the q/k/v MatMuls that read one input into one node
+            model, simplified = before, False
+            note = (f"onnxsim merged or renamed the nodes of quantized layer(s) {lost[:3]}; kept the unsimplified "
+                    f"graph so that each layer keeps its own scales")
+            log.info("onnx: %s", note)
+    int8_info: dict[str, Any] = {}
+    if int8:
+        model, int8_info = quantize(model, ir, input_names)
     if ir.precision == "fp16":
         model = _to_fp16(model, ir.meta.get("fp32_modules"))
         _check_io_float32(model)
@@ -489,7 +564,10 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0) -> Expo
             raise ExportError(f"cannot write {tmp} ({_first_line(exc)}); check the output directory") from exc
         if opts.verify:
             t0 = time.perf_counter()
-            max_diff, agreement = _verify(tmp, module, ir, output_names, opts, seed)
+            reference = fake_quant_reference(ir) if int8 else module
+            max_diff, agreement = _verify(tmp, reference, ir, output_names, opts, seed)
+            if int8 and data is not None:
+                int8_info["metric_check"] = _check_metric_drop(tmp, module, ir, data, opts)
             verify_s = time.perf_counter() - t0
         os.replace(tmp, target)
     finally:
@@ -520,8 +598,11 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0) -> Expo
         "seconds": round(time.perf_counter() - start, 3),
         **_versions(),
     }
-    if ir.task.kind == "segmentation":
-        info["sign_agreement"] = agreement
+    if ir.task.kind == "segmentation" or int8:
+        info["sign_agreement" if ir.task.kind == "segmentation" else "class_agreement"] = agreement
+    if int8:
+        info["int8"] = int8_info
+        info["tolerance"] = {"min_agreement": opts.int8_min_agreement}
     log.info("onnx: wrote %s (%s exporter, opset %s, %s, %d bytes, max |diff| %s)", target, exporter,
              opset, ir.precision, info["bytes"], max_diff)
     return ExportResult(primary=target, files=[target], info=info)
@@ -544,7 +625,7 @@ class OnnxExporter(Exporter):
         return describe_onnx(path)
 
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
-        return _export(ir, Path(out_dir) / "model.onnx", self.options, seed=ctx.seed)
+        return _export(ir, Path(out_dir) / "model.onnx", self.options, seed=ctx.seed, data=ctx.data)
 
     def evaluate(self, artifact: Path, loader: Any, ir: ModelIR, *, threads: int | None,
                  progress: bool) -> tuple[dict[str, Any], str | None]:

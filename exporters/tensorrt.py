@@ -11,21 +11,32 @@ What `export` does, in order:
    are passed through, e.g. `{opset: 18}`). The precision is the IR's (`precision: auto`) or the one
    asked for: `fp16` exports the fp16 ONNX graph (fp16 weights, fp32 inputs/outputs), because
    TensorRT >= 11 is strongly typed and takes the precision from the graph; `fp32` exports an fp32
-   graph even from an fp16 IR (its weights keep their fp16 rounding).
+   graph even from an fp16 IR (its weights keep their fp16 rounding). `int8` needs an int8 IR (the
+   `int8` pass): its ONNX graph is the QDQ graph (QuantizeLinear/DequantizeLinear pairs, int8
+   weights with per-channel scales), and the Q/DQ scales are all the quantization TensorRT gets
+   (explicit quantization; there is no calibration here). So `precision: int8` on a float IR, and
+   `fp32`/`fp16` on an int8 IR, are ExportErrors (`precision_for`), as is an int8 IR quantized with
+   uint8 activations (`ir.meta["int8"]["activations"]`, the onnxruntime CPU choice): TensorRT's
+   explicit quantization takes signed symmetric int8 activations only. These are checked before
+   anything is written, and an ONNX export whose `info["precision"]` is not int8 is refused too.
 2. Writes `build_engine.sh` (executable): `trtexec` with the same optimization profile (batch
    dimension min/opt/max, other dimensions from the IR's inputs), workspace pool, builder
-   optimization level and timing cache. For fp16 the script finds the TensorRT major version
-   (`TRT_MAJOR` from the environment, else `python3 -c 'import tensorrt'`, else the
-   `[TensorRT vNNNNNN]` banner of `trtexec`) and adds `--fp16` only below 11: TensorRT 10 (JetPack 6)
-   still needs the builder flag to pick fp16 kernels, TensorRT 11 removed it (the fp16 graph is
-   enough). An fp32 build needs no precision flag on either version.
+   optimization level and timing cache. For fp16 and int8 the script finds the TensorRT major
+   version (`TRT_MAJOR` from the environment, else `python3 -c 'import tensorrt'`, else the
+   `[TensorRT vNNNNNN]` banner of `trtexec`) and adds the precision flags only below 11: TensorRT 10
+   (JetPack 6) still needs `--fp16` to pick fp16 kernels and `--int8` (with `--fp16`, see step 3) for
+   the QDQ graph, TensorRT 11 removed them (the graph is enough). An fp32 build needs no precision
+   flag on either version.
 3. If the `tensorrt` package imports and a CUDA GPU is visible, builds the engine with the Python
    API, one code path with a version dispatch (`trt_major(trt.__version__)`):
    - network: TensorRT >= 11 `STRONGLY_TYPED` (accepted and always on there); TensorRT 10 the
      explicit-batch flag where the enum still has it (ignored by 10, networks are always explicit
      batch) and not strongly typed, because a strongly typed network forbids precision flags;
-   - precision: TensorRT >= 11 sets no flag (the graph decides); TensorRT 10 sets
-     `BuilderFlag.FP16` for fp16;
+   - precision: TensorRT >= 11 sets no flag (the graph's types and Q/DQ nodes decide); TensorRT 10
+     sets `BuilderFlag.FP16` for fp16, and `BuilderFlag.INT8` plus `BuilderFlag.FP16` for int8: the
+     Q/DQ nodes fix which layers run int8, and FP16 lets the layers the graph leaves unquantized
+     (e.g. the first and last, or an unsupported op) run fp16 instead of fp32, as TensorRT 10's
+     explicit-quantization guide recommends (the sidecar's `builder_flags`: ["INT8", "FP16"]);
    - one optimization profile from min/opt/max batch, `MemoryPoolType.WORKSPACE` limit,
      `builder_optimization_level`, `ProfilingVerbosity.DETAILED` (so that the engine inspector
      reports per-layer formats);
@@ -35,8 +46,9 @@ What `export` does, in order:
      (another GPU or TensorRT version) is replaced by a fresh one.
    Then the serialized engine is deserialized and inspected; the per-layer precisions
    (`summarize_layer_precisions`) go into the sidecar. **An fp16 build whose engine has no fp16
-   layer fails with ExportError**: a silently fp32 engine is not an fp16 export. Only then are
-   `model.engine` and `model.engine.json` written (atomically).
+   layer, or an int8 build whose engine has no int8 layer, fails with ExportError**: a silently
+   fp32 engine is not an fp16 or int8 export. Only then are `model.engine` and `model.engine.json`
+   written (atomically).
 4. Without the `tensorrt` package, or without a CUDA GPU, raises ExportError with one line on what
    to install (the CLI prints it and exits 2). `model.onnx` and `build_engine.sh` are complete
    files by then (each written atomically) and stay in the stage folder for a build on the device;
@@ -90,7 +102,8 @@ class TensorRTOptions:
                                      min=0, max=5)
     timing_cache: str | None = option(None, "timing cache file; null: trt_timing.cache in the run directory, "
                                             "shared by every TensorRT build of that run")
-    precision: Literal["auto", "fp32", "fp16"] = option("auto", "engine precision; auto: the IR's precision")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = option(
+        "auto", "engine precision; auto: the IR's precision; int8 needs an int8 IR (the int8 pass)")
     onnx: OnnxOptions = option(OnnxOptions(), "options of the ONNX export it builds on, e.g. {opset: 18}")
 
     def __post_init__(self) -> None:
@@ -107,6 +120,28 @@ def trt_major(version: str) -> int:
     if not m:
         raise ExportError(f"tensorrt exporter: cannot read the TensorRT version from {version!r}")
     return int(m.group(1))
+
+
+def precision_for(ir: Any, asked: str) -> str:
+    """The engine precision for `ir` and the `precision` option (auto: the IR's), or ExportError.
+
+    An int8 engine needs an int8 IR (its QDQ graph carries the scales; nothing calibrates here), an
+    int8 IR builds only int8, and its activations must be signed symmetric int8 (TensorRT's
+    explicit quantization), not the uint8 the int8 pass writes for onnxruntime CPU.
+    """
+    precision = ir.precision if asked == "auto" else asked
+    if precision == "int8" and ir.precision != "int8":
+        raise ExportError(f"tensorrt exporter: precision int8 needs an int8 IR, this one is {ir.precision}; run "
+                          f"the int8 pass first (its QDQ graph carries the scales; this exporter does no calibration)")
+    if ir.precision == "int8" and precision != "int8":
+        raise ExportError(f"tensorrt exporter: precision {precision} was asked for an int8 IR, whose QDQ graph is "
+                          f"int8; drop the int8 pass to build fp32/fp16, or use precision: auto")
+    if precision == "int8":
+        activations = (ir.meta.get("int8") or {}).get("activations")
+        if activations != "int8":
+            raise ExportError(f"tensorrt exporter: TensorRT's explicit quantization needs signed symmetric int8 "
+                              f"activations, this IR's are {activations!r}; run the int8 pass with backend: tensorrt")
+    return precision
 
 
 def profile_shapes(ir: Any, min_batch: int, opt_batch: int, max_batch: int
@@ -145,12 +180,27 @@ def trtexec_command(shapes: Mapping[str, tuple], onnx: str = ONNX_NAME, engine: 
     return " ".join(a if a.startswith(('"$', '$')) else shlex.quote(a) for a in args)
 
 
+# TensorRT 10's trtexec precision flags; TensorRT >= 11 (strongly typed) takes none, nor does fp32
+TRT10_FLAGS: dict[str, tuple[str, ...]] = {"fp32": (), "fp16": ("--fp16",), "int8": ("--int8", "--fp16")}
+_GRAPH_NOTE = {
+    "fp16": ("the fp16 graph", "needs --fp16."),
+    "int8": ("the int8 QDQ graph (its Q/DQ nodes carry the scales)",
+             "needs --int8, and --fp16 so that the layers left unquantized may run fp16."),
+}
+
+
+def trtexec_precision_flags(precision: str, major: int) -> list[str]:
+    """The trtexec precision flags for `precision` on TensorRT `major` (the sidecar's `trtexec`)."""
+    return list(TRT10_FLAGS[precision]) if major < 11 else []
+
+
 def build_script(shapes: Mapping[str, tuple], precision: str, workspace_mb: int, optimization_level: int,
                  timing_cache: str) -> str:
     """The text of build_engine.sh: runs trtexec in the script's folder (see the module docstring)."""
-    fp16 = precision == "fp16"
+    flagged = bool(TRT10_FLAGS[precision])
     cmd = trtexec_command(shapes, workspace_mb=workspace_mb, optimization_level=optimization_level,
-                          timing_cache=timing_cache, extra=['${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"}', '"$@"'] if fp16 else ['"$@"'],
+                          timing_cache=timing_cache,
+                          extra=['${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"}', '"$@"'] if flagged else ['"$@"'],
                           trtexec='"$TRTEXEC"')
     lines = [
         "#!/usr/bin/env bash",
@@ -162,10 +212,12 @@ def build_script(shapes: Mapping[str, tuple], precision: str, workspace_mb: int,
         'cd "$(dirname "$0")"',
         'TRTEXEC="${TRTEXEC:-trtexec}"',
     ]
-    if fp16:
+    if flagged:
+        graph, trt10 = _GRAPH_NOTE[precision]
         lines += [
-            f"# {ONNX_NAME} is the fp16 graph. TensorRT >= 11 is strongly typed and takes the precision from",
-            "# the graph (no flag; --stronglyTyped is always on); TensorRT 10 (JetPack 6) needs --fp16.",
+            f"# {ONNX_NAME} is {graph}. TensorRT >= 11 is strongly typed and",
+            "# takes the precision from the graph (no flag; --stronglyTyped is always on);",
+            f"# TensorRT 10 (JetPack 6) {trt10}",
             "# Set TRT_MAJOR=10 or TRT_MAJOR=11 to skip the detection below.",
             'if [ -z "${TRT_MAJOR:-}" ]; then',
             "  TRT_MAJOR=\"$(python3 -c 'import tensorrt; print(tensorrt.__version__.split(\".\")[0])' 2>/dev/null || true)\"",
@@ -180,7 +232,7 @@ def build_script(shapes: Mapping[str, tuple], precision: str, workspace_mb: int,
             "  exit 2",
             "fi",
             "PRECISION_FLAGS=()",
-            'if [ "$TRT_MAJOR" -lt 11 ]; then PRECISION_FLAGS=(--fp16); fi',
+            f'if [ "$TRT_MAJOR" -lt 11 ]; then PRECISION_FLAGS=({" ".join(TRT10_FLAGS[precision])}); fi',
         ]
     lines += [f"exec {cmd}", ""]
     return "\n".join(lines)
@@ -202,15 +254,19 @@ def network_flags(trt: Any, major: int) -> int:
 def configure_precision(config: Any, trt: Any, major: int, precision: str) -> list[str]:
     """Set the builder flags `precision` needs; returns their names (for the sidecar).
 
-    TensorRT >= 11 has no precision flags (strongly typed: the ONNX graph's types decide), so nothing
-    is set. TensorRT 10 gets BuilderFlag.FP16 for fp16; fp32 needs no flag on either.
+    TensorRT >= 11 has no precision flags (strongly typed: the ONNX graph's types and Q/DQ nodes
+    decide), so nothing is set. TensorRT 10 gets BuilderFlag.FP16 for fp16, and BuilderFlag.INT8 plus
+    BuilderFlag.FP16 for int8 (the unquantized layers may run fp16; see the module docstring); fp32
+    needs no flag on either.
     """
-    if precision not in ("fp32", "fp16"):
-        raise ExportError(f"tensorrt exporter: precision must be fp32 or fp16, got {precision!r}")
-    if major >= 11 or precision == "fp32":
+    if precision not in TRT10_FLAGS:
+        raise ExportError(f"tensorrt exporter: precision must be one of {', '.join(TRT10_FLAGS)}, got {precision!r}")
+    if major >= 11:
         return []
-    config.set_flag(trt.BuilderFlag.FP16)
-    return ["FP16"]
+    names = [flag.lstrip("-").upper() for flag in TRT10_FLAGS[precision]]
+    for name in names:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    return names
 
 
 _PRECISION_PATTERNS = (  # checked in order: the first match wins
@@ -218,7 +274,7 @@ _PRECISION_PATTERNS = (  # checked in order: the first match wins
     ("bf16", re.compile(r"\bbf16\b|bfloat16", re.I)),
     ("fp8", re.compile(r"\bfp8\b|e4m3", re.I)),
     ("fp4", re.compile(r"\bfp4\b|e2m1", re.I)),
-    ("int8", re.compile(r"\bint8\b|kint8", re.I)),
+    ("int8", re.compile(r"\bint8|kint8", re.I)),  # "Int8", "INT8 format", "kINT8", "Int8(...)", "Int8x4"
     ("int4", re.compile(r"\bint4\b", re.I)),
     ("int64", re.compile(r"\bint64\b", re.I)),
     ("int32", re.compile(r"\bint32\b", re.I)),
@@ -237,23 +293,40 @@ def _precision_of(text: Any) -> str | None:
     return None
 
 
+def _tensor_precision(tensor: Any) -> str | None:
+    """The type of one tensor entry of a layer (TensorRT 10: "Format/Datatype": "Row major linear FP16
+    format"; TensorRT 11: "DataType": "Half")."""
+    if not isinstance(tensor, Mapping):
+        return None
+    for field in ("DataType", "Datatype", "Format/Datatype", "Format/DataType", "Format"):
+        found = _precision_of(tensor.get(field))
+        if found:
+            return found
+    return None
+
+
+def _tensors(layer: Mapping[str, Any], key: str) -> list[Any]:
+    tensors = layer.get(key)
+    return tensors if isinstance(tensors, list) else []
+
+
 def _layer_precision(layer: Mapping[str, Any]) -> str:
-    """One layer's precision: its "Precision" field, else the type of its first output (TensorRT 10:
-    "Format/Datatype": "Row major linear FP16 format"; TensorRT 11: "DataType": "Half"), else its first input."""
+    """One layer's precision: its "Precision" field; else int8 where it computes in int8 (int8
+    weights, "Weights": {"Type": "Int8"}, or an int8 input: a quantized convolution whose output is
+    dequantized to float still runs int8 kernels); else the type of its first output, else of its
+    first input."""
     found = _precision_of(layer.get("Precision"))
     if found:
         return found
+    weights = layer.get("Weights")
+    if (isinstance(weights, Mapping) and _precision_of(weights.get("Type")) == "int8") or any(
+            _tensor_precision(t) == "int8" for t in _tensors(layer, "Inputs")):
+        return "int8"
     for key in ("Outputs", "Inputs"):
-        tensors = layer.get(key)
-        if not isinstance(tensors, list):
-            continue
-        for tensor in tensors:
-            if not isinstance(tensor, Mapping):
-                continue
-            for field in ("DataType", "Datatype", "Format/Datatype", "Format/DataType", "Format"):
-                found = _precision_of(tensor.get(field))
-                if found:
-                    return found
+        for tensor in _tensors(layer, key):
+            found = _tensor_precision(tensor)
+            if found:
+                return found
     return "unknown"
 
 
@@ -413,6 +486,10 @@ def build_engine(trt: Any, onnx_path: Path, shapes: Mapping[str, tuple], precisi
         raise ExportError(f"tensorrt exporter: an fp16 engine was asked for but TensorRT {trt.__version__} built "
                           f"no fp16 layer (layers: {layer_precisions}); the GPU may lack fast fp16, or the "
                           f"fp16 graph was not kept; use precision: fp32")
+    if precision == "int8" and not layer_precisions.get("int8"):
+        raise ExportError(f"tensorrt exporter: an int8 engine was asked for but TensorRT {trt.__version__} built "
+                          f"no int8 layer (layers: {layer_precisions}); the GPU may lack int8 kernels, or the "
+                          f"graph's Q/DQ nodes were not kept; drop the int8 pass to build fp32/fp16")
     info = {
         "tensorrt_version": str(trt.__version__),
         "tensorrt_major": major,
@@ -497,15 +574,19 @@ class TensorRTExporter(Exporter):
         from compressor.exporters import onnx as onnx_exporter
 
         opts: TensorRTOptions = self.options
+        precision = precision_for(ir, opts.precision)
+        shapes = profile_shapes(ir, opts.min_batch, opts.opt_batch, opts.max_batch)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        precision = ir.precision if opts.precision == "auto" else opts.precision
-        shapes = profile_shapes(ir, opts.min_batch, opts.opt_batch, opts.max_batch)
 
-        # 1. the ONNX graph, at the engine's precision
+        # 1. the ONNX graph, at the engine's precision (an int8 IR's: the QDQ graph)
         onnx_ir = ir if ir.precision == precision else ir.replace(precision=precision)
         onnx_result = onnx_exporter.export_onnx(onnx_ir, out_dir / ONNX_NAME, opts.onnx)
         onnx_path = onnx_result.primary
+        if precision == "int8" and onnx_result.info.get("precision") != "int8":
+            raise ExportError(f"tensorrt exporter: the ONNX exporter wrote a graph of precision "
+                              f"{onnx_result.info.get('precision')} for an int8 IR, not the QDQ graph an int8 "
+                              f"engine is built from")
 
         # 2. the trtexec script
         if opts.timing_cache:
@@ -539,8 +620,7 @@ class TensorRTExporter(Exporter):
             "onnx": {k: onnx_result.info.get(k) for k in ("opset", "exporter", "precision", "max_abs_diff")},
             "trtexec": trtexec_command(shapes, workspace_mb=opts.workspace_mb,
                                        optimization_level=opts.optimization_level, timing_cache=script_cache,
-                                       extra=["--fp16"] if precision == "fp16" and build_info["tensorrt_major"] < 11
-                                       else []),
+                                       extra=trtexec_precision_flags(precision, build_info["tensorrt_major"])),
         }
         _atomic_write(engine_path, blob)
         write_sidecar(sidecar_path, info)

@@ -3,6 +3,7 @@ from compressor.passes.dario import PruneDario  # noqa: E402
 from compressor.passes.distill import Distill  # noqa: E402
 from compressor.passes.finetune import Finetune  # noqa: E402
 from compressor.passes.fp16 import FP16  # noqa: E402
+from compressor.passes.int8 import Int8  # noqa: E402
 from compressor.passes.prune_l1 import PruneL1  # noqa: E402
 
-__all__ = ["Distill", "FP16", "Finetune", "PruneDario", "PruneL1"]
+__all__ = ["Distill", "FP16", "Finetune", "Int8", "PruneDario", "PruneL1"]

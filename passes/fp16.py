@@ -107,6 +107,9 @@ class FP16(Pass):
         return "fp16"
 
     def precision_error(self, precision: str) -> str:
+        if precision == "int8":
+            return ("fp16 takes an fp32 IR but gets int8; the int8 pass already set each layer's precision (the "
+                    "layers it leaves unquantized stay fp32): drop fp16, or use it instead of int8")
         return "fp16: the IR is already fp16; remove the second fp16 from the pipeline"
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compressor.bench import format_stats_table, run_bench
+from compressor.bench import artifact_precision, format_stats_table, run_bench
 from compressor.errors import ConfigError
 
 
@@ -21,6 +21,74 @@ def _relu_onnx(path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.save(model, str(path))
+
+
+def _conv_onnx(path) -> None:
+    """A 1-conv torch model as fp32 ONNX (the TorchScript exporter), batch dimension dynamic."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 4, 3, padding=1).eval()
+    torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(path), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, opset_version=17, dynamo=False)
+
+
+def _fp16_onnx(src, path) -> None:
+    """`src` with float16 weights and fp32 inputs/outputs, as the ONNX exporter writes an fp16 graph."""
+    from onnxconverter_common import float16
+
+    onnx.save(float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(path))
+
+
+def _quantized_onnx(src, path, fmt: str) -> None:
+    """`src` quantized by onnxruntime's quantize_static ("QDQ" or "QOperator"), calibrated on one batch."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class OneBatch(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8), dtype=np.float32)}])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    quantize_static(str(src), str(path), OneBatch(), quant_format=getattr(QuantFormat, fmt), per_channel=True)
+
+
+def test_bench_reports_the_onnx_precision(tmp_path) -> None:
+    _conv_onnx(tmp_path / "fp32.onnx")
+    _fp16_onnx(tmp_path / "fp32.onnx", tmp_path / "fp16.onnx")
+    _quantized_onnx(tmp_path / "fp32.onnx", tmp_path / "qdq.onnx", "QDQ")
+    _quantized_onnx(tmp_path / "fp32.onnx", tmp_path / "qop.onnx", "QOperator")
+    _relu_onnx(tmp_path / "relu.onnx")  # no weights: the input type decides
+    expected = {"fp32": "fp32", "fp16": "fp16", "qdq": "int8 (QDQ)", "qop": "int8 (QOperator)", "relu": "fp32"}
+    stats = []
+    for name, precision in expected.items():
+        s = run_bench(tmp_path / f"{name}.onnx", batch=2, threads=1, warmup=0, iters=1)
+        assert s.extra["precision"] == precision, name
+        stats.append(s)
+    rows = format_stats_table(stats).splitlines()[2:]
+    for row, precision in zip(rows, expected.values()):
+        assert f"  {precision}  " in row, row
+
+
+def test_artifact_precision_without_running(tmp_path, monkeypatch) -> None:
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not an engine")
+    assert artifact_precision(engine) is None  # no sidecar
+    (tmp_path / "model.engine.json").write_text('{"precision": "int8", "tensorrt_version": "10.3.0"}')
+    assert artifact_precision(engine) == "int8"
+    (tmp_path / "ir").mkdir()
+    (tmp_path / "ir" / "ir.json").write_text('{"precision": "fp16"}')
+    assert artifact_precision(tmp_path / "ir") == "fp16" and artifact_precision(tmp_path / "ir" / "ir.json") == "fp16"
+    (tmp_path / "broken.onnx").write_bytes(b"\x00garbage")
+    assert artifact_precision(tmp_path / "broken.onnx") is None  # the run reports the broken file, not this
+    _relu_onnx(tmp_path / "m.onnx")
+    assert artifact_precision(tmp_path / "m.onnx") == "fp32"
+    monkeypatch.setitem(sys.modules, "onnx", None)  # an edge device with onnxruntime only
+    assert artifact_precision(tmp_path / "m.onnx") is None
+    s = run_bench(tmp_path / "m.onnx", threads=1, warmup=0, iters=1)
+    assert s.extra["precision"] is None and "  -  " in format_stats_table([s]).splitlines()[2]
 
 
 def test_onnx_bench_never_imports_torch(tmp_path) -> None:
@@ -79,6 +147,9 @@ def test_bench_ir_file_on_torch(tmp_path) -> None:
     ir.save(tmp_path / "ir")
     s = run_bench(tmp_path / "ir", batch=3, threads=1, warmup=1, iters=3)
     assert s.backend == "torch-cpu" and s.batch == 3 and s.extra["precision"] == "fp32"
+    assert artifact_precision(tmp_path / "ir") == "fp32"
+    s16 = run_bench(tmp_path / "ir", threads=1, warmup=0, iters=1, precision="fp16")
+    assert s16.extra["precision"] == "fp16" and s16.extra["ir_precision"] == "fp32"  # the cast it timed
     table = format_stats_table([s, s])
     assert len(table.splitlines()) == 4 and "torch-cpu" in table
 

@@ -107,3 +107,23 @@ def test_pass_note_is_in_the_report(tmp_path) -> None:
     result = p.run(out=tmp_path / "run", progress=False)
     assert result.stages[1].record["note"].startswith("granularity both: no attention module")
     assert "note: granularity both: no attention module" in result.report["md"].read_text()
+
+
+def test_int8_mixed_layer_table_is_in_the_report(tmp_path) -> None:
+    """An int8 stage with mixed precision: its per-layer table reaches report.json and report.md, through the run."""
+    from compressor.pipeline import Pipeline
+
+    p = Pipeline.from_dict({
+        "name": "int8", "data": {"name": "insar-synthetic", "n_train": 16, "n_val": 8, "n_test": 8, "size": 16},
+        "model": {"frontend": "zoo", "model": "seg-cnn", "width": 4},
+        "passes": [{"int8": {"calib_batches": 1, "batch_size": 8, "mixed": {"max_drop": 100.0, "objective": "size",
+                                                                          "batches": 1}}}],
+        "evaluate": {"macs": False, "latency": {"backends": []}},
+    })
+    result = p.run(out=tmp_path / "run", progress=False)
+    rows = result.stages[1].record["int8_layers"]
+    assert rows and all(r["int8"] for r in rows)  # unlimited budget, objective size: every layer
+    md = result.report["md"].read_text()
+    assert "## int8 mixed precision: stage 1 int8" in md
+    assert f"| {rows[0]['layer']} | {rows[0]['kind']} |" in md
+    assert json.loads(result.report["json"].read_text())["stages"][1]["int8_layers"] == rows

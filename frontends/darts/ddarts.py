@@ -78,7 +78,7 @@ def total_losses(loss_all: torch.Tensor, losses_without: Sequence[torch.Tensor],
 def total_loss_alpha_grads(grad_all: Sequence[torch.Tensor], grad_without: Sequence[Sequence[torch.Tensor]],
                            contributions: torch.Tensor, alphas: Sequence[torch.Tensor], w_01: float,
                            w_ab: float) -> list[torch.Tensor]:
-    """∂L_T^i/∂α_i for every cell i, from n + 1 backward passes instead of n through n + 1 graphs.
+    r"""∂L_T^i/∂α_i for every cell i, from n + 1 backward passes instead of n through n + 1 graphs.
 
     `grad_all[i]` = ∂L_CE(C)/∂α_i; `grad_without[j][i]` = ∂L_CE(C \ {C_j})/∂α_i (zero for i = j: a
     deactivated cell does not read its α); `contributions` = M (eq. 4.2, values). With

@@ -17,8 +17,8 @@ from compressor.errors import ConfigError, ExportError
 from compressor.exporters import onnx as onnx_exporter
 from compressor.exporters import tensorrt as trt_exporter
 from compressor.exporters.tensorrt import (
-    TensorRTExporter, TensorRTOptions, build_script, configure_precision, network_flags, profile_shapes,
-    summarize_layer_precisions, trt_major, trtexec_command, write_sidecar,
+    TensorRTExporter, TensorRTOptions, build_script, configure_precision, network_flags, precision_for,
+    profile_shapes, summarize_layer_precisions, trt_major, trtexec_command, write_sidecar,
 )
 from compressor.ir import InputSpec
 from compressor.options import changed_options, parse_options
@@ -46,7 +46,7 @@ def _layers_json(precision_field: str = "FP16", fmt: str = "trt10", n: int = 3) 
                    "Format/Datatype": f"Row major linear {precision_field} format"}
         else:
             out = {"Name": f"t{i}", "Format": "Row major linear (kLINEAR)",
-                   "DataType": {"FP16": "Half", "FP32": "Float"}[precision_field]}
+                   "DataType": {"FP16": "Half", "FP32": "Float", "INT8": "Int8"}[precision_field]}
         layers.append({"Name": f"layer{i}", "LayerType": "CaskConvolution", "Inputs": [], "Outputs": [out]})
     key = "Bindings" if fmt == "trt10" else "I/O Tensors"
     return json.dumps({"Layers": layers, key: []})
@@ -219,6 +219,12 @@ def fake_onnx(monkeypatch):
     return seen
 
 
+def as_int8(ir, activations: str | None = "int8"):
+    """`ir` labelled as the int8 pass's output (its module stays float: the ONNX export is stubbed)."""
+    meta = {**ir.meta, "int8": {"activations": activations}} if activations else dict(ir.meta)
+    return ir.replace(precision="int8", meta=meta)
+
+
 @pytest.fixture
 def gpu(monkeypatch):
     monkeypatch.setattr(trt_exporter, "_cuda_device", lambda: ("Fake GPU", "8.7"))
@@ -243,7 +249,7 @@ def test_registered_and_defaults():
     ({"min_batch": 4, "opt_batch": 2}, "min_batch <= opt_batch <= max_batch"),
     ({"opt_batch": 16}, "min_batch <= opt_batch <= max_batch"),
     ({"optimization_level": 6}, "out of range"),
-    ({"precision": "int8"}, "choose one of"),
+    ({"precision": "int4"}, "choose one of"),
     ({"onnx": {"opset": 12}}, "out of range"),
     ({"onnx": {"opsett": 18}}, "did you mean 'opset'"),
     ({"workspace": 10}, "did you mean 'workspace_mb'"),
@@ -321,6 +327,18 @@ def test_build_script_fp16_flag_only_below_trt11(tmp_path):
     assert "--fp16" not in _run_script(tmp_path, text, {}, banner="v110000")
 
 
+def test_build_script_int8_flags_only_below_trt11(tmp_path):
+    text = build_script(profile_shapes(INSAR, 1, 1, 8), "int8", 1024, 3, "../trt_timing.cache")
+    assert "int8 QDQ graph" in text and "--stronglyTyped is always on" in text
+    assert 'if [ "$TRT_MAJOR" -lt 11 ]; then PRECISION_FLAGS=(--int8 --fp16); fi' in text
+    args10 = _run_script(tmp_path, text, {"TRT_MAJOR": "10"})
+    assert args10[-3:] == ["--int8", "--fp16", "--verbose"]
+    args11 = _run_script(tmp_path, text, {"TRT_MAJOR": "11"})
+    assert "--int8" not in args11 and "--fp16" not in args11 and args11[-1] == "--verbose"
+    assert "--int8" in _run_script(tmp_path, text, {}, banner="v100300")
+    assert "--int8" not in _run_script(tmp_path, text, {}, banner="v110000")
+
+
 def test_build_script_fp32_has_no_precision_flag(tmp_path):
     text = build_script(profile_shapes(INSAR, 1, 1, 8), "fp32", 1024, 3, "../trt_timing.cache")
     assert "TRT_MAJOR" not in text
@@ -345,6 +363,9 @@ def test_configure_precision_dispatch():
     assert configure_precision(config, trt10, 10, "fp16") == ["FP16"] and flags == ["FP16"]
     assert configure_precision(config, trt10, 10, "fp32") == [] and flags == ["FP16"]
     assert configure_precision(config, trt11, 11, "fp16") == [] and flags == ["FP16"]  # no FP16 flag in 11
+    flags.clear()
+    assert configure_precision(config, trt10, 10, "int8") == ["INT8", "FP16"] and flags == ["INT8", "FP16"]
+    assert configure_precision(config, trt11, 11, "int8") == [] and flags == ["INT8", "FP16"]  # Q/DQ nodes decide
     with pytest.raises(ExportError):
         configure_precision(config, trt10, 10, "auto")
 
@@ -365,6 +386,23 @@ def test_summarize_layer_precisions_formats():
     assert summarize_layer_precisions([{"Name": "x", "Precision": "FP32"}]) == {"fp32": 1}
     with pytest.raises(ExportError, match="not JSON"):
         summarize_layer_precisions("{not json")
+
+
+def test_summarize_layer_precisions_int8():
+    assert summarize_layer_precisions(_layers_json("INT8", "trt10", 2)) == {"int8": 2}
+    assert summarize_layer_precisions(_layers_json("INT8", "trt11", 3)) == {"int8": 3}
+    layers = [
+        {"Name": "a", "Outputs": [{"Format/Datatype": "Channel major INT8 format where channel % 32 == 0"}]},
+        {"Name": "b", "Outputs": [{"Format": "kCHW32", "DataType": "kINT8"}]},
+        {"Name": "c", "Outputs": [{"DataType": "Int8(scale 0.02)"}]},
+        {"Name": "d", "Outputs": [{"Format/Datatype": "Row major Int8x4 vectorized"}]},
+        # a quantized conv whose output is dequantized to float: int8 weights, or an int8 input
+        {"Name": "e", "Weights": {"Type": "Int8", "Count": 72}, "Outputs": [{"DataType": "Float"}]},
+        {"Name": "f", "Inputs": [{"DataType": "Int8"}], "Outputs": [{"DataType": "Half"}]},
+        {"Name": "g", "Weights": {"Type": "Float", "Count": 72}, "Outputs": [{"DataType": "Float"}]},
+        {"Name": "h", "Outputs": [{"DataType": "UInt8"}]},
+    ]
+    assert summarize_layer_precisions(layers) == {"fp32": 1, "int8": 6, "uint8": 1}
 
 
 def test_write_sidecar_is_atomic(tmp_path, monkeypatch):
@@ -479,6 +517,82 @@ def test_fp16_engine_without_fp16_layers_fails(tmp_path, monkeypatch, seg_ir, fa
     assert not (out / "model.engine").exists() and not (out / "model.engine.json").exists()
 
 
+def test_fake_trt10_int8_sets_int8_and_fp16_flags(tmp_path, monkeypatch, seg_ir, fake_onnx, gpu):
+    layers = json.dumps({"Layers": [*json.loads(_layers_json("INT8"))["Layers"],
+                                    *json.loads(_layers_json("FP16", n=2))["Layers"]]})
+    trt, out, result = _export(tmp_path, monkeypatch, as_int8(seg_ir), "10.3.0", layers=layers)
+    assert [c[1] for c in trt.calls if c[0] == "set_flag"] == ["INT8", "FP16"]
+    assert ("create_network", 1 << 0) in trt.calls  # explicit batch, not strongly typed
+    assert fake_onnx[0] == "int8"  # auto: the IR's precision, the IR itself passed on
+    side = json.loads((out / "model.engine.json").read_text())
+    assert side["precision"] == "int8" and side["builder_flags"] == ["INT8", "FP16"]
+    assert side["layer_precisions"] == {"fp16": 2, "int8": 3} and side["layers"] == 5
+    assert side["trtexec"].endswith("--int8 --fp16") and side["onnx"]["precision"] == "int8"
+    assert "PRECISION_FLAGS=(--int8 --fp16)" in (out / "build_engine.sh").read_text()
+
+
+def test_fake_trt11_int8_strongly_typed_no_flag(tmp_path, monkeypatch, seg_ir, fake_onnx, gpu):
+    trt, out, result = _export(tmp_path, monkeypatch, as_int8(seg_ir), "11.0.0",
+                               layers=_layers_json("INT8", "trt11"), precision="int8")
+    assert ("create_network", 1 << 0) in trt.calls  # STRONGLY_TYPED
+    assert not any(c[0] == "set_flag" for c in trt.calls)
+    assert result.info["builder_flags"] == [] and result.info["strongly_typed"] is True
+    assert result.info["layer_precisions"] == {"int8": 3} and result.info["precision"] == "int8"
+    assert "--int8" not in result.info["trtexec"] and "--fp16" not in result.info["trtexec"]
+
+
+@pytest.mark.parametrize("version, fmt", [("10.3.0", "trt10"), ("11.0.0", "trt11")])
+def test_int8_engine_without_int8_layers_fails(tmp_path, monkeypatch, seg_ir, fake_onnx, gpu, version, fmt):
+    with pytest.raises(ExportError, match=r"no int8 layer \(layers: \{'fp16': 3\}\)") as info:
+        _export(tmp_path, monkeypatch, as_int8(seg_ir), version, layers=_layers_json("FP16", fmt))
+    assert "\n" not in str(info.value) and f"TensorRT {version}" in str(info.value)
+    out = tmp_path / "run" / "05_tensorrt"
+    assert not (out / "model.engine").exists() and not (out / "model.engine.json").exists()
+
+
+def test_precision_for():
+    fp32 = types.SimpleNamespace(precision="fp32", meta={})
+    int8 = types.SimpleNamespace(precision="int8", meta={"int8": {"activations": "int8"}})
+    assert precision_for(fp32, "auto") == "fp32" and precision_for(fp32, "fp16") == "fp16"
+    assert precision_for(int8, "auto") == "int8" and precision_for(int8, "int8") == "int8"
+    with pytest.raises(ExportError, match="run the int8 pass first"):
+        precision_for(fp32, "int8")
+    for asked in ("fp32", "fp16"):
+        with pytest.raises(ExportError, match=f"precision {asked} was asked for an int8 IR.*drop the int8 pass"):
+            precision_for(int8, asked)
+    for meta in ({"int8": {"activations": "uint8"}}, {}):
+        with pytest.raises(ExportError, match="signed symmetric int8 activations.*backend: tensorrt"):
+            precision_for(types.SimpleNamespace(precision="int8", meta=meta), "auto")
+
+
+@pytest.mark.parametrize("make_ir, opts, needle", [
+    (lambda ir: ir, {"precision": "int8"},
+     "precision int8 needs an int8 IR, this one is fp32; run the int8 pass first"),
+    (as_int8, {"precision": "fp16"}, "drop the int8 pass to build fp32/fp16"),
+    (as_int8, {"precision": "fp32"}, "drop the int8 pass to build fp32/fp16"),
+    (lambda ir: as_int8(ir, "uint8"), {},
+     "activations, this IR's are 'uint8'; run the int8 pass with backend: tensorrt"),
+])
+def test_int8_precision_errors_write_nothing(tmp_path, monkeypatch, seg_ir, fake_onnx, gpu, make_ir, opts, needle):
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", make_fake_trt("10.3.0", _layers_json("INT8")))
+    out = tmp_path / "run" / "05_tensorrt"
+    with pytest.raises(ExportError) as info:
+        TensorRTExporter(**opts).export(make_ir(seg_ir), out, PassContext())
+    assert needle in str(info.value) and "\n" not in str(info.value)
+    assert fake_onnx == [] and not out.exists()  # refused before the ONNX export
+
+
+def test_int8_ir_needs_the_qdq_graph(tmp_path, monkeypatch, seg_ir, gpu):
+    """An ONNX exporter that wrote a float graph for an int8 IR is an error, not a silently float engine."""
+    def float_export(ir, path, options):
+        Path(path).write_bytes(b"ONNX")
+        return ExportResult(primary=Path(path), files=[Path(path)], info={"precision": "fp32"})
+
+    monkeypatch.setattr(onnx_exporter, "export_onnx", float_export)
+    with pytest.raises(ExportError, match="wrote a graph of precision fp32 for an int8 IR, not the QDQ graph"):
+        _export(tmp_path, monkeypatch, as_int8(seg_ir), "10.3.0", layers=_layers_json("INT8"))
+
+
 def test_build_failure_is_export_error(tmp_path, monkeypatch, seg_ir, fake_onnx, gpu):
     trt = make_fake_trt("10.3.0", build_fails=True)
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", trt)
@@ -555,3 +669,43 @@ def test_real_tensorrt_build(tmp_path, cls_ir, precision):
     if precision == "fp16":
         assert side["layer_precisions"].get("fp16", 0) >= 1
     assert (tmp_path / "run" / "trt_timing.cache").stat().st_size > 0
+
+
+def _qdq_onnx(ir, path: Path) -> None:
+    """A QDQ graph of `ir` as the int8 pass + ONNX exporter write it for TensorRT (signed symmetric int8
+    activations, per-channel int8 weights), made here with onnxruntime's quantize_static."""
+    import numpy as np
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    float_path = path.with_name("float.onnx")
+    name = ir.inputs[0].name
+    torch.onnx.export(ir.module.eval(), ir.example_inputs(2), str(float_path), input_names=[name],
+                      dynamic_axes={name: {0: "batch"}}, opset_version=17, dynamo=False)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{name: ir.example_inputs(4, seed=s)[0].numpy().astype(np.float32)} for s in range(2)])
+
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    quantize_static(str(float_path), str(path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+
+
+def test_real_tensorrt_int8_build(tmp_path, monkeypatch, cls_ir):
+    """A QDQ graph builds an engine with int8 layers (TensorRT 10: INT8 + FP16 flags; 11: strongly typed)."""
+    _real_trt()
+
+    def export_qdq(ir, path, options):
+        _qdq_onnx(ir, Path(path))
+        return ExportResult(primary=Path(path), files=[Path(path)], info={"precision": "int8", "exporter": "test"})
+
+    monkeypatch.setattr(onnx_exporter, "export_onnx", export_qdq)
+    out = stage_dir(tmp_path)
+    TensorRTExporter(max_batch=4).export(as_int8(cls_ir), out, PassContext())
+    side = json.loads((out / "model.engine.json").read_text())
+    assert side["precision"] == "int8" and side["layer_precisions"].get("int8", 0) >= 1, side["layer_precisions"]
+    assert side["builder_flags"] == ([] if side["tensorrt_major"] >= 11 else ["INT8", "FP16"])

@@ -16,8 +16,22 @@ def machine() -> str:
 
     from compressor.evaluate.latency import device_name
 
-    return (f"{device_name()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+    return (f"{device_name()}, {os.cpu_count()} cores{cpu_isa()}, {platform.system()} {platform.machine()}, "
             f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def cpu_isa() -> str:
+    """' (AVX-512 with VNNI)' and the like, from /proc/cpuinfo's flags: what int8 kernels can use."""
+    try:
+        flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                      if ln.startswith("flags")), [])
+    except OSError:
+        return ""
+    if "avx512f" in flags:
+        return " (AVX-512 with VNNI)" if "avx512_vnni" in flags else " (AVX-512, no VNNI)"
+    if "avx2" in flags:
+        return " (AVX2 with VNNI)" if "avx_vnni" in flags else " (AVX2, no VNNI)"
+    return ""
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS) -> str:

@@ -315,6 +315,8 @@ def head_filters(rs: list[Row]) -> str:
     from compressor.ir import ModelIR
     from compressor.passes.prune_l1 import PRUNABLE
 
+    if not any(r.id.startswith("prune-") for r in rs):
+        return ""
     base = ModelIR.load(rs[0].run_dir / "00_baseline")
     gm, example = base.module, base.example_inputs(1)
     outs, pens = output_layers(gm, example, PRUNABLE), penultimate_layers(gm, example, PRUNABLE)
@@ -419,12 +421,13 @@ def main() -> int:
     base_train = json.loads((out / "baseline" / "00_baseline" / "stage.json").read_text()).get("seconds")
     only = f" --only {' '.join(args.only)}" if args.only else ""
     sets = "".join(f" --set {s}" for s in args.set)
-    cmd = f"python benchmarks/seed_tables.py --profile {args.profile}{only}{sets}"
+    section = f" --section {args.section}" if args.section else ""
+    cmd = f"python benchmarks/seed_tables.py --profile {args.profile}{only}{sets}{section}"
     settings = ", ".join(f"{k}={v}" for k, v in prof.items() if k not in ("students",)) + \
         ", students=" + " ".join(f"{c}x{layers}" for c, layers in prof["students"])
     analysis = head_filters(chosen)
     target_lines = "\n".join(f"- {'met' if ok else 'MISSED'}: {name}: {fig}" for name, ok, fig in targets)
-    body = (f"## Seed 000's compression tables, {args.profile} profile\n\n"
+    body = (f"## Seed 000's compression tables, {args.profile} profile{f' ({args.section})' if args.section else ''}\n\n"
             f"- command: `{cmd}`\n- machine: {machine()}\n- date: {dt.date.today().isoformat()}\n"
             f"- profile: {settings}\n"
             f"- wall time of this invocation: {wall / 60:.1f} min ({pipeline_s / 60:.1f} min of pipelines; stages "

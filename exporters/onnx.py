@@ -15,8 +15,8 @@ What `export` does, in order:
 5. int8 IRs (`exporters/onnx_int8.py`): the float layers are exported as for fp32 (their nodes named
    after the layers first), then onnxruntime's `quantize_static` writes the QDQ graph with the IR's
    recorded scales. Verification compares the predictions with the torch fake-quant model (share of
-   agreeing mask pixels / classes ≥ `int8_min_agreement`; elementwise tolerances do not apply to
-   INT8) and, when the run has data, the task metric on the validation split with the fp32 graph's:
+   agreeing mask pixels / classes ≥ `int8_min_agreement`, near-ties excluded: `onnx_int8.agreement`;
+   elementwise tolerances do not apply to INT8) and, when the run has data, the task metric on the validation split with the fp32 graph's:
    a drop beyond `max_metric_drop` fails the stage.
 5b. fp16 IRs: `onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)`: the
    initializers become float16, graph inputs and outputs stay float32, and the converter's default
@@ -78,9 +78,9 @@ class OnnxOptions:
     fp16_rtol: float = option(1e-2, "relative tolerance of the check for fp16 models (vs the fp32 torch model)", min=0)
     fp16_atol: float = option(1e-2, "absolute tolerance of the check for fp16 models (vs the fp32 torch model)", min=0)
     dynamo: bool = option(True, "use torch.onnx's dynamo exporter (falls back to the legacy exporter if it fails)")
-    int8_min_agreement: float = option(0.98, "int8 IRs: least share of predictions (mask pixels or classes) the QDQ "
-                                             "graph must share with the torch fake-quant model at verify_batches",
-                                       min=0, max=1)
+    int8_min_agreement: float = option(0.98, "int8 IRs: least share of predictions (mask pixels or classes; near-ties "
+                                             "excluded) the QDQ graph must share with the torch fake-quant model at "
+                                             "verify_batches", min=0, max=1)
     max_metric_drop: float = option(1.0, "int8 IRs, when the run has data: the most the task metric (IoU or accuracy, "
                                          "points) may drop on the validation split against the fp32 graph", min=0)
 

@@ -207,11 +207,25 @@ def compact(model: onnx.ModelProto) -> None:
     del g.value_info[:]
 
 
+BOUNDARY = 0.05  # predictions this close to the decision boundary (× the logits' std) may flip under int8
+
+
 def agreement(task_kind: str, got: np.ndarray, ref: np.ndarray) -> float:
-    """Share of predictions the two outputs agree on: mask pixels (logit > 0) or argmax classes."""
+    """Share of predictions the two outputs agree on, mask pixels (logit > 0) or argmax classes, among those
+    of `ref` farther than BOUNDARY × std(ref) from the decision boundary (logit 0, or the top-2 margin):
+    onnxruntime's int8 kernels round intermediate tensors a step differently from the fake-quant model (int32
+    bias, requantization), which flips near-tie predictions on random inputs without being an error."""
+    ref = np.asarray(ref, dtype=np.float64)
+    band = BOUNDARY * float(ref.std())
     if task_kind == "segmentation":
-        return float(np.mean((got > 0) == (ref > 0)))
-    return float(np.mean(got.reshape(got.shape[0], -1).argmax(1) == ref.reshape(ref.shape[0], -1).argmax(1)))
+        sure = np.abs(ref) > band
+        same = (got > 0) == (ref > 0)
+    else:
+        flat, gflat = ref.reshape(ref.shape[0], -1), got.reshape(got.shape[0], -1)
+        top2 = np.sort(flat, axis=1)[:, -2:]
+        sure = (top2[:, 1] - top2[:, 0]) > band
+        same = flat.argmax(1) == gflat.argmax(1)
+    return float(same[sure].mean()) if sure.any() else 1.0
 
 
 def fake_quant_reference(ir: ModelIR) -> torch.nn.Module:

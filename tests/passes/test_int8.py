@@ -642,3 +642,14 @@ def test_qat_on_cuda_learns_ranges_and_exports(seg_ir, insar32, tmp_path):
     assert q.history[-1].stats["qat"]["epochs"] == 2
     res = export_onnx(q, tmp_path / "qat.onnx")
     assert res.info["verified"]
+
+
+def test_agreement_ignores_near_ties_only():
+    from compressor.exporters.onnx_int8 import agreement
+
+    ref = np.array([[-3.0, -1.0, 0.01, 1.0, 3.0]])  # std ≈ 2: the band is ≈ 0.1
+    assert agreement("segmentation", np.array([[-3.0, -1.0, -0.01, 1.0, 3.0]]), ref) == 1.0  # the tie flipped
+    assert agreement("segmentation", np.array([[-3.0, 1.0, 0.01, 1.0, 3.0]]), ref) == 0.75   # a confident one
+    cls = np.array([[5.0, 4.99, 0.0], [5.0, 0.0, 0.0]])
+    assert agreement("classification", np.array([[4.99, 5.0, 0.0], [5.0, 0.0, 0.0]]), cls) == 1.0
+    assert agreement("classification", np.array([[5.0, 4.99, 0.0], [0.0, 5.0, 0.0]]), cls) == 0.0

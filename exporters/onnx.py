@@ -283,12 +283,27 @@ def _node_scopes(node: onnx.NodeProto) -> list[str]:
     return [part for part in node.name.split("/") if part]
 
 
+FP32_TAG = "fp32/"  # the prefix tag_fp32_nodes gives an fp32 island's nodes (onnxsim drops the name scopes)
+
+
 def fp32_node_names(model: onnx.ModelProto, modules: list[str]) -> list[str]:
-    """Names of the nodes that belong to one of `modules` (or a submodule of one)."""
+    """Names of the nodes that belong to one of `modules` (or a submodule of one), or that tag_fp32_nodes
+    tagged before simplification."""
     def inside(scope: str) -> bool:
         return any(scope == m or scope.startswith(m + ".") for m in modules)
 
-    return [n.name for n in model.graph.node if n.name and any(inside(s) for s in _node_scopes(n))]
+    return [n.name for n in model.graph.node
+            if n.name and (n.name.startswith(FP32_TAG) or any(inside(s) for s in _node_scopes(n)))]
+
+
+def tag_fp32_nodes(model: onnx.ModelProto, modules: list[str]) -> int:
+    """Prefix the names of the fp32 islands' nodes with FP32_TAG while the exporter's name scopes are still
+    there: onnxsim drops node metadata, and the islands would silently become fp16. Returns the count."""
+    names = set(fp32_node_names(model, modules))
+    for node in model.graph.node:
+        if node.name in names and not node.name.startswith(FP32_TAG):
+            node.name = FP32_TAG + node.name
+    return len(names)
 
 
 def _cast_to(node: onnx.NodeProto) -> int | None:
@@ -520,6 +535,8 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
     model, converted_from = _ensure_opset(model, opts.opset, exporter)
     if int8:
         tag_layer_nodes(model, int8_layers)
+    if ir.precision == "fp16" and ir.meta.get("fp32_modules"):
+        tag_fp32_nodes(model, list(ir.meta["fp32_modules"]))
 
     simplified, note = False, "simplify: false"
     if opts.simplify:

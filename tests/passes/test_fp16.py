@@ -51,6 +51,21 @@ def test_keep_fp32_islands(seg_ir, tmp_path):
     assert head_w, "the head's 1x1 conv weight should stay fp32"
 
 
+def test_keep_fp32_islands_survive_simplification(seg_ir, tmp_path):
+    """onnxsim drops the nodes' name scopes; the islands are tagged before it, so they stay fp32 (they became
+    fp16 silently before)."""
+    import onnx
+
+    from compressor.exporters.onnx import export_onnx
+
+    out = FP16(keep_fp32=["head"])(seg_ir)
+    result = export_onnx(out, tmp_path / "m.onnx")  # simplify: true, the default
+    assert result.info["simplified"]
+    model = onnx.load(result.primary)
+    fp32 = [tuple(i.dims) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    assert (1, 8, 1, 1) in fp32, "the head's 1x1 conv weight should stay fp32"
+
+
 def test_keep_overflow_instead_of_failing(cls_ir, tmp_path):
     with torch.no_grad():
         cls_ir.module.classifier.weight[0, 0] = 1e6

@@ -477,6 +477,13 @@ class Int8(Pass):
             ranges = {n: r for n, r in ranges.items() if n in keep}
             stats["mixed"] = chosen
             stats["layers_table"] = table
+            if not ranges:  # nothing pays: the stage is the float model, and says so
+                stats["note"] = (f"int8 mixed: no layer ran faster in int8 on {o.backend} within max_drop "
+                                 f"{o.mixed.max_drop}; the model stays fp32")
+                ir = ir.replace(module=module)
+                if folded:
+                    ir = ir.with_edit("fold-bn", pairs=folded)
+                return PassResult(ir, changed=bool(folded), stats=stats)
         ranges = retie(ranges)
         layer_specs = {n: {"in": r["in"], "out": r["out"]} for n, r in ranges.items()}
         module = wrap(module, layer_specs, symmetric)
@@ -498,7 +505,6 @@ class Int8(Pass):
         stats.update({"bytes_after": ir.state_bytes(), "quantized_layers": len(layer_specs),
                       "fp32_layers": len(float_layers(module))})
         return PassResult(ir, changed=True, stats=stats)
-
 
     def _format(self, ir: ModelIR, module: nn.Module) -> tuple[str, dict[str, float] | None]:
         """The ONNX format (see the `format` option) and, when measured, each format's latency (ms)."""

@@ -653,3 +653,19 @@ def test_agreement_ignores_near_ties_only():
     cls = np.array([[5.0, 4.99, 0.0], [5.0, 0.0, 0.0]])
     assert agreement("classification", np.array([[4.99, 5.0, 0.0], [5.0, 0.0, 0.0]]), cls) == 1.0
     assert agreement("classification", np.array([[5.0, 4.99, 0.0], [0.0, 5.0, 0.0]]), cls) == 0.0
+
+
+def test_mixed_that_keeps_no_layer_leaves_an_fp32_model(seg_ir, insar32, tmp_path, monkeypatch):
+    """When no layer kind runs faster in int8, the stage is the (BatchNorm-folded) float model, says so, and
+    exports as fp32."""
+    import compressor.passes.int8_mixed as mixed
+    from compressor.exporters.onnx import export_onnx
+
+    monkeypatch.setattr(mixed, "group_speedups",
+                        lambda ir, module, ranges, groups, symmetric, rounds: ({g: 0.5 for g in groups}, {}))
+    q = _int8(seg_ir, insar32, backend="onnxruntime-cpu", mixed={"batches": 1})
+    assert q.precision == "fp32" and not int8_layers(q.module)
+    assert "no layer ran faster in int8" in q.history[-1].stats["note"]
+    x = seg_ir.example_inputs(2)[0]
+    assert torch.allclose(_run(q.module, x), _run(seg_ir.module, x), atol=1e-4)
+    assert export_onnx(q, tmp_path / "m.onnx").info["precision"] == "fp32"

@@ -13,8 +13,8 @@ then this module:
    QAT): the input of each layer, and the output of each convolution. Gemm/MatMul outputs are not
    quantized (the torch Linear's output includes its bias, the ONNX MatMul's does not). Activations are
    int8 symmetric (TensorRT) or uint8 asymmetric (onnxruntime CPU), as the int8 pass chose;
-3. compacts the file (`compact`): drops the nodes' metadata (name scopes) and the intermediate
-   value_info, and gives the intermediate tensors and the Q/DQ nodes short names (`t12`, `n12`); the
+3. compacts the file (`compact`): drops the nodes' metadata (name scopes), the intermediate
+   value_info and convolution attributes equal to their defaults, and gives the intermediate tensors and the Q/DQ nodes short names (`t12`, `n12`); the
    quantized layers' nodes keep their `int8/<layer>` names, the graph's inputs and outputs theirs. With
    int8 weights, the names onnxruntime's quantizer writes (`<tensor>_QuantizeLinear_Output`, ...) were
    a third of the file.
@@ -182,6 +182,22 @@ def quantize(model: onnx.ModelProto, ir: ModelIR, input_names: list[str]) -> tup
     return out, info
 
 
+# Conv-like operators' attribute defaults (ONNX spec: auto_pad NOTSET, group 1, dilations/strides 1, pads 0)
+_DEFAULTS = ("Conv", "QLinearConv", "ConvInteger")
+
+
+def _is_default(op_type: str, attr: onnx.AttributeProto) -> bool:
+    if attr.name == "auto_pad":
+        return attr.s == b"NOTSET"
+    if attr.name == "group":
+        return attr.i == 1
+    if attr.name in ("dilations", "strides"):
+        return all(v == 1 for v in attr.ints)
+    if attr.name == "pads":
+        return all(v == 0 for v in attr.ints)
+    return False
+
+
 def compact(model: onnx.ModelProto) -> None:
     """Shorten the names of intermediate tensors, initializers and unnamed-by-us nodes; drop metadata (in place)."""
     g = model.graph
@@ -200,6 +216,10 @@ def compact(model: onnx.ModelProto) -> None:
     for i, node in enumerate(g.node):
         del node.metadata_props[:]
         node.doc_string = ""
+        if node.op_type in _DEFAULTS:  # attributes equal to the operator's defaults (onnx spec) say nothing
+            keep_attrs = [a for a in node.attribute if not _is_default(node.op_type, a)]
+            del node.attribute[:]
+            node.attribute.extend(keep_attrs)
         if not node.name.startswith(PREFIX):
             node.name = f"n{i}"
         node.input[:] = [short(x, "t") for x in node.input]

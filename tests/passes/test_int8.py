@@ -669,3 +669,24 @@ def test_mixed_that_keeps_no_layer_leaves_an_fp32_model(seg_ir, insar32, tmp_pat
     x = seg_ir.example_inputs(2)[0]
     assert torch.allclose(_run(q.module, x), _run(seg_ir.module, x), atol=1e-4)
     assert export_onnx(q, tmp_path / "m.onnx").info["precision"] == "fp32"
+
+
+def test_compact_drops_default_conv_attributes_and_shortens_names():
+    from onnx import TensorProto, helper
+
+    from compressor.exporters.onnx_int8 import compact
+
+    w = helper.make_tensor("a_long_weight_name_QuantizeLinear_Output", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])
+    node = helper.make_node("Conv", ["input", w.name], ["some_long_intermediate_name"], name="conv_node",
+                            auto_pad="NOTSET", group=1, dilations=[1, 1], strides=[2, 2], pads=[0, 0, 0, 0],
+                            kernel_shape=[1, 1])
+    relu = helper.make_node("Relu", ["some_long_intermediate_name"], ["logits"], name="relu_node")
+    graph = helper.make_graph([node, relu], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph)
+    compact(model)
+    conv = model.graph.node[0]
+    assert {a.name for a in conv.attribute} == {"strides", "kernel_shape"}  # non-defaults stay
+    assert conv.input[0] == "input" and model.graph.node[1].output[0] == "logits"  # graph I/O names kept
+    assert conv.input[1] == model.graph.initializer[0].name == "w0" and conv.output[0] == "t1"
+    assert [n.name for n in model.graph.node] == ["n0", "n1"]

@@ -42,6 +42,7 @@ import argparse
 import copy
 import datetime as dt
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -420,7 +421,7 @@ def main() -> int:
     targets = check_targets(figures)
     base_train = json.loads((out / "baseline" / "00_baseline" / "stage.json").read_text()).get("seconds")
     only = f" --only {' '.join(args.only)}" if args.only else ""
-    sets = "".join(f" --set {s}" for s in args.set)
+    sets = "".join(f" --set {shlex.quote(s)}" for s in args.set)
     section = f" --section {args.section}" if args.section else ""
     cmd = f"python benchmarks/seed_tables.py --profile {args.profile}{only}{sets}{section}"
     settings = ", ".join(f"{k}={v}" for k, v in prof.items() if k not in ("students",)) + \

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,31 +49,7 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> str:
 
 def side_by_side_latency(paths: list[Path], rounds: int, iters: int, threads: int | None = None,
                          batch: int = 1) -> list[float]:
-    """Median onnxruntime CPU latency (ms per call of `batch` samples) of each model: all sessions
-    open at once and timed in `rounds` interleaved rounds of `iters` calls (after a warm-up), so
-    that slow phases of a shared machine fall on every model alike."""
-    import numpy as np
-    import onnxruntime as ort
+    """`compressor.evaluate.latency.side_by_side_onnxruntime` (the int8 pass's mixed precision times with it too)."""
+    from compressor.evaluate.latency import side_by_side_onnxruntime
 
-    from compressor.evaluate.latency import _random_input
-
-    rng = np.random.default_rng(0)
-    calls = []
-    for p in paths:
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
-        feed = {i.name: _random_input(i.name, list(i.shape), i.type, batch, rng) for i in sess.get_inputs()}
-        calls.append((sess, feed))
-    times: list[list[float]] = [[] for _ in paths]
-    for sess, feed in calls:  # warm-up
-        for _ in range(5):
-            sess.run(None, feed)
-    for _ in range(rounds):
-        for k, (sess, feed) in enumerate(calls):
-            for _ in range(iters):
-                t = time.perf_counter()
-                sess.run(None, feed)
-                times[k].append(time.perf_counter() - t)
-    return [1000 * float(np.median(t)) for t in times]
+    return side_by_side_onnxruntime(paths, rounds, iters, threads=threads, batch=batch)

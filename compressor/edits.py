@@ -8,7 +8,8 @@ root itself is replaced).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import fnmatch
+from typing import Any, Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -57,3 +58,10 @@ def set_submodule(root: nn.Module, path: str, new: nn.Module) -> nn.Module:
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, attr, new)  # nn.Module.__setattr__ handles ModuleList indices given as strings too
     return root
+
+
+def unmatched_patterns(root: nn.Module, patterns: Iterable[str]) -> list[str]:
+    """The glob patterns (of module paths, e.g. 'head' or 'dec1.*') that match no submodule of `root`:
+    what a pass's module-selecting option must refuse rather than silently ignore."""
+    names = [n for n, _ in root.named_modules() if n]
+    return [p for p in patterns if not any(fnmatch.fnmatch(n, p) for n in names)]

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from compressor.context import PassContext
-from compressor.edits import register_edit, set_submodule
+from compressor.edits import register_edit, set_submodule, unmatched_patterns
 from compressor.errors import PassError
 from compressor.ir import ModelIR
 from compressor.options import option
@@ -115,8 +115,7 @@ class FP16(Pass):
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options
         before = ir.state_bytes()
-        names = [n for n, _ in ir.module.named_modules() if n]
-        unknown = [p for p in o.keep_fp32 if not any(fnmatch.fnmatch(n, p) for n in names)]
+        unknown = unmatched_patterns(ir.module, o.keep_fp32)
         if unknown:
             raise PassError(f"fp16: keep_fp32 pattern(s) {unknown} match no module; module names look like "
                             f"{', '.join(_leaf_names(ir.module)[:5])} (see compress inspect)")

@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from compressor.context import PassContext
-from compressor.edits import register_edit, set_submodule
+from compressor.edits import register_edit, set_submodule, unmatched_patterns
 from compressor.errors import PassError
 from compressor.ir import ModelIR
 from compressor.options import option
@@ -454,8 +454,7 @@ class Int8(Pass):
         o = self.options
         symmetric = o.backend == "tensorrt"
         before = ir.state_bytes()
-        names = [n for n, _ in ir.module.named_modules() if n]
-        unknown = [p for p in o.exclude if not any(fnmatch.fnmatch(n, p) for n in names)]
+        unknown = unmatched_patterns(ir.module, o.exclude)
         if unknown:
             raise PassError(f"int8: exclude pattern(s) {unknown} match no module; quantizable layers look like "
                             f"{', '.join(quantizable_layers(ir.module)[:5])} (see compress inspect)")

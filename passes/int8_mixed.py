@@ -26,11 +26,9 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -96,25 +94,11 @@ def _int8_ir(ir: ModelIR, module: nn.Module, ranges: dict[str, dict[str, Any]], 
     return ir.replace(module=wrapped, precision="int8" if chosen else "fp32", recipe=None)
 
 
-def _latencies(paths: dict[str, Path], ir: ModelIR, rounds: int, iters: int = 20) -> dict[str, float]:
+def _latencies(paths: dict[str, Path], rounds: int, iters: int = 20) -> dict[str, float]:
     """Median ms per call of each ONNX file, batch 1, sessions side by side and timed in interleaved rounds."""
-    import onnxruntime as ort
+    from compressor.evaluate.latency import side_by_side_onnxruntime
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sessions = {k: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
-    feeds = {k: {i.name: x.float().numpy() for i, x in zip(s.get_inputs(), ir.example_inputs(batch=1))}
-             for k, s in sessions.items()}
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            for _ in range(3):
-                s.run(None, feeds[k])
-            t0 = time.perf_counter()
-            for _ in range(iters):
-                s.run(None, feeds[k])
-            times[k].append((time.perf_counter() - t0) / iters * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return dict(zip(paths, side_by_side_onnxruntime(list(paths.values()), rounds, iters)))
 
 
 def group_speedups(ir: ModelIR, module: nn.Module, ranges: dict[str, dict[str, Any]], groups: dict[str, list[str]],
@@ -129,7 +113,7 @@ def group_speedups(ir: ModelIR, module: nn.Module, ranges: dict[str, dict[str, A
         for g, names in groups.items():
             paths[g] = Path(tmp) / f"{g.replace(' ', '_')}.onnx"
             _export(_int8_ir(ir, module, ranges, set(names), symmetric), paths[g], opts)
-        lat = _latencies(paths, ir, rounds)
+        lat = _latencies(paths, rounds)
     return {g: lat["fp32"] / lat[g] for g in groups}, lat
 
 
@@ -143,7 +127,7 @@ def format_latencies(ir: ModelIR, rounds: int) -> dict[str, float]:
         for fmt in ("qdq", "qoperator"):
             paths[fmt] = Path(tmp) / f"{fmt}.onnx"
             _export(ir.replace(meta={**ir.meta, "int8": {**ir.meta["int8"], "format": fmt}}), paths[fmt], opts)
-        return {k: round(v, 4) for k, v in _latencies(paths, ir, rounds).items()}
+        return {k: round(v, 4) for k, v in _latencies(paths, rounds).items()}
 
 
 def choose_layers(module: nn.Module, ir: ModelIR, ranges: dict[str, dict[str, Any]], symmetric: bool, o: Any,

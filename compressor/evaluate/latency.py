@@ -27,7 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -404,6 +404,35 @@ def latency_onnxruntime(path: str | os.PathLike[str], batch: int = 1, threads: i
 
 
 # ---- torch ------------------------------------------------------------------------------------
+
+def side_by_side_onnxruntime(paths: Sequence[str | os.PathLike[str]], rounds: int, iters: int,
+                             threads: int | None = None, batch: int = 1) -> list[float]:
+    """Median onnxruntime CPU latency (ms per call of `batch` samples) of each model: all sessions
+    open at once and timed in `rounds` interleaved rounds of `iters` calls (after a warm-up), so
+    that slow phases of a shared machine fall on every model alike."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    calls = []
+    for p in paths:
+        so = ort.SessionOptions()
+        if threads:
+            so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
+        feed = {i.name: _random_input(i.name, list(i.shape), i.type, batch, rng) for i in sess.get_inputs()}
+        calls.append((sess, feed))
+    times: list[list[float]] = [[] for _ in paths]
+    for sess, feed in calls:  # warm-up
+        for _ in range(5):
+            sess.run(None, feed)
+    for _ in range(rounds):
+        for k, (sess, feed) in enumerate(calls):
+            for _ in range(iters):
+                t = time.perf_counter()
+                sess.run(None, feed)
+                times[k].append(time.perf_counter() - t)
+    return [1000 * float(np.median(t)) for t in times]
+
 
 def make_cuda_graph(module: Any, inputs: tuple, warmup: int = 3) -> tuple[Callable[[], None], tuple, Any]:
     """Capture `module(*inputs)` in a torch.cuda.CUDAGraph (the documented recipe).

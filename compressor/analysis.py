@@ -104,9 +104,11 @@ def penultimate_layers(module: nn.Module, example: tuple[torch.Tensor, ...], typ
     return _walk([rec.inputs.get(n) for n in outs], stop) - outs
 
 
-def is_residual(grad_in: Any, grad_out: Any) -> bool:
+def is_residual(grad_in: Any, grad_out: Any, through: dict[Any, Any] | None = None) -> bool:
     """Whether the tensor made by `grad_out` adds the tensor made by `grad_in` directly (`x + f(x)`):
-    an add node between them with `grad_in` as one operand."""
+    an add node between them with `grad_in` as one operand. `through` maps the output grad_fn of a nested
+    module to its input's: the walk steps over that module as one op, so a skip connection inside it
+    does not count."""
     if grad_in is None or grad_out is None:
         return False
     seen: set[Any] = set()
@@ -116,6 +118,9 @@ def is_residual(grad_in: Any, grad_out: Any) -> bool:
         if fn in seen or fn is grad_in:
             continue
         seen.add(fn)
+        if through and fn in through:
+            stack.append(through[fn])
+            continue
         nexts = [nxt for nxt, _ in fn.next_functions if nxt is not None]
         if type(fn).__name__.startswith("AddBackward") and any(n is grad_in for n in nexts):
             return True

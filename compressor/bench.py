@@ -9,10 +9,16 @@ Each result reports the precision of the artifact it ran (`extra["precision"]`, 
 precision column; `artifact_precision`): an .onnx file's is read from its graph without running it
 (the `onnx` package, if installed: "-" without it), an engine's from its sidecar, an IR's from its
 ir.json (the torch backends show the cast precision instead where --precision asks for one).
+
+A hostile file is refused in one line before anything runs: where `onnx` is installed, a graph with no nodes
+or outputs, a tensor of a type ONNX does not define, an initializer whose data does not match its shape, and a
+Loop whose trip count is a constant over MAX_LOOP_TRIPS (a trip count computed from data cannot be bounded in
+advance); the settings beyond MAX_ITERS / MAX_WARMUP; random inputs beyond latency.MAX_INPUT_BYTES.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -29,11 +35,18 @@ from compressor.evaluate.latency import (
 from compressor.options import closest
 from compressor.store import is_pickle
 
-__all__ = ["BACKENDS", "SUFFIXES", "artifact_precision", "onnx_precision", "run_bench", "run_bench_many",
-           "format_stats_table"]
+__all__ = ["BACKENDS", "SUFFIXES", "artifact_precision", "check_onnx_graph", "check_onnx_loops", "onnx_precision",
+           "refuse_empty", "run_bench", "run_bench_many", "format_stats_table", "tensor_nbytes", "MAX_ITERS",
+           "MAX_WARMUP", "MAX_THREADS", "MAX_LOOP_TRIPS"]
 
 # artifact kind -> the backend "auto" picks
 SUFFIXES: dict[str, str] = {".onnx": "onnxruntime-cpu", ".engine": "tensorrt", IR_KIND: "torch-cpu"}
+# the most timed / untimed calls one bench makes (10**30 would never end; 10**6 calls of a 1 ms model take 17 min)
+MAX_ITERS = 1_000_000
+MAX_WARMUP = 100_000
+MAX_THREADS = 1024  # onnxruntime starts every intra-op thread up front: 100,000 takes minutes, 10**30 overflows
+# the largest constant Loop trip count bench runs: one trip of even a tiny body takes microseconds
+MAX_LOOP_TRIPS = 1_000_000
 
 
 def artifact_kind(path: Path) -> str:
@@ -48,13 +61,124 @@ _QOPERATOR_OPS = frozenset({"ConvInteger", "MatMulInteger", "QGemm", "QAttention
 _QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
-def _nodes(graph: Any) -> Iterator[Any]:
-    """Every node of `graph` and of its subgraphs (If / Loop / Scan bodies)."""
+def _graphs(graph: Any) -> Iterator[Any]:
+    """`graph` and every subgraph in it (If / Loop / Scan bodies), depth first."""
+    yield graph
     for node in graph.node:
-        yield node
         for attr in node.attribute:
             for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _nodes(sub)
+                yield from _graphs(sub)
+
+
+def _nodes(graph: Any) -> Iterator[Any]:
+    """Every node of `graph` and of its subgraphs."""
+    for g in _graphs(graph):
+        yield from g.node
+
+
+def _constants(model: Any) -> dict[str, Any]:
+    """Name -> TensorProto of every initializer and Constant node (`value`) of the model, subgraphs included."""
+    out = {t.name: t for g in _graphs(model.graph) for t in g.initializer}
+    for node in _nodes(model.graph):
+        if node.op_type == "Constant" and node.output:
+            out.update({node.output[0]: attr.t for attr in node.attribute if attr.name == "value"})
+    return out
+
+
+# sub-byte types, stored packed in raw_data (onnx.numpy_helper unpacks them alike)
+_PACKED_BITS = {"INT4": 4, "UINT4": 4, "FLOAT4E2M1": 4, "INT2": 2, "UINT2": 2, "FLOAT6E2M3": 6, "FLOAT6E3M2": 6}
+
+
+def tensor_nbytes(t: Any) -> int | None:
+    """The bytes `t`'s shape and type need in raw_data; None for strings and types ONNX does not define."""
+    from onnx import TensorProto, helper
+
+    if t.data_type == TensorProto.STRING or t.data_type not in TensorProto.DataType.values():
+        return None
+    n = math.prod(t.dims)
+    bits = _PACKED_BITS.get(TensorProto.DataType.Name(t.data_type))
+    if bits is not None:
+        return (n * bits + 7) // 8
+    try:
+        return n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, ValueError, TypeError):  # UNDEFINED, or a type this numpy cannot hold
+        return None
+
+
+def refuse_empty(path: Path) -> None:
+    """ConfigError for a 0-byte file (protobuf reads it as an empty model, onnxruntime as nothing)."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise ConfigError(f"{path} is empty (0 bytes); an interrupted export or copy? re-export it, or pass "
+                          "another .onnx / .engine file or stage directory")
+
+
+def check_onnx_graph(model: Any, path: Path) -> None:
+    """Refuse in one line an ONNX ModelProto that cannot be described or run: no nodes, no outputs, a tensor
+    whose type ONNX does not define, or an initializer whose data does not match its shape."""
+    from onnx import TensorProto
+
+    fix = "re-export it, or pass the model's complete .onnx file"
+    if not model.graph.node:
+        raise ConfigError(f"{path} holds a graph with no nodes (empty, truncated or not ONNX); {fix}")
+    if not model.graph.output:
+        raise ConfigError(f"{path} declares no graph outputs, so there is nothing to compute; {fix}")
+    valid = TensorProto.DataType.values()
+    for g in _graphs(model.graph):
+        for v in [*g.input, *g.output, *g.value_info]:
+            if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type not in valid:
+                raise ConfigError(f"{path}: tensor '{v.name}' has element type {v.type.tensor_type.elem_type}, "
+                                  f"which ONNX does not define (valid: 1-{max(valid)}); {fix}")
+    for name, t in _constants(model).items():
+        if t.data_type not in valid or t.data_type == TensorProto.UNDEFINED:
+            raise ConfigError(f"{path}: initializer '{name}' has data type {t.data_type}, which ONNX does not define "
+                              f"(valid: 1-{max(valid)}); {fix}")
+        if any(d < 0 for d in t.dims):
+            raise ConfigError(f"{path}: initializer '{name}' has negative dimensions {list(t.dims)}; {fix}")
+        need = tensor_nbytes(t)
+        if t.HasField("raw_data") and t.data_location != TensorProto.EXTERNAL and need is not None \
+                and len(t.raw_data) != need:
+            kind = TensorProto.DataType.Name(t.data_type).lower()
+            raise ConfigError(f"{path}: initializer '{name}' holds {len(t.raw_data):,} bytes of data, but its shape "
+                              f"{list(t.dims)} of {kind} needs {need:,} (a corrupt or truncated file); {fix}")
+
+
+def check_onnx_loops(model: Any, path: Path) -> None:
+    """Refuse a Loop node whose trip count is a constant (initializer or Constant node) above MAX_LOOP_TRIPS.
+    A trip count computed at run time, or a loop that stops on a condition, cannot be bounded in advance."""
+    from onnx import numpy_helper
+
+    loops = [n for n in _nodes(model.graph) if n.op_type == "Loop" and n.input and n.input[0]]
+    if not loops:
+        return
+    constants = _constants(model)
+    value_ints = {n.output[0]: a.i for n in _nodes(model.graph) if n.op_type == "Constant" and n.output
+                  for a in n.attribute if a.name == "value_int"}
+    for node in loops:
+        name = node.input[0]
+        count = value_ints.get(name)
+        if count is None and name in constants:  # not in either: computed at run time
+            try:
+                values = numpy_helper.to_array(constants[name]).reshape(-1)
+            except (ValueError, TypeError):  # a malformed tensor: onnxruntime refuses the file when it loads it
+                continue
+            count = int(values[0]) if values.size and values.dtype.kind in "iu" else None
+        if count is not None and count > MAX_LOOP_TRIPS:
+            raise ConfigError(f"{path}: Loop node '{node.name or '?'}' has a constant trip count of {count:,} "
+                              f"('{name}'), over the {MAX_LOOP_TRIPS:,} bench runs (it would not finish); "
+                              f"lower the model's loop count")
+
+
+def _read_onnx(path: Path) -> Any:
+    """The ModelProto of `path` without its external data, or None without the `onnx` package or when
+    protobuf cannot parse the file (onnxruntime then reports it)."""
+    try:
+        import onnx  # not needed to run an .onnx file: without it nothing is checked and the precision is unknown
+    except ImportError:
+        return None
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a corrupt file is the run's error to report
+        return None
 
 
 def onnx_precision(model: Any) -> str:
@@ -94,9 +218,8 @@ def artifact_precision(path: Path) -> str | None:
     kind = artifact_kind(path)
     try:
         if kind == ".onnx":
-            import onnx  # not needed to run an .onnx file: without it the precision is unknown
-
-            return onnx_precision(onnx.load(str(path), load_external_data=False))
+            model = _read_onnx(path)
+            return onnx_precision(model) if model is not None else None
         doc_path = {".engine": path.with_name(path.name + ".json"),
                     IR_KIND: path / "ir.json" if path.is_dir() else path}.get(kind)
         doc = json.loads(doc_path.read_text()) if doc_path is not None else None
@@ -156,13 +279,13 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
         r = _resolve_backend(path, b)
         if r not in resolved:
             resolved.append(r)
-    if path.is_file() and path.stat().st_size == 0:
-        raise ConfigError(f"{path} is empty (0 bytes); an interrupted export or copy? re-export it, or pass "
-                          "another .onnx / .engine file or stage directory")
-    if batch < 1 or iters < 1 or warmup < 0 or min_seconds < 0 or (threads is not None and threads < 1):
-        raise ConfigError(f"invalid bench settings batch={batch} threads={threads} warmup={warmup} "
-                          f"iters={iters} min_seconds={min_seconds}; need batch >= 1, threads >= 1 (or unset), "
-                          "warmup >= 0, iters >= 1, min_seconds >= 0")
+    refuse_empty(path)
+    threads_ok = threads is None or 1 <= threads <= MAX_THREADS
+    if batch < 1 or not 1 <= iters <= MAX_ITERS or not 0 <= warmup <= MAX_WARMUP or not threads_ok \
+            or not (min_seconds >= 0 and math.isfinite(min_seconds)):
+        raise ConfigError(f"invalid bench settings batch={batch} threads={threads} warmup={warmup} iters={iters} "
+                          f"min_seconds={min_seconds}; need batch >= 1, 1 <= threads <= {MAX_THREADS} (or unset), "
+                          f"0 <= warmup <= {MAX_WARMUP:,}, 1 <= iters <= {MAX_ITERS:,}, finite min_seconds >= 0")
     if precision not in (None, "fp32", "fp16"):
         raise ConfigError(f"precision '{precision}' is not valid; choose fp32 or fp16")
     torch_backends = [b for b in resolved if b.startswith("torch-")]
@@ -177,7 +300,14 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
         from compressor.ir import ModelIR  # only here: the IR backends need torch
 
         ir = ModelIR.load(path, trust_factory=trust_factory)
-    own_precision = ir.precision if ir is not None else artifact_precision(path)
+    if artifact_kind(path) == ".onnx":
+        model = _read_onnx(path)
+        if model is not None:  # before onnxruntime loads or runs anything
+            check_onnx_graph(model, path)
+            check_onnx_loops(model, path)
+        own_precision = onnx_precision(model) if model is not None else None
+    else:
+        own_precision = ir.precision if ir is not None else artifact_precision(path)
     out: list[LatencyStats] = []
     for b in resolved:
         if b.startswith("onnxruntime-"):

@@ -146,16 +146,20 @@ def main(debug: bool, verbose: int) -> None:
 @click.option("--dump-ir", is_flag=True, help="After each stage, write dump/NN_name.txt: its IR summary and module.")
 @click.option("--reproduce", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Replay only the failed stage of a reproducer (the reproduce/ folder a failed run wrote).")
+@click.option("--trust-factory", is_flag=True,
+              help="With --reproduce: allow rebuilding a stage whose recipe calls a user factory "
+                   "('package.module:callable'): that imports and runs its code, so only for sources you trust.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @handle_errors
 def run(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], force: bool, store: Path | None,
-        dump_ir: bool, reproduce: Path | None, quiet: bool) -> None:
+        dump_ir: bool, reproduce: Path | None, trust_factory: bool, quiet: bool) -> None:
     """Run PIPELINE: build, compress, export, measure, report.
 
     Finished stages are kept in the stage store; running again resumes after the last finished
     stage, and a changed option re-runs from the stage it belongs to. When a stage fails, the run
     writes a reproducer (runs/<name>/reproduce/: the resolved pipeline, the stage, its input IR);
-    `compress run --reproduce runs/<name>/reproduce` replays that stage alone.
+    `compress run --reproduce runs/<name>/reproduce` replays that stage alone (add --trust-factory when
+    it rebuilds a user factory, i.e. runs code the reproducer names).
     """
     if reproduce is not None:
         if pipeline is not None or overrides or out is not None:
@@ -163,9 +167,12 @@ def run(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], for
         from compressor.reproduce import replay
 
         with writes_to(reproduce):
-            result = replay(reproduce, progress=not quiet)
+            result = replay(reproduce, progress=not quiet, trust_factory=trust_factory)
         click.echo(result.report["md"].read_text())
         return
+    if trust_factory:  # a run rebuilds its own pipeline's factory without being asked
+        raise ConfigError("--trust-factory applies to --reproduce DIR only; a run of PIPELINE calls its own "
+                          "factory without it")
     if pipeline is None:
         raise ConfigError("missing PIPELINE; give a pipeline file (e.g. compress run samples/quickstart.yaml) or "
                           "--reproduce DIR")
@@ -326,31 +333,62 @@ def cache() -> None:
 @click.option("--store", type=click.Path(path_type=Path), default=Path("runs/.store"), show_default=True)
 @handle_errors
 def cache_ls(store: Path) -> None:
-    """One line per stage: key, stage name, size, state, and the run directories that show it."""
+    """One line per stage: key, stage name, size, state, and the links that show it (run directories,
+    sweep trials, anywhere --out put them)."""
     from compressor.store import Store, references
 
     st = Store(store)
     refs = references(st)
     entries = st.entries()
     for e in entries:
-        rec = e["record"] if isinstance(e["record"], dict) else {}
+        rec = e["record"] or {}
         state = "finished" if rec else "unfinished"
-        runs = ", ".join(refs.get(e["key"], [])) or "-"
-        click.echo(f"{e['key']}  {rec.get('name', '?'):<14} {e['bytes'] / 1e6:9.3f} MB  {state:<10}  runs: {runs}")
+        if e["problem"]:
+            state = "damaged"
+        shown = refs.get(e["key"], [])
+        runs = ", ".join(_short_path(Path(x).parent, st.root.parent) for x in shown[:3]) or "-"
+        if len(shown) > 3:
+            runs += f" (+{len(shown) - 3} more)"
+        click.echo(f"{e['key']}  {str(rec.get('name', '?')):<14} {e['bytes'] / 1e6:9.3f} MB  {state:<10}  runs: {runs}")
     click.echo(f"{len(entries)} stages, {sum(e['bytes'] for e in entries) / 1e6:.3f} MB in {store}")
+
+
+def _short_path(p: Path, *bases: Path) -> str:
+    """`p` relative to the first of `bases` (then the working directory) it is below, else as it is."""
+    for base in (*bases, Path.cwd()):
+        try:
+            return str(p.relative_to(base.absolute()))
+        except ValueError:
+            continue
+    return str(p)
 
 
 @cache.command("prune")
 @click.option("--store", type=click.Path(path_type=Path), default=Path("runs/.store"), show_default=True)
-@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted and what is kept, and why.")
+@click.option("--quiet", is_flag=True, help="Only the summary line.")
 @handle_errors
-def cache_prune(store: Path, dry_run: bool) -> None:
-    """Delete the stages that no run directory beside the store links to (a stage a run shows is kept)."""
+def cache_prune(store: Path, dry_run: bool, quiet: bool) -> None:
+    """Delete the stages that no link shows.
+
+    Every link the store served is recorded in it (runs, sweep trials, budget winners' runs, runs whose
+    --out is elsewhere), and links under the store's parent directory are found too. A stage that a link
+    shows, or that a running run holds (its lock), is kept; each line says what is kept or deleted, and
+    why.
+    """
     from compressor.store import Store, prune
 
-    gone = prune(Store(store), dry_run=dry_run)
-    freed = sum(e["bytes"] for e in gone) / 1e6
-    click.echo(f"{'would delete' if dry_run else 'deleted'} {len(gone)} stages, {freed:.3f} MB")
+    st = Store(store)
+    if not st.root.is_dir():
+        raise ConfigError(f"no stage store at {store}; give --store the .store directory of your runs "
+                          "(default runs/.store)")
+    decisions = prune(st, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    if not quiet:
+        for d in decisions:
+            click.echo(f"{verb if d.delete else 'keep':<12} {d.key}  {d.name:<14} {d.bytes / 1e6:9.3f} MB  {d.why}")
+    gone = [d for d in decisions if d.delete]
+    click.echo(f"{verb} {len(gone)} stages, {sum(d.bytes for d in gone) / 1e6:.3f} MB; kept {len(decisions) - len(gone)}")
 
 
 @main.group(cls=OneLineGroup)
@@ -424,16 +462,30 @@ def inspect(artifact: Path) -> None:
     """
     from compressor.registry import EXPORTERS, _load_builtins
 
+    integrity = _verify(artifact)
     _load_builtins()
     if artifact.is_file():  # an exporter's artifact: that exporter describes it
         for name in EXPORTERS.names():
             exporter = EXPORTERS.get(name)
             if artifact.suffix.lower() in exporter.suffixes:
                 click.echo(exporter.describe_artifact(artifact))
+                click.echo(f"integrity: {integrity}")
                 return
     from compressor.ir import describe_directory
 
     click.echo(describe_directory(artifact))
+    click.echo(f"integrity: {integrity}")
+
+
+def _verify(artifact: Path) -> str:
+    """The artifact checked against the sha256 values recorded beside it (the stage's sealed stage.json,
+    or an IR's weights hash in ir.json): one line saying what was verified, or why it is unverified.
+    A mismatch raises "corrupt: X does not match ..." (exit 2). Reads files only; runs nothing."""
+    from compressor.store import verify_artifact
+
+    if not artifact.exists():
+        return "unverified: missing"
+    return verify_artifact(artifact)
 
 
 # the names of compressor.evaluate.latency.BACKENDS, spelled out so that importing the CLI stays
@@ -474,14 +526,18 @@ def bench(artifact: Path, backends: tuple[str, ...], precision: str | None, cuda
 
     from compressor.bench import format_stats_table, run_bench_many
 
+    integrity = _verify(artifact)
     stats = run_bench_many(artifact, backends or ("auto",), batch=batch, threads=threads, warmup=warmup,
                            iters=iters, min_seconds=min_seconds, precision=precision, cuda_graphs=cuda_graphs,
                            trust_factory=trust_factory)
+    for s in stats:
+        s.extra["integrity"] = integrity
     if as_json:
         dicts = [s.to_dict() for s in stats]
         click.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     else:
         click.echo(format_stats_table(stats))
+        click.echo(f"integrity: {integrity}")
 
 
 if __name__ == "__main__":

@@ -28,3 +28,9 @@ class PassError(CompressError):
 
 class ExportError(CompressError):
     """An exporter failed, or its artifact did not reproduce the model's outputs."""
+
+
+class StoreError(CompressError):
+    """The stage store (or a file a stage record covers) is damaged: a stored file does not match its
+    checksum, a stage path is not a directory, or the store cannot be read or written. Never the fault of
+    the stage that was running, so no reproducer is written for it."""

@@ -5,17 +5,27 @@ store (load or compute-and-save), measure, timing, progress, dump-IR (opt-in), r
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from compressor.manager import Instrument, Run, StageRun, stable_hash
 from compressor.options import options_dict
-from compressor.store import STAGE_FILE, Store, link_stage, read_json, write_json
+from compressor.errors import StoreError
+from compressor.store import (
+    Store,
+    link_stage,
+    read_json,
+    read_metrics,
+    sealed_record,
+    write_json,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,17 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def store_errors(store: Store, what: str) -> Iterator[None]:
+    """An OSError of the store itself as a StoreError naming the store, not the run's --out."""
+    try:
+        yield
+    except OSError as exc:
+        where = f" {exc.filename}" if isinstance(exc.filename, str) else ""
+        raise StoreError(f"store {store.root}: cannot {what}{where} ({exc.strerror or exc}); check the store "
+                         "directory (--store)") from None
+
+
 class StoreInstrument(Instrument):
     """Stages live in the content-addressed store; the run directory links to them (`NN_name`).
 
@@ -65,26 +86,36 @@ class StoreInstrument(Instrument):
     def before_stage(self, run: Run, s: StageRun) -> None:
         view = view_name(s)
         self.views.add(view)
-        s.resources.enter_context(self.store.lock(s.key))
-        info = None if self.force else self.store.finished(s.key)
+        with store_errors(self.store, "take a stage lock"):
+            s.resources.enter_context(self.store.lock(s.key))
+        with store_errors(self.store, "read a stage"):
+            info = None if self.force else self.store.finished(s.key)
         if info is not None:
             out = s.step.load(self.store.dir(s.key), info, s.input, run.trust)
             if out is not None:
                 s.output, s.cached = out, True
-                s.dir = link_stage(self.run_dir, view, self.store.dir(s.key))
+                self._show(s, view, self.store.dir(s.key))
                 return
         d, s.resumed = self.store.begin(s.key, self.force)
+        self._show(s, view, d)
+
+    def _show(self, s: StageRun, view: str, d: Path) -> None:
+        """Link the run's view to the stage and record the link in the store (under the key's lock), so
+        that `cache prune` keeps the stage while the link shows it."""
         s.dir = link_stage(self.run_dir, view, d)
+        self.store.add_referrer(s.key, s.dir)
 
     def after_stage(self, run: Run, s: StageRun) -> None:
         if s.cached:
             return
         assert s.output is not None
         d = self.store.dir(s.key)
-        out = s.step.save(s.output, d)
-        shutil.rmtree(d / "checkpoints", ignore_errors=True)  # scratch until the stage is done
-        self.store.commit(s.key, {"name": s.name, "label": s.label, "kind": s.kind,
-                                  "seconds": round(time.perf_counter() - s.start, 3), **out.info}, files=out.files)
+        with store_errors(self.store, "save a stage"):
+            out = s.step.save(s.output, d)
+            shutil.rmtree(d / "checkpoints", ignore_errors=True)  # scratch until the stage is done
+            self.store.commit(s.key, {"name": s.name, "label": s.label, "kind": s.kind,
+                                      "seconds": round(time.perf_counter() - s.start, 3), **out.info},
+                              files=out.files)
 
     def exit_run(self, run: Run, ok: bool) -> None:
         if not ok:
@@ -110,17 +141,13 @@ class MeasureInstrument(Instrument):
         self.eval_key = stable_hash({"evaluate": options_dict(self.ev), "latency": options_dict(self.lat)})
 
     def after_stage(self, run: Run, s: StageRun) -> None:
-        info = (read_json(s.dir / STAGE_FILE) if s.dir is not None else None) or {}
-        metrics_file = s.dir / f"metrics-{self.eval_key}.json" if s.dir is not None else None
-        saved = read_json(metrics_file) if metrics_file is not None else None
-        if isinstance(saved, dict) and saved.get("eval_key") == self.eval_key and saved.get("stage_key") == s.key \
-                and info.get("key") == s.key:
-            record = saved["record"]
-        else:
+        stage = sealed_record(s.dir, s.key) if s.dir is not None else None
+        record = read_metrics(s.dir, self.eval_key, stage) if s.dir is not None and stage is not None else None
+        if record is None:
             record = measure(s, run.ctx, self.ev, self.lat)
-            record["seconds"] = info.get("seconds", round(time.perf_counter() - s.start, 3))
-            if metrics_file is not None and info.get("key") == s.key:
-                write_json(metrics_file, {"eval_key": self.eval_key, "stage_key": s.key, "record": record})
+            record["seconds"] = (stage or {}).get("seconds", round(time.perf_counter() - s.start, 3))
+            if s.dir is not None and stage is not None:
+                write_metrics(s.dir, self.eval_key, stage, record)
         record["options"] = s.step.options()  # typed option values, not only the label
         s.record = record
 
@@ -203,8 +230,8 @@ class ReproducerInstrument(Instrument):
         self.dir, self.say, self.evaluate = run_dir / REPRODUCE_DIR, say, evaluate
 
     def stage_failed(self, run: Run, s: StageRun, exc: BaseException) -> None:
-        if not isinstance(exc, Exception):  # Ctrl-C, SystemExit: not a failure of the step
-            return
+        if not isinstance(exc, Exception) or isinstance(exc, StoreError):  # Ctrl-C; a damaged store: not the
+            return                                                          # step's failure
         import yaml
 
         tmp = self.dir.with_name(f"{REPRODUCE_DIR}.{os.getpid()}.tmp")
@@ -335,13 +362,18 @@ def measure_latency(runtime: Any, artifact: Path | None, opts: Any) -> tuple[dic
 
 
 def read_reproducer(path: Path) -> dict[str, Any]:
+    """The reproduce.json of the reproducer directory `path`, validated field by field
+    (`compressor.schema.REPRODUCER`): a malformed one is one ConfigError naming the field."""
+    from compressor import schema
     from compressor.errors import ConfigError
 
-    doc = read_json(path / REPRODUCE_FILE) if path.is_dir() else None
+    file = path / REPRODUCE_FILE
+    where = f"give the '{REPRODUCE_DIR}' folder a failed run wrote, e.g. runs/<name>/{REPRODUCE_DIR}"
+    doc = schema.load_json(file, REPRODUCE_FILE, max_bytes=schema.REPRODUCE_MAX_BYTES, fix=where) \
+        if file.is_file() else None
     if not isinstance(doc, dict) or doc.get("format") != 1:
-        raise ConfigError(f"{path}: not a reproducer directory (no valid {REPRODUCE_FILE}); give the "
-                          f"'{REPRODUCE_DIR}' folder a failed run wrote, e.g. runs/<name>/{REPRODUCE_DIR}")
-    return doc
+        raise ConfigError(f"{path}: not a reproducer directory (no valid {REPRODUCE_FILE}); {where}")
+    return schema.validate(doc, schema.REPRODUCER, str(file), fix=f"the reproducer was altered; {where}")
 
 
 __all__ = ["DumpIRInstrument", "MeasureInstrument", "ProgressInstrument", "ReportInstrument",

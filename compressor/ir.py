@@ -28,6 +28,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
+from compressor import schema
 from compressor.errors import FrontendError
 from compressor.store import is_pickle, sha256_file
 
@@ -51,7 +52,13 @@ class InputSpec:
     value_range: tuple[float, float] | None = None
 
     def example(self, batch: int = 2, seed: int = 0) -> torch.Tensor:
-        """A deterministic example tensor inside the declared value range."""
+        """A deterministic example tensor inside the declared value range. Its size is bounded before
+        anything is allocated (a crafted shape must not ask for terabytes)."""
+        n = schema.count_elements(self.shape, batch)
+        if n > schema.MAX_EXAMPLE_ELEMENTS:
+            raise FrontendError(f"input '{self.name}' of shape {list(self.shape)} at batch {batch} is {n:,} elements; "
+                                f"an example input holds at most {schema.MAX_EXAMPLE_ELEMENTS:,} (1 GiB of float32): "
+                                "use a smaller batch or input shape")
         gen = torch.Generator().manual_seed(seed)
         dims = tuple(batch if d is None else d for d in self.shape)
         x = torch.rand(dims, generator=gen)
@@ -249,6 +256,9 @@ PICKLE_HINT = ("pickled files are never loaded (loading one can run arbitrary co
                f"({IR_JSON} + {WEIGHTS}) or an .onnx file")
 
 
+ALTERED = "the stage is corrupt or was altered: re-run it"
+
+
 def refuse_unknown_file(path: Path) -> FrontendError:
     """The one-line error for a file that is not an IR directory (a pickle, a zip written by torch.save,
     anything else); never opens it beyond its first bytes."""
@@ -271,17 +281,12 @@ def read_document(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
         root, doc_path = path.parent, path
     else:
         raise FrontendError(f"no IR at {path}; give a stage directory of a run (it holds {IR_JSON})")
-    try:
-        doc = json.loads(doc_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise FrontendError(f"{doc_path} is not valid JSON ({exc}); the stage is corrupt: re-run it") from None
+    doc = schema.load_json(doc_path, IR_JSON, max_bytes=schema.IR_MAX_BYTES, error=FrontendError, fix=ALTERED)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise FrontendError(f"{doc_path} is not an IR document of this version (format {found!r}, expected "
                             f"{FORMAT!r}); re-run the stage")
-    missing = [k for k in ("inputs", "task", "precision", "recipe") if k not in doc]
-    if missing:
-        raise FrontendError(f"{doc_path} lacks {', '.join(missing)}; the stage is corrupt: re-run it")
+    schema.validate(doc, schema.IR_DOCUMENT, str(doc_path), error=FrontendError, fix=ALTERED)
     return doc, root
 
 
@@ -290,20 +295,30 @@ def safetensors_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     alone: no tensor is materialized and nothing is executed."""
     path = Path(path)
     try:
+        size = path.stat().st_size
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
-            if n > 100_000_000:
-                raise ValueError("header length out of range")
-            header = json.loads(f.read(n))
+            if n > min(schema.SAFETENSORS_HEADER_MAX_BYTES, size - 8):
+                raise ValueError(f"header length {n:,} out of range for a file of {size:,} bytes")
+            raw = f.read(n)
     except (OSError, struct.error, ValueError) as exc:
-        raise FrontendError(f"{path} is not a readable safetensors file ({exc})") from None
+        raise FrontendError(f"{path} is not a readable safetensors file ({exc}); {ALTERED}") from None
+    source = f"{path} header"
+    header = schema.parse_json(raw, source, "safetensors header", error=FrontendError, fix=ALTERED)
     if not isinstance(header, dict):
-        raise FrontendError(f"{path} is not a readable safetensors file (header is not a mapping)")
-    header.pop("__metadata__", None)
+        raise FrontendError(f"{source}: expected a mapping of tensor names, got {schema.got(header)}; {ALTERED}")
+    schema.validate(header.pop("__metadata__", {}), schema.SAFETENSORS_METADATA, source, path="__metadata__",
+                    error=FrontendError, fix=ALTERED)
+    schema.validate(header, schema.SAFETENSORS_HEADER, source, error=FrontendError, fix=ALTERED)
+    data_bytes = size - 8 - n
+    for name, info in header.items():  # what the format promises about offsets, checked against this file
+        begin, end = info["data_offsets"]
+        nbytes = schema.count_elements(info["shape"]) * schema.SAFETENSORS_ITEMSIZE[info["dtype"]]
+        if not begin <= end <= data_bytes or end - begin != nbytes:
+            raise FrontendError(f"{source}: {schema.key_path('', name)}.data_offsets: [{begin}, {end}] does not hold "
+                                f"{info['dtype']} {info['shape']} ({nbytes:,} bytes) inside the file's "
+                                f"{data_bytes:,} data bytes; {ALTERED}")
     return header
-
-
-_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 def summary_header(doc: dict[str, Any], params: int | None = None, nbytes: int | None = None) -> str:
@@ -352,10 +367,8 @@ def describe_directory(path: str | os.PathLike[str]) -> str:
     rows: dict[str, list[int]] = {}
     total_n = total_b = 0
     for name, info in header.items():
-        n = 1
-        for d in info.get("shape", []):
-            n *= int(d)
-        b = n * _ITEMSIZE.get(info.get("dtype", ""), 0)
+        n = schema.count_elements(info["shape"])
+        b = n * schema.SAFETENSORS_ITEMSIZE[info["dtype"]]
         owner = name.rpartition(".")[0] or "(root)"
         row = rows.setdefault(owner, [0, 0, 0])
         row[0] += 1

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, Sequence
 
 from compressor.context import PassContext
-from compressor.errors import ConfigError, FrontendError
+from compressor.errors import CompressError, ConfigError, ExportError, FrontendError, PassError
 from compressor.ir import IR_JSON, WEIGHTS, ModelIR
 
 log = logging.getLogger(__name__)
@@ -368,6 +368,14 @@ class Instrument:
         pass
 
 
+def _exit_error(s: StageRun, exc: SystemExit) -> CompressError:
+    """The one-line error for code that called sys.exit() while stage `s` computed or was measured (the
+    CLI would otherwise end with that code, 0 included, and no output)."""
+    cls = {"model": FrontendError, "export": ExportError}.get(s.kind, PassError)
+    return cls(f"stage {s.index} '{s.name}' ({s.kind}): code it ran called sys.exit({exc.code!r}); a model's "
+               "factory and forward, and a pass, must return or raise, not exit: fix that code")
+
+
 class Sequential:
     """Steps run in order with instruments. `steps` may hold a model step first (a pipeline's frontend);
     otherwise `run(ir)` starts from the given IR, recorded as stage 0 ('input') so that the report shows
@@ -436,12 +444,15 @@ class Sequential:
             s = StageRun(index, step, step.key(prev), current, len(run.steps))
             with s.resources:
                 try:
-                    for i in instruments:
-                        i.before_stage(run, s)
-                    if s.output is None:
-                        s.output = self._compute(step, s, ctx)
-                    for i in instruments:
-                        i.after_stage(run, s)
+                    try:
+                        for i in instruments:
+                            i.before_stage(run, s)
+                        if s.output is None:
+                            s.output = self._compute(step, s, ctx)
+                        for i in instruments:
+                            i.after_stage(run, s)
+                    except SystemExit as exc:  # user code (a factory, a forward) exited: a failure, not success
+                        raise _exit_error(s, exc) from exc
                 except BaseException as exc:
                     for i in reversed(instruments):
                         try:

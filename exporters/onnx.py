@@ -681,14 +681,18 @@ export = export_onnx  # `from compressor.exporters import onnx; onnx.export(ir, 
 
 def describe_onnx(path: str | os.PathLike[str]) -> str:
     """`compress inspect model.onnx`: inputs, outputs, opset, operator counts and weight bytes (a protobuf
-    read: no code runs)."""
-    from onnx import numpy_helper
+    read: no code runs). An empty file, a graph with no nodes or outputs, a tensor type ONNX does not define
+    or an initializer whose data does not match its shape is refused in one line (`compressor.bench`'s
+    checks, which `compress bench` applies too)."""
+    from compressor.bench import check_onnx_graph, refuse_empty, tensor_nbytes
 
     path = Path(path)
+    refuse_empty(path)  # protobuf reads 0 bytes as an empty model
     try:
         model = onnx.load(str(path))
     except Exception as exc:
         raise ExportError(f"{path} is not a readable ONNX file ({_first_line(exc)})") from None
+    check_onnx_graph(model, path)
 
     def value(v: Any) -> str:
         t = v.type.tensor_type
@@ -701,7 +705,9 @@ def describe_onnx(path: str | os.PathLike[str]) -> str:
     dtypes: dict[str, int] = {}
     for init in model.graph.initializer:
         name = onnx.TensorProto.DataType.Name(init.data_type).lower()
-        dtypes[name] = dtypes.get(name, 0) + numpy_helper.to_array(init).nbytes
+        # from the shape, not by decoding the weights (strings: their bytes)
+        nbytes = tensor_nbytes(init)
+        dtypes[name] = dtypes.get(name, 0) + (nbytes if nbytes is not None else sum(map(len, init.string_data)))
     opset = _default_opset(model)
     return "\n".join([
         f"ONNX file: {path} ({path.stat().st_size:,} bytes, opset {opset}, producer {model.producer_name})",

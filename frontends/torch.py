@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,7 +34,7 @@ class TorchOptions:
     factory: str = option(help="'package.module:callable' returning an nn.Module")
     kwargs: dict[str, Any] = option({}, "keyword arguments for the factory")
     weights: str | None = option(None, "state_dict file (.pt/.pth), loaded with weights_only=True")
-    input_shape: list[int] | None = option(None, "C,H,W of one sample (default: the data's)")
+    input_shape: list[int] | None = option(None, "C,H,W of one sample (default: the data's)", min=1)
     task: Literal["classification", "segmentation"] | None = option(None, "task kind (default: the data's)")
     num_classes: int | None = option(None, "classes (default: the data's)", min=1)
     leaf_modules: list[str] = option([], "ignored (the IR no longer traces the model); accepted so that old "
@@ -102,6 +103,9 @@ def load_weights(model: nn.Module, path: str) -> None:
             if key in state and isinstance(state[key], dict):
                 state = state[key]
                 break
+    if not isinstance(state, Mapping):  # e.g. torch.save(tensor): load_state_dict would raise a TypeError
+        raise FrontendError(f"weights file {p} holds a {type(state).__name__}, not a state_dict (a mapping of "
+                            f"parameter names to tensors); save one with torch.save(model.state_dict(), path)")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

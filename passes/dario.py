@@ -4,9 +4,10 @@ The pass runs in three phases on the IR's eager module, each usable on its own f
 
 1. `prepare(module, example, granularity)` finds the gateable structures and gates them with hooks;
    nothing is traced, so it works on the models users bring (Hugging Face, torch.nn, their own).
-   - Blocks (`compressor.adapters.blocks`): elements of a ModuleList / Sequential that run once,
-     keep their input's shape and add their input to what they compute (`x + f(x)`, read from the
-     autograd graph): transformer layers, residual blocks with identity shortcuts, inverted residuals.
+   - Blocks (`compressor.adapters.blocks`): elements of a ModuleList / Sequential, or named sibling
+     attributes (`block1`, `block2`, ...), that run once, keep their input's shape, add their input to
+     what they compute (`x + f(x)`, read from the autograd graph) and can be removed: transformer
+     layers, residual blocks with identity shortcuts, inverted residuals.
      A forward hook on the block computes eq. 6.1: H̃_m = σ(α)·H_m + (1 − σ(α))·H_{m−1}, H_{m−1} the
      block's input; the next block's input is then the gated output, so adjacent gates chain.
    - Heads (`compressor.adapters.attention`): every attention layout an adapter knows (fused qkv as in
@@ -27,8 +28,9 @@ The pass runs in three phases on the IR's eager module, each usable on its own f
      evaluations (k + n), best kept.
    Every mode returns the best α it evaluated (lowest objective).
 3. `convert(prepared, keep)` removes the gates and what `keep` marks removed: a block becomes the
-   identity, heads are sliced out through their adapter (never all heads of a module). What was removed
-   is recorded in the IR's recipe (edit `dario`) and replayed when the stage is loaded.
+   identity, heads are sliced out through their adapter (never all heads of a module). The converted
+   model must still run (a PassError names the module that fails otherwise). What was removed is
+   recorded in the IR's recipe (edit `dario`) and replayed when the stage is loaded.
 
 Proxies (table 6.1), over all parameter tensors θ̃_t (T tensors, N scalars) of the model:
 L0 = mean_t ‖θ̃_t‖₀, L1 = mean_t ‖θ̃_t‖₁, L2 = mean_t ‖θ̃_t‖₂, synflow = Σ (∂ΣH^a/∂θ ⊙ θ̃^a) with H^a
@@ -54,7 +56,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from compressor.adapters.attention import adapter_named, find_attention
-from compressor.adapters.blocks import BlockInfo, call_order, find_blocks, remove_blocks
+from compressor.adapters.blocks import BlockInfo, call_order, find_blocks, output_shape, remove_blocks, run_error
 from compressor.context import PassContext
 from compressor.edits import register_edit
 from compressor.errors import PassError
@@ -113,6 +115,7 @@ class Prepared:
     module: nn.Module
     structures: list[Structure]
     handles: list[Any] = field(default_factory=list)
+    example: tuple[torch.Tensor, ...] | None = None  # the inputs the conversion checks the model on
 
     def gate(self, s: Structure) -> nn.Module:
         return self.module.get_submodule(GATES)[s.gate]
@@ -171,7 +174,7 @@ def prepare(module: nn.Module, example: tuple[torch.Tensor, ...],
             structures.append(Structure("heads", path, key, n, block=owner, adapter=adapter.name,
                                         params=sum(p.numel() for p in attn.parameters())))
     module.add_module(GATES, gates)
-    return Prepared(module, structures, handles)
+    return Prepared(module, structures, handles, example)
 
 
 def unprepare(prepared: Prepared) -> None:
@@ -213,10 +216,19 @@ def convert(prepared: Prepared, keep: dict[str, list[bool]]) -> dict[str, Any]:
             raise PassError(f"prune-dario: convert would remove every head of {s.name}; keep at least one")
         if not all(mask):
             removed_heads[s.name] = {"adapter": s.adapter, "keep": [i for i, k in enumerate(mask) if k]}
+    shape = output_shape(prepared.module, prepared.example) if prepared.example is not None else None
     try:
         apply_removal(prepared.module, removed_blocks, removed_heads)
     except ValueError as exc:
         raise PassError(f"prune-dario: {exc}") from None
+    broken = run_error(prepared.module, prepared.example, shape) if prepared.example is not None else None
+    if broken:
+        # a layout the adapters do not fully know (a per-head tensor they did not slice, an attribute the
+        # parent reads from a removed block): say where, instead of returning a model that cannot run
+        what = [b["name"] for b in removed_blocks] + [f"heads of {k} (keeping {v['keep']})"
+                                                     for k, v in removed_heads.items()]
+        raise PassError(f"prune-dario: after removing {', '.join(what)} the model does not run: {broken}; gate the "
+                        "other granularity (block / head) or report this layout")
     return {"removed_blocks": [b["name"] for b in removed_blocks],
             "removed_heads": {k: [i for i in range(len(keep[k])) if not keep[k][i]] for k in removed_heads},
             "edit": {"removed_blocks": removed_blocks, "removed_heads": removed_heads}}
@@ -529,7 +541,8 @@ class PruneDario(Pass):
         prepared = prepare(model, example, o.granularity)
         if not prepared.structures:
             unprepare(prepared)
-            what = {"block": "no residual block x + f(x) among the elements of a ModuleList/Sequential",
+            what = {"block": "no residual block x + f(x) that can be removed, among the elements of a "
+                              "ModuleList/Sequential or the repeated named attributes of one module",
                     "head": "no attention module of a known layout",
                     "both": "no residual block and no attention module"}[o.granularity]
             raise PassError(f"prune-dario: nothing to gate in {ir.meta.get('model', type(model).__name__)}: {what}; "

@@ -12,6 +12,12 @@ below). "Excluded" here is the literal reading (torch-pruning's
 anywhere in the group would change the excluded layer too. The record lists every group with the
 decision taken (pruned / frozen) and why.
 
+Layouts torch-pruning's graph gets wrong are handled through the adapters: a layer reading concatenated
+copies of one feature's channels (Swin's patch merging, DINOv2's [CLS, mean] classifier) becomes one
+customized torch-pruning layer that removes a channel from every copy (`compressor.adapters.merges`);
+per-head tables (Swin's relative-position bias) are left out of torch-pruning and sliced with the heads
+whole-head pruning keeps; a pruned model that does not run is a PassError naming the failing module.
+
 Ranking choice (documented, tested): `importance: filter` (default) ranks by the L1 norm of the
 group's root filter only — the paper's "L1 norm of each filter"; `importance: group` ranks by
 the mean L1 norm over all coupled parameters (torch-pruning's GroupMagnitudeImportance default).
@@ -36,7 +42,9 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from compressor.adapters.attention import find_attention
+from compressor.adapters.attention import AttentionAdapter, find_attention
+from compressor.adapters.blocks import output_shape, run_error
+from compressor.adapters.merges import MergeError, MergePruning, find_merges
 from compressor.analysis import output_layers, penultimate_layers
 from compressor.context import PassContext
 from compressor.edits import register_edit
@@ -140,15 +148,18 @@ class FilterL1Importance(tp.importance.Importance):
     def __init__(self, excluded: set[nn.Module], scope: str) -> None:
         self.excluded = excluded
         self.scope = scope
+        # whether a pruning function removes output channels: the graph's own test once it is built (a
+        # Linear that reads concatenated copies has a customized pruner, compressor.adapters.merges)
+        self.is_out: Any = lambda fn: fn in (tp.pruner.function.prune_conv_out_channels,
+                                             tp.pruner.function.prune_linear_out_channels)
 
     @torch.no_grad()
     def __call__(self, group: Any) -> torch.Tensor | None:
-        out_fns = (tp.pruner.function.prune_conv_out_channels, tp.pruner.function.prune_linear_out_channels)
         n = len(group[0].idxs)
         total, count = None, 0
         for i, (dep, idxs) in enumerate(group):
             layer = dep.layer
-            if layer in self.excluded or not isinstance(layer, PRUNABLE) or dep.pruning_fn not in out_fns:
+            if layer in self.excluded or not isinstance(layer, PRUNABLE) or not self.is_out(dep.pruning_fn):
                 continue
             w = layer.weight.data
             w = w.transpose(0, 1) if getattr(layer, "transposed", False) else w
@@ -179,6 +190,8 @@ class PruneL1(Pass):
         converted = convert_mha(gm)
         names = {m: n for n, m in gm.named_modules()}
         example = ir.example_inputs(batch=1)
+        batch = ir.example_inputs(batch=2)
+        shape = output_shape(gm, batch)  # what the pruned model must still return
         protected = protected_layers(gm, o, example)
         excluded = exclusions(gm, o, example, protected)
         unknown = [p for p in o.ignore if not any(fnmatch.fnmatch(n, p) for n in names.values())]
@@ -189,7 +202,7 @@ class PruneL1(Pass):
         # freeze: every excluded layer is ignored (its group freezes); follow: only the protected
         # layers (output, and penultimate when asked) are, the other excluded layers are merely never ranked.
         frozen_names = set(excluded) if o.exclude_mode == "freeze" else {n for n in excluded if n in protected}
-        ignored = [modules[n] for n in frozen_names]
+        ignored: list[Any] = [modules[n] for n in frozen_names]
         params_before = ir.parameter_count()
 
         importance = FilterL1Importance({modules[n] for n in excluded}, o.importance)
@@ -198,18 +211,95 @@ class PruneL1(Pass):
         for path, adapter in attention:
             num_heads.update(adapter.pruning_num_heads(gm.get_submodule(path)))
         whole = o.heads == "whole"
-        try:
-            pruner = tp.pruner.BasePruner(
-                gm, example, importance=importance, pruning_ratio=o.ratio,
-                ignored_layers=ignored, global_pruning=o.global_pruning, round_to=o.round_to,
-                iterative_steps=o.iterative_steps, root_module_types=list(PRUNABLE), num_heads=num_heads,
-                prune_num_heads=whole and bool(num_heads), prune_head_dims=not whole,
-                head_pruning_ratio=o.ratio if whole else 0.0, output_transform=_first_output)
-        except Exception as exc:
-            raise PassError(f"prune-l1: torch-pruning could not build the dependency graph: {exc}") from exc
+        merges = _merges(gm, example)
+        # per-head tables (Swin's relative-position bias) are not channels: torch-pruning leaves them alone,
+        # and whole-head pruning slices them to the kept heads afterwards (the adapters' sync)
+        tables = head_tables(gm, attention)
+        with MergePruning(gm, merges) as merging:
+            try:
+                with merging.traced():
+                    pruner = tp.pruner.BasePruner(
+                        gm, example, importance=importance, pruning_ratio=o.ratio,
+                        ignored_layers=ignored + tables, global_pruning=o.global_pruning, round_to=o.round_to,
+                        iterative_steps=o.iterative_steps, root_module_types=list(PRUNABLE), num_heads=num_heads,
+                        prune_num_heads=whole and bool(num_heads), prune_head_dims=not whole,
+                        head_pruning_ratio=o.ratio if whole else 0.0, output_transform=_first_output,
+                        customized_pruners=merging.customized_pruners)
+                merging.check(pruner.DG)
+            except MergeError as exc:
+                raise _merge_error(exc) from None
+            except Exception as exc:
+                raise PassError(f"prune-l1: torch-pruning could not build the dependency graph: {exc}") from exc
+            is_out = importance.is_out = pruner.DG.is_out_channel_pruning_fn
+            groups, by_key = self._records(pruner, names, excluded, frozen_names)
+            rows = _QRows(gm, attention) if whole else None
+            losses: list[float] = []
+            for step in range(o.iterative_steps):
+                for group in pruner.step(interactive=True):
+                    rec = by_key.get(frozenset(names.get(m, "?") for m in _out_layers(group, is_out)))
+                    if rec is not None:
+                        rec["pruned_channels"] += len(group[0].idxs)
+                    if rows is not None:
+                        rows.update(group, is_out)
+                    group.prune()
+                if o.finetune_epochs > 0:
+                    losses += self._finetune(ir.replace(module=gm), ctx, step)
+            history = [[str(n), bool(out_ch), [int(i) for i in idxs]] for n, out_ch, idxs in pruner.pruning_history()]
+        for rec in groups:
+            if rec["decision"] == "pruned" and rec["pruned_channels"] == 0:
+                rec["decision"] = "kept"
+                rec["reason"] = "nothing to remove at this ratio/rounding"
+        synced: dict[str, dict[str, Any]] = {}
+        for path, adapter in attention:
+            m = gm.get_submodule(path)
+            qkv = adapter.pruning_num_heads(m)
+            heads = next((pruner.num_heads[q] for q in qkv if q in pruner.num_heads), None)
+            try:
+                values = adapter.sync_after_pruning(m, heads, rows.kept_heads(path) if rows is not None else None)
+            except ValueError as exc:
+                raise PassError(f"prune-l1: attention {path}: {exc}") from None
+            synced[path] = {"adapter": adapter.name, "values": {k: _plain(x) for k, x in values.items()}}
+        gm.eval()
+        broken = run_error(gm, batch, shape)
+        if broken:
+            raise PassError(f"prune-l1: the pruned model does not run: {broken}; exclude that layer or the layers "
+                            "feeding it with ignore (exclude_mode: freeze), or report the model")
+        params_after = sum(p.numel() for p in gm.parameters())
+        stats = {
+            "params_before": params_before,
+            "params_after": params_after,
+            "params_removed_pct": round(100 * (1 - params_after / max(params_before, 1)), 2),
+            "groups_pruned": sum(r["decision"] == "pruned" for r in groups),
+            "groups_frozen": sum(r["decision"] == "frozen" for r in groups),
+            "channels_removed": sum(r["pruned_channels"] for r in groups),
+            "groups": groups,
+        }
+        if merges:
+            stats["merges"] = {m.path: f"{m.copies} copies of {m.producer}" for m in merges}
+        if losses:
+            stats["finetune_losses"] = [round(x, 5) for x in losses]
+        # channel counts that are not multiples of 8 run far slower on onnxruntime CPU (and tensor cores):
+        # BENCHMARKS.md `channel-alignment-cpu`, prune 0.4 follow 0.80× unaligned vs 2.18× with round_to 8
+        changed = {r["root"] for r in groups if r["pruned_channels"] > 0}
+        misaligned = sorted(n for n in changed if n in modules and _out_channels(modules[n]) % 8)
+        stats["misaligned_layers"] = len(misaligned)
+        if misaligned and o.round_to is None:
+            log.info("prune-l1: %d pruned layers have channel counts that are not multiples of 8 (e.g. %s); "
+                     "set round_to: 8 when pruning for latency", len(misaligned), ", ".join(misaligned[:3]))
+        for r in groups:
+            log.debug("group %s: %s (%s) -%d", r["root"], r["decision"], r["reason"], r["pruned_channels"])
+        if attention:
+            stats["attention"] = {p: {"adapter": v["adapter"], **v["values"]} for p, v in synced.items()}
+        edit = {"mha_converted": converted, "history": history, "attention": synced,
+                "merges": [m.path for m in merges]}
+        return PassResult(ir.replace(module=gm).with_edit("prune", **edit), changed=params_after != params_before,
+                          stats=stats)
 
-        # Every coupled group, with the decision and the reason, before anything changes. Groups are
-        # keyed by the layers whose outputs they prune (stable across steps and visit orders).
+    def _records(self, pruner: Any, names: dict[nn.Module, str], excluded: dict[str, str],
+                 frozen_names: set[str]) -> tuple[list[dict[str, Any]], dict[frozenset, dict[str, Any]]]:
+        """Every coupled group, with the decision and the reason, before anything changes. Groups are
+        keyed by the layers whose outputs they prune (stable across steps and visit orders)."""
+        o = self.options
         is_out = pruner.DG.is_out_channel_pruning_fn
         groups: list[dict[str, Any]] = []
         by_key: dict[frozenset, dict[str, Any]] = {}
@@ -231,61 +321,7 @@ class PruneL1(Pass):
                    "decision": decision, "pruned_channels": 0, "reason": reason}
             groups.append(rec)
             by_key[frozenset(outs)] = rec
-
-        losses: list[float] = []
-        for step in range(o.iterative_steps):
-            for group in pruner.step(interactive=True):
-                rec = by_key.get(frozenset(names.get(m, "?") for m in _out_layers(group, is_out)))
-                if rec is not None:
-                    rec["pruned_channels"] += len(group[0].idxs)
-                group.prune()
-            if o.finetune_epochs > 0:
-                losses += self._finetune(ir.replace(module=gm), ctx, step)
-        for rec in groups:
-            if rec["decision"] == "pruned" and rec["pruned_channels"] == 0:
-                rec["decision"] = "kept"
-                rec["reason"] = "nothing to remove at this ratio/rounding"
-        synced: dict[str, dict[str, Any]] = {}
-        for path, adapter in attention:
-            m = gm.get_submodule(path)
-            qkv = adapter.pruning_num_heads(m)
-            heads = next((pruner.num_heads[q] for q in qkv if q in pruner.num_heads), None)
-            values = adapter.sync_after_pruning(m, heads)
-            synced[path] = {"adapter": adapter.name, "values": {k: _plain(x) for k, x in values.items()}}
-        gm.eval()
-        with torch.no_grad():
-            out = gm(*ir.example_inputs(batch=2))
-        want = 1 if ir.task.kind == "segmentation" else ir.task.num_classes
-        if out.shape[1] != want:
-            raise PassError(f"prune-l1 changed the output shape to {tuple(out.shape)}; this is a bug: please report it")
-        params_after = sum(p.numel() for p in gm.parameters())
-        stats = {
-            "params_before": params_before,
-            "params_after": params_after,
-            "params_removed_pct": round(100 * (1 - params_after / max(params_before, 1)), 2),
-            "groups_pruned": sum(r["decision"] == "pruned" for r in groups),
-            "groups_frozen": sum(r["decision"] == "frozen" for r in groups),
-            "channels_removed": sum(r["pruned_channels"] for r in groups),
-            "groups": groups,
-        }
-        if losses:
-            stats["finetune_losses"] = [round(x, 5) for x in losses]
-        # channel counts that are not multiples of 8 run far slower on onnxruntime CPU (and tensor cores):
-        # BENCHMARKS.md `channel-alignment-cpu`, prune 0.4 follow 0.80× unaligned vs 2.18× with round_to 8
-        changed = {r["root"] for r in groups if r["pruned_channels"] > 0}
-        misaligned = sorted(n for n in changed if n in modules and _out_channels(modules[n]) % 8)
-        stats["misaligned_layers"] = len(misaligned)
-        if misaligned and o.round_to is None:
-            log.info("prune-l1: %d pruned layers have channel counts that are not multiples of 8 (e.g. %s); "
-                     "set round_to: 8 when pruning for latency", len(misaligned), ", ".join(misaligned[:3]))
-        for r in groups:
-            log.debug("group %s: %s (%s) -%d", r["root"], r["decision"], r["reason"], r["pruned_channels"])
-        if attention:
-            stats["attention"] = {p: {"adapter": v["adapter"], **v["values"]} for p, v in synced.items()}
-        history = [[str(n), bool(out_ch), [int(i) for i in idxs]] for n, out_ch, idxs in pruner.pruning_history()]
-        edit = {"mha_converted": converted, "history": history, "attention": synced}
-        return PassResult(ir.replace(module=gm).with_edit("prune", **edit), changed=params_after != params_before,
-                          stats=stats)
+        return groups, by_key
 
     def _finetune(self, ir: ModelIR, ctx: PassContext, step: int) -> list[float]:
         from compressor.train import TrainOptions, train_stage
@@ -319,21 +355,85 @@ def _first_output(out: Any) -> torch.Tensor:
 
 
 def _plain(value: Any) -> Any:
-    """Attribute values as JSON data (head counts, sizes, scales)."""
+    """Attribute values as JSON data (head counts, sizes, scales, the kept heads' indices)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
     return value if isinstance(value, (int, float, bool, str)) or value is None else float(value)
+
+
+def _merges(module: nn.Module, example: tuple[torch.Tensor, ...]) -> list[Any]:
+    try:
+        return find_merges(module, example)
+    except MergeError as exc:
+        raise _merge_error(exc) from None
+
+
+def _merge_error(exc: MergeError) -> PassError:
+    return PassError(f"prune-l1: {exc}; this layout cannot be pruned here: freeze the layers writing those "
+                     "channels with ignore (exclude_mode: freeze)")
+
+
+def head_tables(module: nn.Module, attention: list[tuple[str, AttentionAdapter]]) -> list[nn.Parameter]:
+    """The per-head table parameters of every attention (`AttentionAdapter.head_tensors`)."""
+    out = []
+    for path, adapter in attention:
+        attn = module.get_submodule(path)
+        try:
+            tensors = adapter.head_tensors(attn)
+        except ValueError as exc:
+            raise PassError(f"prune-l1: attention {path}: {exc}") from None
+        params = dict(attn.named_parameters())
+        out += [params[name] for name, _ in tensors if name in params]
+    return out
+
+
+class _QRows:
+    """The original row indices still present in each attention's q projection, followed through
+    torch-pruning's groups (which give indices into the current, already pruned layer): after whole-head
+    pruning they tell which heads remain, for the per-head tables."""
+
+    def __init__(self, module: nn.Module, attention: list[tuple[str, AttentionAdapter]]) -> None:
+        self.module = module
+        self.attention = dict(attention)
+        self.q = {path: next(iter(a.pruning_num_heads(module.get_submodule(path))), None) for path, a in attention}
+        self.rows = {q: list(range(q.out_features)) for q in self.q.values() if q is not None}
+
+    def update(self, group: Any, is_out: Any) -> None:
+        for dep, idxs in group:
+            rows = self.rows.get(dep.target.module)
+            if rows is not None and is_out(dep.handler):
+                gone = {int(i) for i in idxs}
+                self.rows[dep.target.module] = [r for i, r in enumerate(rows) if i not in gone]
+
+    def kept_heads(self, path: str) -> list[int] | None:
+        q = self.q.get(path)
+        if q is None:
+            return None
+        return self.attention[path].kept_heads(self.module.get_submodule(path), self.rows[q])
 
 
 @register_edit("prune")
 def _replay_prune(module: nn.Module, edit: dict[str, Any], example: tuple[torch.Tensor, ...]) -> nn.Module:
-    """Torch-Pruning's own replay: the dependency graph of the fresh module, then the recorded pruning
-    history (root layer, out/in channels, indices) group by group; then the attention attributes the
-    pass set (head counts and sizes), through their adapters."""
+    """Torch-Pruning's own replay: the dependency graph of the fresh module (with the same channel merges
+    and untouched per-head tables as the pass), then the recorded pruning history (root layer, out/in
+    channels, indices) group by group; then the attention attributes the pass set (head counts and sizes,
+    the kept heads of per-head tables), through their adapters."""
     from compressor.adapters.attention import adapter_named
 
     for spec in edit.get("mha_converted", []):
         adapter_named("torch-mha").remove_heads(module, spec["path"], list(range(int(spec["heads"]))))
-    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example, output_transform=_first_output)
-    graph.load_pruning_history([tuple(h) for h in edit["history"]])
+    # a recipe written before merges were handled has no "merges": its graph had none, replay it so
+    merges = find_merges(module, example) if "merges" in edit else []
+    if [m.path for m in merges] != list(edit.get("merges", [])):
+        raise ValueError(f"the module's channel merges are {[m.path for m in merges]}, the recipe's "
+                         f"{edit.get('merges', [])}")
+    tables = head_tables(module, find_attention(module))
+    with MergePruning(module, merges) as merging:
+        with merging.traced():
+            graph = tp.DependencyGraph().build_dependency(
+                module, example_inputs=example, output_transform=_first_output,
+                customized_pruners=merging.customized_pruners, ignored_params=tables)
+        graph.load_pruning_history([tuple(h) for h in edit["history"]])
     for path, spec in edit.get("attention", {}).items():
         adapter_named(spec["adapter"]).replay_sync(module.get_submodule(path), spec["values"])
     return module

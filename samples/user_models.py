@@ -1,8 +1,9 @@
 """Models "brought by a user", for the torch frontend (`factory: user_models:<name>`, `search_path: samples`).
 
 Nothing here is written for compressor: Hugging Face `transformers` models behind the usual three-line
-wrapper that returns the logits tensor, a `torch.nn.TransformerEncoder` classifier, and a plain CNN
-with a residual block and a depthwise conv. Random init from small configs (no downloads).
+wrapper that returns the logits tensor, a `torch.nn.TransformerEncoder` classifier, and plain CNNs
+with residual blocks (in an `nn.Sequential`, or as named attributes `block1`, `block2`, ...) and a
+depthwise conv. Random init from small configs (no downloads).
 """
 from __future__ import annotations
 
@@ -63,6 +64,39 @@ def hf_segformer(channels: int = 2, hidden: tuple[int, ...] = (16, 32), heads: t
     return LogitsOnly(SegformerForSemanticSegmentation(cfg), upsample=True)
 
 
+def hf_swin(image_size: int = 16, channels: int = 1, num_labels: int = 10, embed_dim: int = 16,
+            depths: tuple[int, ...] = (2, 2), heads: tuple[int, ...] = (2, 4), patch: int = 2,
+            window: int = 4) -> nn.Module:
+    """Hugging Face SwinForImageClassification: shifted-window attention with a relative-position bias
+    table per head, stages joined by patch merging (4 neighbours concatenated → LayerNorm(4C) →
+    Linear(4C → 2C))."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    cfg = SwinConfig(image_size=image_size, patch_size=patch, num_channels=channels, embed_dim=embed_dim,
+                     depths=list(depths), num_heads=list(heads), window_size=window, mlp_ratio=2.0,
+                     num_labels=num_labels, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                     drop_path_rate=0.0)
+    model = SwinForImageClassification(cfg)
+    # transformers initializes the bias tables to zero; a trained one is not, and random values let a test
+    # see whether removing a head removes that head's column
+    for stage in model.swin.encoder.layers:
+        for layer in stage.blocks:
+            nn.init.normal_(layer.attention.relative_position_bias.relative_position_bias_table, std=0.5)
+    return LogitsOnly(model)
+
+
+def hf_dinov2(image_size: int = 8, channels: int = 1, num_labels: int = 10, layers: int = 2, hidden: int = 32,
+              heads: int = 4, patch: int = 2) -> nn.Module:
+    """Hugging Face Dinov2ForImageClassification: layer scale, and a classifier reading the CLS token
+    concatenated with the mean of the patch tokens (in_features = 2 · hidden)."""
+    from transformers import Dinov2Config, Dinov2ForImageClassification
+
+    cfg = Dinov2Config(image_size=image_size, patch_size=patch, num_channels=channels, hidden_size=hidden,
+                       num_hidden_layers=layers, num_attention_heads=heads, mlp_ratio=2, num_labels=num_labels,
+                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0)
+    return LogitsOnly(Dinov2ForImageClassification(cfg))
+
+
 class EncoderClassifier(nn.Module):
     """Patches → `nn.TransformerEncoder` (pre-norm) → mean pool → linear."""
 
@@ -114,3 +148,25 @@ class ResidualCNN(nn.Module):
 
 def residual_cnn(channels: int = 1, num_classes: int = 10, width: int = 16, segmentation: bool = False) -> nn.Module:
     return ResidualCNN(channels, num_classes, width, segmentation)
+
+
+class NamedBlockCNN(nn.Module):
+    """A CNN whose residual blocks are attributes `block1`, `block2`, `block3` of the model (no
+    ModuleList / Sequential), the way many hand-written networks are."""
+
+    def __init__(self, channels: int = 1, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        self.block1 = ResidualBlock(width)
+        self.block2 = ResidualBlock(width)
+        self.block3 = ResidualBlock(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.block3(self.block2(self.block1(self.stem(x))))
+        return self.head(y.mean((2, 3)))
+
+
+def named_block_cnn(channels: int = 1, num_classes: int = 10, width: int = 16) -> nn.Module:
+    return NamedBlockCNN(channels, num_classes, width)

@@ -188,7 +188,8 @@ def test_cli_several_backends(tmp_path, seg_ir, monkeypatch) -> None:
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
-    assert len(lines) == 4 and lines[2].startswith("onnxruntime-cpu") and lines[3].startswith("onnxruntime-cuda")
+    assert len(lines) == 5 and lines[2].startswith("onnxruntime-cpu") and lines[3].startswith("onnxruntime-cuda")
+    assert lines[4] == "integrity: unverified: no stage.json beside it records its sha256"
     r = CliRunner().invoke(main, [*args, "--json"])
     data = json.loads(r.output)
     assert [d["backend"] for d in data] == ["onnxruntime-cpu", "onnxruntime-cuda"] and data[0]["batch"] == 2

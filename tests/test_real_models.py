@@ -1,8 +1,10 @@
-"""Models nobody here wrote, through the whole compiler: HF ViT, MobileViT, Segformer (behind the user's
-three-line wrapper), nn.TransformerEncoder (pre-norm), a plain CNN with a residual and a depthwise conv.
+"""Models nobody here wrote, through the whole compiler: HF ViT, MobileViT, Segformer, Swin, DINOv2 (behind
+the user's three-line wrapper), nn.TransformerEncoder (pre-norm), plain CNNs with residual blocks (in a
+Sequential, or as named attributes) and a depthwise conv.
 
 Each goes lower → prune-l1 → finetune → fp16 → verified ONNX, and through prune-dario at block, head
-and both; every stage saved and reloaded from disk gives outputs equal to the in-memory IR.
+and both; every stage saved and reloaded from disk gives outputs equal to the in-memory IR. The models
+added for "Reliability III" (Swin, DINOv2, the named-block CNN) also go prune-l1 → int8 → verified ONNX.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from compressor.frontends.torch import TorchModel
 from compressor.ir import ModelIR, TaskSpec
 from compressor.passes import FP16, Finetune, PruneDario, PruneL1
 from compressor.passes.dario import convert, prepare
+from compressor.passes.int8 import Int8
+from compressor.passes.prune_l1 import PRUNABLE
 
 pytest.importorskip("transformers", reason="the [hf] extra (transformers) is part of [dev]")
 
@@ -32,8 +36,23 @@ MODELS = {
     "hf-segformer": ("user_models:hf_segformer", {}, (2, 32, 32), "segmentation", 1),
     "transformer-encoder": ("user_models:transformer_encoder", {}, (1, 8, 8), "classification", 10),
     "residual-cnn": ("user_models:residual_cnn", {}, (1, 8, 8), "classification", 10),
+    "hf-swin": ("user_models:hf_swin", {}, (1, 16, 16), "classification", 10),
+    "hf-dinov2": ("user_models:hf_dinov2", {}, (1, 8, 8), "classification", 10),
+    "named-block-cnn": ("user_models:named_block_cnn", {}, (1, 8, 8), "classification", 10),
 }
-HAS_HEADS = {"hf-vit", "hf-mobilevit", "hf-segformer", "transformer-encoder"}
+HAS_HEADS = {"hf-vit", "hf-mobilevit", "hf-segformer", "transformer-encoder", "hf-swin", "hf-dinov2"}
+INT8 = {"hf-swin", "hf-dinov2", "named-block-cnn"}  # also prune-l1 → int8 → verified ONNX
+WHOLE_HEADS = {"hf-vit", "hf-swin"}  # prune-l1 heads: whole (Swin: its relative-position table loses them too)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is as fast, and much faster on 2 busy shared cores (Swin's ONNX
+    exports: 7 s + 6 s instead of 12 s + 10 s)."""
+    was = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(was)
 
 
 def _data(shape: tuple[int, ...], kind: str, classes: int, n: int = 16) -> DataBundle:
@@ -74,13 +93,28 @@ def _heads_consistent(ir: ModelIR) -> None:
 def test_chain_prune_finetune_fp16_onnx(name, tmp_path):
     ir, ctx = _build(name)
     _reloads_equal(ir, tmp_path / "0")
-    pruned = PruneL1(ratio=0.5, exclude_mode="follow", heads="whole" if name == "hf-vit" else "dims")(ir, ctx)
+    pruned = PruneL1(ratio=0.5, exclude_mode="follow", heads="whole" if name in WHOLE_HEADS else "dims")(ir, ctx)
     assert pruned.parameter_count() < ir.parameter_count()
     _heads_consistent(pruned)
     if name == "hf-vit":  # whole heads: 4 → 2 per layer, head size kept
         m = pruned.module.get_submodule("model.vit.layers.0.attention")
         assert (m.num_attention_heads, m.head_dim) == (2, 8)
+    if name == "hf-swin":  # whole heads (2 → 1 in stage 0): the bias table keeps one column per remaining head
+        m = pruned.module.get_submodule("model.swin.encoder.layers.0.blocks.0.attention")
+        assert m.relative_position_bias.relative_position_bias_table.shape[1] == m.num_attention_heads == 1
+        # patch merging concatenates 4 neighbours: LayerNorm(4C) → Linear(4C → 2C) follow the pruned C
+        merge = pruned.module.get_submodule("model.swin.encoder.layers.0.downsample")
+        c = pruned.module.get_submodule("model.swin.embeddings.norm").normalized_shape[0]
+        assert c < 16 and merge.norm.normalized_shape[0] == merge.reduction.in_features == 4 * c
+    if name == "hf-dinov2":  # the classifier reads [CLS, mean of patches]: both halves lose the pruned channels
+        hidden = pruned.module.get_submodule("model.dinov2.layernorm").normalized_shape[0]
+        assert hidden < 32 and pruned.module.get_submodule("model.classifier").in_features == 2 * hidden
     _reloads_equal(pruned, tmp_path / "1")
+    if name in INT8:
+        q = Int8(calib_batches=2, batch_size=8, format="qdq", backend="onnxruntime-cpu")(pruned, ctx)
+        _reloads_equal(q, tmp_path / "q")
+        res = export_onnx(q, tmp_path / "int8.onnx")
+        assert res.info["verified"] and res.info["precision"] == "int8"
     tuned = Finetune(epochs=1, batch_size=8, max_steps=1)(pruned, ctx)
     _reloads_equal(tuned, tmp_path / "2")
     half = FP16()(tuned, ctx)
@@ -137,7 +171,7 @@ def test_dario_gates_and_removal(name, granularity, no_mha_fastpath):
         assert adapter.num_heads(p.module.get_submodule(path)) >= 1
 
 
-@pytest.mark.parametrize("name", ["hf-vit", "transformer-encoder", "hf-segformer"])
+@pytest.mark.parametrize("name", ["hf-vit", "transformer-encoder", "hf-segformer", "named-block-cnn"])
 def test_dario_pass_stage_reloads(name, tmp_path):
     ir, ctx = _build(name)
     out = PruneDario(granularity="both", iterations=2, warm_start=2, threshold=0.5, remove_blocks=1,
@@ -147,6 +181,41 @@ def test_dario_pass_stage_reloads(name, tmp_path):
     assert [e["kind"] for e in out.recipe.edits] == ["dario"]
     _heads_consistent(out)
     _reloads_equal(out, tmp_path / "dario")
+
+
+def test_swin_removed_heads_take_their_bias_table_columns_and_reload(tmp_path):
+    """Swin adds a learned bias per head ((2W-1)² × heads table) to the attention scores: removing heads
+    slices the table with them, and the saved stage replays it."""
+    ir, ctx = _build("hf-swin")
+    out = PruneDario(granularity="head", iterations=1, warm_start=1, remove_heads=3)(ir, ctx)
+    removed = out.history[-1].stats["removed_heads"]
+    assert sum(len(h) for h in removed.values()) == 3
+    for path in removed:
+        m = out.module.get_submodule(path)
+        assert m.relative_position_bias.relative_position_bias_table.shape[1] == m.num_attention_heads
+    _reloads_equal(out, tmp_path / "dario")
+
+
+def test_swin_whole_head_pruning_keeps_the_bias_columns_of_the_kept_heads():
+    """prune-l1 with only the attention projections prunable: whole heads go, and the result is the adapters'
+    remove_heads with the heads torch-pruning kept, weight for weight, relative-position bias table included
+    (torch-pruning never sees the table; the pass follows which q rows remain)."""
+    ir, ctx = _build("hf-swin")
+    reference = ir.clone().module
+    found = find_attention(ir.module)
+    heads = {f"{p}.{n}" for p, _ in found for n in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    others = [n for n, m in ir.module.named_modules() if isinstance(m, PRUNABLE) and n not in heads]
+    out = PruneL1(ratio=0.5, heads="whole", ignore=others)(ir, ctx)
+    for path, adapter in found:
+        pruned, original = out.module.get_submodule(path), reference.get_submodule(path)
+        d, w = adapter.head_dim(original), adapter.output_projection(pruned).weight
+        w0 = adapter.output_projection(original).weight
+        kept = [h for j in range(adapter.num_heads(pruned)) for h in range(adapter.num_heads(original))
+                if torch.equal(w[:, j * d:(j + 1) * d], w0[:, h * d:(h + 1) * d])]
+        assert len(kept) == adapter.num_heads(pruned) < adapter.num_heads(original)
+        adapter.remove_heads(reference, path, kept)
+    expected = reference.state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in out.module.state_dict().items())
 
 
 def test_dario_default_mode_runs_with_fused_attention():

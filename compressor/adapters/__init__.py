@@ -1,5 +1,6 @@
 """Model-structure adapters: passes ask these instead of matching class names (attention.py: attention
-layouts; blocks.py: repeated residual blocks)."""
+layouts; blocks.py: repeated residual blocks; merges.py: layers reading concatenated copies of one
+feature's channels, for torch-pruning)."""
 from compressor.adapters.attention import (
     ADAPTERS,
     AttentionAdapter,
@@ -14,7 +15,8 @@ from compressor.adapters.attention import (
     find_attention,
     register_adapter,
 )
-from compressor.adapters.blocks import BlockInfo, SkipBlock, find_blocks, remove_blocks
+from compressor.adapters.blocks import BlockInfo, SkipBlock, find_blocks, remove_blocks, removal_error, run_error
+from compressor.adapters.merges import Merge, MergeError, MergePruning, find_merges
 
 __all__ = [
     "ADAPTERS",
@@ -22,6 +24,12 @@ __all__ = [
     "SkipBlock",
     "find_blocks",
     "remove_blocks",
+    "removal_error",
+    "run_error",
+    "Merge",
+    "MergeError",
+    "MergePruning",
+    "find_merges",
     "AttentionAdapter",
     "FusedQKVAdapter",
     "Handle",

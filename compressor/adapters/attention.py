@@ -4,6 +4,8 @@ A pass (DARIO, prune-l1) asks an adapter for the head count, a per-head gate, in
 removal and torch-pruning's `num_heads` map, so no pass knows where a layout keeps its heads.
 Head h's context is the h-th head_dim-wide slice of the output projection's input; scaling it by s
 equals scaling head h's attention probabilities by s (DARIO eq. 6.2), and s = 0 equals removing h.
+Per-head tables next to the projections (Swin's relative-position bias, (2W−1)² × heads) are sliced
+with the heads they belong to (`AttentionAdapter.head_tensors`).
 
 Layouts (read from the transformers 5.24 sources and timm's `timm.layers.Attention`):
 - `fused-qkv`: `qkv` (dim → 3·H·d laid out (3, H, d)), `proj`, `num_heads`, `head_dim` (timm, the zoo ViT).
@@ -91,6 +93,25 @@ def _check_keep(path: str, keep: list[int], num_heads: int) -> None:
                          f"list of head indices in 0..{num_heads - 1} (the module has {num_heads} heads)")
 
 
+KEEP_HEADS = "@keep_heads"  # key of a sync's values: the heads kept, for slicing per-head tables on replay
+
+# Modules whose weights are never per-head tables, even when a dimension equals the head count.
+_LAYERS = (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _slice_tensor(module: nn.Module, name: str, dim: int, keep: list[int]) -> None:
+    """Keep indices `keep` of dimension `dim` of the parameter or buffer `name` (dotted, under `module`),
+    in place of the old tensor (same state_dict position)."""
+    owner_name, _, attr = name.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    old = getattr(owner, attr)
+    new = old.detach().index_select(dim, torch.as_tensor(keep, device=old.device)).clone()
+    if attr in owner._parameters:
+        owner._parameters[attr] = nn.Parameter(new, old.requires_grad)
+    else:
+        owner._buffers[attr] = new
+
+
 def _divide(what: str, width: int, parts: int) -> int:
     if parts <= 0 or width % parts:
         raise ValueError(f"{what}: projection width {width} is not divisible by {parts}; torch-pruning must "
@@ -144,32 +165,80 @@ class AttentionAdapter(ABC):
         _refuse_gated(path, self.output_projection(module))
         self._remove(root, path, module, [int(h) for h in keep])
 
+    def head_tensors(self, module: nn.Module) -> list[tuple[str, int]]:
+        """Per-head tables besides the projections, as (dotted name under `module`, head dimension):
+        floating parameters and buffers of at least 2 dimensions, exactly one of them the head count, held
+        by a module that is not a Linear / conv / norm layer (Swin's `relative_position_bias_table`). A table
+        with the head count in several dimensions is a ValueError: its head axis cannot be told."""
+        heads = self.num_heads(module)
+        found = []
+        for owner_name, owner in module.named_modules():
+            if isinstance(owner, _LAYERS):
+                continue
+            tensors = [*owner._parameters.items(), *owner._buffers.items()]
+            for attr, t in tensors:
+                if t is None or not t.is_floating_point() or t.dim() < 2:
+                    continue
+                dims = [i for i, n in enumerate(t.shape) if n == heads]
+                name = f"{owner_name}.{attr}" if owner_name else attr
+                if len(dims) > 1:
+                    raise ValueError(f"{name} has shape {tuple(t.shape)}: the head count {heads} appears in dimensions "
+                                     f"{dims}, so which heads it holds cannot be told")
+                if dims:
+                    found.append((name, dims[0]))
+        return found
+
+    def kept_heads(self, module: nn.Module, rows: list[int]) -> list[int]:
+        """The heads whose rows of the q projection (original indices, `_parts` stacks of heads × head_dim)
+        are among `rows`: what torch-pruning's whole-head pruning kept."""
+        d = self.head_dim(module)
+        width = self.num_heads(module) * d
+        return sorted({(int(r) % width) // d for r in rows})
+
     def pruning_num_heads(self, module: nn.Module) -> dict[nn.Module, int]:
         """torch-pruning's `num_heads` entries for this attention."""
         heads = self.num_heads(module)
         return {layer: heads for layer in self._qkv_layers(module)}
 
-    def sync_after_pruning(self, module: nn.Module, num_heads: int | None = None) -> dict[str, Any]:
+    def sync_after_pruning(self, module: nn.Module, num_heads: int | None = None,
+                           keep_heads: list[int] | None = None) -> dict[str, Any]:
         """Sets head count/size from the projections torch-pruning shrank; returns {attr: value} for replay.
 
         `num_heads` is the new head count (torch-pruning's `pruner.num_heads[q_layer]`) after whole-head
-        pruning; None keeps the count and recomputes the head size. The attention scale stays the
-        one the model was trained with. Attribute names are relative to `module` and may be dotted
-        (`attention.num_attention_heads`): replay them with `replay_sync`.
+        pruning; None keeps the count and recomputes the head size. `keep_heads` (which heads remain,
+        `kept_heads`) is needed when the count changed and the attention has per-head tables
+        (`head_tensors`, which torch-pruning must leave alone): they are sliced to it. The attention scale
+        stays the one the model was trained with. Attribute names are relative to `module` and may be
+        dotted (`attention.num_attention_heads`): replay them with `replay_sync`.
         """
         heads = self.num_heads(module) if num_heads is None else num_heads
         values = self._sync(module, heads)
+        if heads != self.num_heads(module) and self.head_tensors(module):
+            if keep_heads is None or len(keep_heads) != heads:
+                raise ValueError(f"{self.name}: {heads} heads remain but keep_heads={keep_heads}; the per-head tables "
+                                 f"{[n for n, _ in self.head_tensors(module)]} need the kept heads' indices")
+            values[KEEP_HEADS] = [int(h) for h in keep_heads]
         self.replay_sync(module, values)
         return values
 
     def replay_sync(self, module: nn.Module, values: dict[str, Any]) -> None:
-        """Sets attributes recorded from `sync_after_pruning` on a rebuilt, identically pruned module."""
+        """Sets attributes recorded from `sync_after_pruning` on a rebuilt, identically pruned module (and
+        slices its per-head tables to the kept heads, while its head count is still the old one)."""
+        if KEEP_HEADS in values:
+            self._slice_head_tensors(module, list(values[KEEP_HEADS]))
         for attr, value in values.items():
+            if attr == KEEP_HEADS:
+                continue
             owner, _, name = attr.rpartition(".")
             setattr(module.get_submodule(owner), name, value)
 
+    def _slice_head_tensors(self, module: nn.Module, keep: list[int]) -> None:
+        for name, dim in self.head_tensors(module):
+            _slice_tensor(module, name, dim, keep)
+
     def _remove(self, root: nn.Module, path: str, module: nn.Module, keep: list[int]) -> None:
         heads, d = self.num_heads(module), self.head_dim(module)
+        self._slice_head_tensors(module, keep)
         for layer in self._qkv_layers(module):
             _slice_linear(layer, rows=_head_rows(keep, d, heads, self._parts))
         _slice_linear(self.output_projection(module), cols=_head_rows(keep, d, heads))
@@ -334,6 +403,9 @@ class TorchMHAAdapter(AttentionAdapter):
 
     def output_projection(self, module: nn.Module) -> nn.Module:
         return module.out_proj
+
+    def head_tensors(self, module: nn.Module) -> list[tuple[str, int]]:
+        return []  # every tensor of nn.MultiheadAttention is a projection (in_proj_weight is (3E, E))
 
     def _qkv_layers(self, module: nn.Module) -> list[nn.Module]:
         return []  # no num_heads map: torch-pruning's own MHA pruner shrinks embed_dim, num_heads fixed

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -295,22 +297,46 @@ _ORT_DTYPES = {
 }
 
 
-def _random_input(name: str, shape: list, type_str: str, batch: int, rng: np.random.Generator) -> np.ndarray:
-    dims = []
-    for i, d in enumerate(shape):
-        if isinstance(d, int) and d > 0:
-            dims.append(d)
-        elif i == 0:  # dynamic (None) or symbolic ("batch", "N") batch dimension
-            dims.append(batch)
-        else:
-            raise ConfigError(f"input '{name}' has a dynamic non-batch dimension {i} ({d!r}) in shape "
-                              f"{shape}; only the batch dimension may be dynamic; export with a fixed size")
-    dtype = _ORT_DTYPES.get(type_str)
-    if dtype is None:
-        raise ConfigError(f"input '{name}' has type {type_str}; supported: {', '.join(_ORT_DTYPES)}")
-    if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(dims).astype(dtype)
-    return rng.integers(0, 2, dims).astype(dtype)  # 0/1: valid booleans, and valid indices for gathers
+# the random inputs one session is fed, all inputs together: a graph declaring a 10**6 x 10**6 input would
+# otherwise ask numpy for 7 TiB
+MAX_INPUT_BYTES = 2**31
+
+
+def _random_inputs(inputs: Sequence[Any], batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random arrays for onnxruntime's session inputs (their declared shapes, a dynamic first dimension set to
+    `batch`), refused in one line before anything is allocated when they would exceed MAX_INPUT_BYTES."""
+    specs: list[tuple[str, list[int], Any]] = []
+    total = 0
+    for inp in inputs:
+        name, shape = inp.name, list(inp.shape)
+        dims = []
+        for i, d in enumerate(shape):
+            if isinstance(d, int) and d > 0:
+                dims.append(d)
+            elif i == 0:  # dynamic (None) or symbolic ("batch", "N") batch dimension
+                dims.append(batch)
+            else:
+                raise ConfigError(f"input '{name}' has a dynamic non-batch dimension {i} ({d!r}) in shape "
+                                  f"{shape}; only the batch dimension may be dynamic; export with a fixed size")
+        dtype = _ORT_DTYPES.get(inp.type)
+        if dtype is None:
+            raise ConfigError(f"input '{name}' has type {inp.type}; supported: {', '.join(_ORT_DTYPES)}")
+        nbytes = math.prod(dims) * np.dtype(dtype).itemsize
+        total += nbytes
+        if total > MAX_INPUT_BYTES:
+            also = f" (all inputs so far: {total / 2**30:,.1f} GiB)" if total != nbytes else ""
+            raise ConfigError(f"input '{name}' of shape {dims} ({inp.type}) needs {nbytes / 2**30:,.1f} GiB of random "
+                              f"data{also}; bench feeds at most {MAX_INPUT_BYTES / 2**30:g} GiB of inputs; lower "
+                              f"--batch or export the model with a smaller input shape")
+        specs.append((name, dims, dtype))
+    feed = {}
+    for name, dims, dtype in specs:
+        if np.issubdtype(dtype, np.floating):  # drawn in float32 (float64 for double): no float64 copy to cast
+            draw = np.float64 if dtype == np.float64 else np.float32
+            feed[name] = rng.standard_normal(dims, dtype=draw).astype(dtype, copy=False)
+        else:  # 0/1: valid booleans, and valid indices for gathers
+            feed[name] = rng.integers(0, 2, dims, dtype=np.int8).astype(dtype, copy=False)
+    return feed
 
 
 def _ort_check_providers(ort: Any, backend: str) -> list[str]:
@@ -321,6 +347,30 @@ def _ort_check_providers(ort: Any, backend: str) -> list[str]:
         raise BackendUnavailable(f"{backend} needs {need} ({_ORT_INSTALL_HINT}); this onnxruntime "
                                  f"{ort.__version__} has {', '.join(available)}")
     return [p for p in providers if p in available]
+
+
+def _ort_errors() -> tuple[type, ...]:
+    """What onnxruntime raises when a model fails to load or run (its pybind classes derive from Exception)."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return (state.Fail, state.InvalidArgument, state.RuntimeException, state.NotImplemented, state.EPFail,
+            state.EngineError)
+
+
+_ORT_SOURCE = re.compile(r"/onnxruntime_src/\S+:\d+ .*?\)\s+(?:\S.*? was false\.\s+)?")  # file:line, C++ signature
+_ORT_NODE = re.compile(r"running (\S+) node\. Name:'([^']*)' Status Message: (.*)")
+
+
+def _ort_run_error(exc: Exception, path: Path, batch: int) -> ConfigError:
+    """A one-line error for a graph onnxruntime loaded but cannot run, naming the failing node and op type,
+    without onnxruntime's source locations and C++ signatures."""
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(str(exc).split()))
+    text = _ORT_SOURCE.sub("", text)
+    node = _ORT_NODE.search(text)
+    what = f"node '{node.group(2)}' ({node.group(1)}) fails: {node.group(3)}" if node else text
+    return ConfigError(f"onnxruntime cannot run {path} at batch {batch}: {what[:400]}; bench feeds random inputs of "
+                       f"the graph's declared shapes and types, so the graph fails on its own inputs; fix the model (or "
+                       f"its declared input shapes) and re-export it")
 
 
 def _ort_session(ort: Any, path: Path, opts: Any, providers: list[str]) -> Any:
@@ -371,9 +421,12 @@ def latency_onnxruntime(path: str | os.PathLike[str], batch: int = 1, threads: i
         # onnxruntime falls back silently (a warning only) when a GPU provider fails to load
         raise BackendUnavailable(f"{backend}: {providers[0]} failed to load (missing CUDA/cuDNN/TensorRT "
                                  f"libraries? see onnxruntime's warning); the session would run on {used[0]}")
-    rng = np.random.default_rng(0)
-    feed = {i.name: _random_input(i.name, list(i.shape), i.type, batch, rng) for i in sess.get_inputs()}
+    if not sess.get_outputs():
+        raise ConfigError(f"{path} declares no graph outputs, so there is nothing to time; re-export it")
+    feed = _random_inputs(sess.get_inputs(), batch, np.random.default_rng(0))
     gpu = backend != "onnxruntime-cpu"
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4  # a failing kernel is logged on stderr before it raises; the raise is our one line
     if gpu:
         binding = sess.io_binding()
         for name, arr in feed.items():
@@ -382,13 +435,16 @@ def latency_onnxruntime(path: str | os.PathLike[str], batch: int = 1, threads: i
             binding.bind_output(out.name, "cuda", 0)
 
         def call() -> None:
-            sess.run_with_iobinding(binding)
+            sess.run_with_iobinding(binding, quiet)
             binding.synchronize_outputs()
     else:
         def call() -> None:
-            sess.run(None, feed)
+            sess.run(None, feed, quiet)
 
-    times = time_callable(call, warmup=warmup, iters=iters, min_seconds=min_seconds)
+    try:
+        times = time_callable(call, warmup=warmup, iters=iters, min_seconds=min_seconds)
+    except _ort_errors() as exc:
+        raise _ort_run_error(exc, path, batch) from None
     gpu_desc = gpu_info() if gpu else {}
     return summarize(
         times, backend=backend, device=gpu_desc.get("gpu", "CUDA GPU") if gpu else device_name(), batch=batch,
@@ -419,8 +475,7 @@ def side_by_side_onnxruntime(paths: Sequence[str | os.PathLike[str]], rounds: in
         if threads:
             so.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
-        feed = {i.name: _random_input(i.name, list(i.shape), i.type, batch, rng) for i in sess.get_inputs()}
-        calls.append((sess, feed))
+        calls.append((sess, _random_inputs(sess.get_inputs(), batch, rng)))
     times: list[list[float]] = [[] for _ in paths]
     for sess, feed in calls:  # warm-up
         for _ in range(5):

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from compressor.errors import ConfigError
 from compressor.store import write_json
 from compressor.sweep.spec import SweepSpec
 from compressor.sweep.study import all_figures, completed
@@ -206,13 +207,19 @@ def _write_winner(spec: SweepSpec, trial: Any, d: Path, sweep_dir: Path) -> None
 
     from compressor.pipeline import Pipeline
 
+    # the spec refuses budget names and the journal runs that would leave the sweep directory; this holds for
+    # specs and studies built in Python too, before anything is written
+    run = trial.user_attrs.get("run")
+    for what, path in (("budget directory", d), ("winner's run", sweep_dir / run if isinstance(run, str) else None)):
+        if path is not None and not path.resolve().is_relative_to(sweep_dir.resolve()):
+            raise ConfigError(f"the {what} {path} is outside the sweep directory {sweep_dir}; budget names and "
+                              f"trial runs are single names inside it (letters, digits, - and _)")
     d.mkdir(parents=True, exist_ok=True)
     inactive = set(trial.user_attrs.get("inactive", ()))
     values = {p.key: p.value(trial.params[p.key]) for p in spec.params
               if p.key in trial.params and p.key not in inactive}
     doc = Pipeline.from_dict(spec.trial_doc(values, f"{spec.name}-{d.name}"), source=str(d)).to_dict()
     _write(d / "pipeline.yaml", yaml.safe_dump(doc, sort_keys=False))
-    run = trial.user_attrs.get("run")
     if run:
         link = d / "run"
         target = os.path.relpath(sweep_dir / run, d)

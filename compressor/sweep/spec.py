@@ -51,6 +51,27 @@ DERIVED = ("m_factor", "weighted")
 DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
 LIST_BLOCKS = ("passes", "export")
 DECLARED = ("declared", None)
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def check_name(name: Any, where: str, what: str) -> str:
+    """`name` if it is letters, digits, - and _ (what run names allow), else ConfigError. The sweep's name and
+    each budget's name become one directory (`runs/<name>`, `budgets/<name>`): this refuses separators, `..`,
+    absolute paths and empty names, which would write outside the sweep directory."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError(f"{where}: {name!r} must be letters, digits, - and _ (it names the {what} directory; no "
+                          f"'/', '..' or absolute path)")
+    return name
+
+
+def finite_number(x: Any) -> bool:
+    """An int or float (not a bool) that is finite as a float: 1e999, nan and ints past float's range are not."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 # ---- figures ----------------------------------------------------------------------------------------
@@ -184,13 +205,16 @@ def _distribution(key: str, raw: Any, where: str) -> tuple[Any, dict[str, Any]]:
             raise ConfigError(f"{where}: a range is {{low, high}} with optional log: true or step; got {dict(raw)!r}")
         low, high, log, step = raw["low"], raw["high"], raw.get("log", False), raw.get("step")
         nums = [low, high] + ([step] if step is not None else [])
-        if any(isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) for x in nums):
-            raise ConfigError(f"{where}: low, high and step must be finite numbers (write 1.0e-4, not 1e-4), got "
-                              f"{dict(raw)!r}")
+        if not all(finite_number(x) for x in nums) or not isinstance(log, bool):
+            raise ConfigError(f"{where}: low, high and step must be finite numbers (write 1.0e-4, not 1e-4) and log "
+                              f"true or false, got {dict(raw)!r}")
+        if step is not None and low <= high and step > high - low:  # optuna would shrink the range to {low}
+            raise ConfigError(f"{where}: step {step} is larger than the range [{low}, {high}]; give a step of at most "
+                              f"{high - low}, or a list of values")
         try:
             if all(isinstance(x, int) for x in nums):
-                return IntDistribution(low, high, log=bool(log), step=step or 1), {}
-            return FloatDistribution(float(low), float(high), log=bool(log),
+                return IntDistribution(low, high, log=log, step=step or 1), {}
+            return FloatDistribution(float(low), float(high), log=log,
                                      step=float(step) if step is not None else None), {}
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
@@ -243,6 +267,7 @@ class Objective:
 
 
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z0-9_@.\-]+)\s*(<=|>=|<|>)\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -259,7 +284,11 @@ class Constraint:
         m = _CONSTRAINT.match(text) if isinstance(text, str) else None
         if m is None:
             raise ConfigError(f"{where}: expected 'figure <= number' (or >=), e.g. 'latency_ms <= 5', got {text!r}")
-        return cls(Metric.parse(m.group(1), where), m.group(2), float(m.group(3)), text.strip())
+        bound = m.group(3)
+        if not _NUMBER.fullmatch(bound) or not math.isfinite(float(bound)):  # '1.2.3', '.', '1e999'
+            raise ConfigError(f"{where}: {text.strip()!r}: the bound {bound!r} is not a finite number; write e.g. "
+                              f"'latency_ms <= 5' or 'size_mb <= 2.5e-1'")
+        return cls(Metric.parse(m.group(1), where), m.group(2), float(bound), text.strip())
 
     def slack(self, figures: Mapping[str, float]) -> float:
         value = figures.get(self.metric.text)
@@ -403,9 +432,7 @@ class SweepSpec:
             raise ConfigError(f"{prefix(doc, 'base', 'base')}: expected a pipeline file or an inline pipeline mapping")
         base_pipeline = Pipeline.from_dict(base_doc, source=base_where)  # the base alone must be valid
         base = plain(base_doc)
-        name = doc.get("name") or Path(source).stem
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            raise ConfigError(f"{prefix(doc, 'name', 'name')}: {name!r} must be letters, digits, - and _")
+        name = check_name(doc.get("name") or Path(source).stem, prefix(doc, "name", "name"), "sweep")
 
         params = _parse_space(doc["space"], base, prefix(doc, "space", "space") or source)
         objectives = _parse_objectives(doc["objectives"], prefix(doc, "objectives", "objectives") or source)
@@ -415,8 +442,9 @@ class SweepSpec:
         if not isinstance(budgets_raw, Mapping):
             raise ConfigError(f"{prefix(doc, 'budgets', 'budgets')}: expected name: [constraints], e.g. "
                               "budgets: {edge: ['latency_ms <= 5']}")
-        budgets = {str(k): [Constraint.parse(c, f"{prefix(budgets_raw, 'budgets', k)}: {k}")
-                            for c in _as_list(v, prefix(budgets_raw, "budgets", k))]
+        budgets = {check_name(k, prefix(budgets_raw, "budgets", k), "budget"):
+                   [Constraint.parse(c, f"{prefix(budgets_raw, 'budgets', k)}: {k}")
+                    for c in _as_list(v, prefix(budgets_raw, "budgets", k))]
                    for k, v in budgets_raw.items()}
         sampler, sampler_options = _parse_choice(doc.get("sampler", "tpe"), SAMPLER_OPTIONS, "sampler",
                                                  prefix(doc, "sampler", "sampler") or source)
@@ -583,9 +611,9 @@ def _parse_space(raw: Any, base: Mapping[str, Any], where: str) -> list[Param]:
     for key, value in raw.items():
         at = prefix(raw, "space", key) or where
         at = f"{at}: {key}" if prefix(raw, "", key) else at
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(f"{at}: a space key is a pipeline path such as passes.prune-l1.ratio")
-        path = [s for s in re.sub(r"\[(-?\d+)\]", r".\1", key).split(".") if s]
+        path = [s for s in re.sub(r"\[(-?\d+)\]", r".\1", key).split(".") if s] if isinstance(key, str) else []
+        if not path:  # also '.', '..': dots only
+            raise ConfigError(f"{at}: {key!r} is not a pipeline path; a space key is one such as passes.prune-l1.ratio")
         if path[0] not in ("data", "model", "passes", "export", "evaluate", "seed"):
             valid = ["data", "model", "passes", "export", "evaluate", "seed"]
             guess = closest(path[0], valid)
@@ -611,7 +639,7 @@ def _parse_objectives(raw: Any, where: str) -> list[Objective]:
     out = []
     for name, direction in items:
         metric = Metric.parse(name, where)
-        if direction not in DIRECTIONS:
+        if not isinstance(direction, str) or direction not in DIRECTIONS:
             raise ConfigError(f"{where}: {name}: direction {direction!r} is not valid; choose maximize or minimize")
         out.append(Objective(metric, DIRECTIONS[direction]))  # type: ignore[arg-type]
     if len({o.metric.text for o in out}) != len(out):
@@ -630,7 +658,7 @@ def _parse_choice(raw: Any, table: Mapping[str, type], what: str, where: str) ->
         opts = opts or {}
     else:
         raise ConfigError(f"{where}: expected a {what} name or {{{what}: {{options}}}}; valid: {', '.join(table)}")
-    if name not in table:
+    if not isinstance(name, str) or name not in table:
         raise ConfigError(f"{where}: {unknown_key_message(str(name), list(table), what)}")
     return str(name), parse_options(table[name], opts, f"{what} {name}", f"{name} option")
 
@@ -646,7 +674,7 @@ def _parse_weights(raw: Any, where: str) -> dict[str, float]:
         m = Metric.parse(k, where)
         if m.name in DERIVED:
             raise ConfigError(f"{where}: the weighted sum is over measured figures, not {m.name}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        if not finite_number(v) or v < 0:
             raise ConfigError(f"{where}: weight of {k} must be a finite number >= 0, got {v!r}")
         out[m.text] = float(v)
     return out

@@ -168,6 +168,11 @@ def _GridSampler(*args: Any, **kwargs: Any) -> Any:
 
 # ---- the study ----------------------------------------------------------------------------------------
 
+def _unreadable(sweep_dir: Path, why: str) -> ConfigError:
+    return ConfigError(f"{sweep_dir / JOURNAL} is not a readable sweep study ({why}); restore it from a copy, or "
+                       f"delete it and run `compress sweep SWEEP --out {sweep_dir}` to start over")
+
+
 def open_study(spec: SweepSpec, sweep_dir: Path, create: bool = True) -> Any:
     """The sweep's study (Optuna journal file in the sweep directory); refuses one started by another sweep."""
     import optuna
@@ -178,10 +183,17 @@ def open_study(spec: SweepSpec, sweep_dir: Path, create: bool = True) -> Any:
     journal = sweep_dir / JOURNAL
     if not create and not journal.is_file():
         raise ConfigError(f"{sweep_dir}: no {JOURNAL} here; give the directory a `compress sweep` wrote")
-    storage = JournalStorage(JournalFileBackend(str(journal)))
-    study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
-                                sampler=make_sampler(spec), load_if_exists=True)
-    mark = study.user_attrs.get("fingerprint")
+    try:
+        storage = JournalStorage(JournalFileBackend(str(journal)))
+        study = optuna.create_study(study_name=spec.name, storage=storage, directions=spec.directions,
+                                    sampler=make_sampler(spec), load_if_exists=True)
+        mark = study.user_attrs.get("fingerprint")
+    except (ValueError, KeyError, TypeError, AssertionError, IndexError, AttributeError) as exc:
+        # optuna replays the journal line by line and fails on garbage with whatever its parser meets: a
+        # UnicodeDecodeError or JSONDecodeError (both ValueErrors), a KeyError for a missing field, or
+        # "AssertionError: Should not reach." for an unknown operation
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else ""
+        raise _unreadable(sweep_dir, type(exc).__name__ + (f": {reason}" if reason else "")) from None
     if mark is None:
         study.set_user_attr("fingerprint", spec.fingerprint())
     elif mark != spec.fingerprint():
@@ -355,9 +367,39 @@ def _write_spec(spec: SweepSpec, sweep_dir: Path) -> None:
 
 
 def load_sweep(sweep_dir: Path) -> tuple[SweepSpec, Any]:
-    """A sweep directory's spec and study (for `compress sweep --report DIR`)."""
+    """A sweep directory's spec and study (for `compress sweep --report DIR`). A journal that optuna cannot
+    replay, or whose trials hold attributes of other types than a sweep writes, is refused in one line."""
     spec_file = Path(sweep_dir) / SPEC_FILE
     if not spec_file.is_file():
         raise ConfigError(f"{sweep_dir}: no {SPEC_FILE} here; give the directory a `compress sweep` wrote")
     spec = SweepSpec.from_yaml(spec_file)
-    return spec, open_study(spec, Path(sweep_dir), create=False)
+    study = open_study(spec, Path(sweep_dir), create=False)
+    for trial in study.get_trials(deepcopy=False):
+        bad = _malformed(spec, trial)
+        if bad:
+            raise _unreadable(Path(sweep_dir), f"trial {trial.number} has {bad}")
+    return spec, study
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _malformed(spec: SweepSpec, trial: Any) -> str | None:
+    """What in a journal's trial the report cannot read, or None. A sweep writes `figures` as figure -> number,
+    `inactive` as a list of space keys, `run` as trials/NNNN and `wall_s` as a number; a categorical value must
+    be one of its key's choices. Anything else came from an edited or foreign journal."""
+    attrs = trial.user_attrs
+    figures, inactive, run = attrs.get("figures", {}), attrs.get("inactive", []), attrs.get("run")
+    if not isinstance(figures, dict) or not all(isinstance(k, str) and _number(v) for k, v in figures.items()):
+        return f"figures {figures!r:.80}, not figure: number"
+    if not isinstance(inactive, list) or not all(isinstance(k, str) for k in inactive):
+        return f"inactive {inactive!r:.80}, not a list of space keys"
+    if run is not None and (not isinstance(run, str) or Path(run).is_absolute() or ".." in Path(run).parts):
+        return f"run {run!r:.80}, not a trial directory inside the sweep (trials/NNNN)"
+    if "wall_s" in attrs and not _number(attrs["wall_s"]):
+        return f"wall_s {attrs['wall_s']!r:.80}, not a number"
+    for p in spec.params:
+        if p.labels and p.key in trial.params and trial.params[p.key] not in p.labels:
+            return f"{p.key} = {trial.params[p.key]!r:.80}, not one of its choices"
+    return None

@@ -28,7 +28,6 @@ comparable with each other, not with the thesis's (its encoding is unpublished).
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from compressor import schema
 from compressor.errors import ConfigError
 from compressor.frontends.darts.genotypes import CellsGenotype, Genotype
 from compressor.frontends.darts.search_space import CONCAT, NUM_EDGES, derive_cell
@@ -170,24 +170,21 @@ def network_distance(a: Genotype | CellsGenotype | Sequence[Cell], b: Genotype |
     return sum(cell_distance(x, y, encoding) for x, y in zip(cells_a, cells_b)) / len(cells_a)
 
 
+HISTORY_ENTRY = schema.alpha_history_entry(NUM_EDGES)
+HISTORY_FIX = "give the alpha_history.json a search wrote"
+
+
 def _entry_genotype(entry: Any, i: int) -> Genotype:
     """The genotype derive_cell gives for one alpha-history entry (with PC-DARTS edge weights if present)."""
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f"alpha history entry {i}: expected a mapping as search writes it, "
-                          f"got {type(entry).__name__}")
+    schema.validate(entry, HISTORY_ENTRY, f"alpha history entry {i}", fix=HISTORY_FIX)
     cells = {}
     for kind in ("normal", "reduce"):
         key = f"primitives_{kind}"
-        if kind not in entry or key not in entry:
-            raise ConfigError(f"alpha history entry {i}: missing '{kind if kind not in entry else key}'; an entry "
-                              f"holds normal, reduce, primitives_normal, primitives_reduce (alpha_history.json)")
         rows, prims = entry[kind], entry[key]
-        if (not isinstance(rows, list) or not isinstance(prims, list) or len(rows) != NUM_EDGES
-                or len(prims) != NUM_EDGES
-                or any(not isinstance(r, list) or not isinstance(p, list) or len(r) != len(p)
-                       for r, p in zip(rows, prims))):
-            raise ConfigError(f"alpha history entry {i} {kind}: expected {NUM_EDGES} rows of weights, each as long "
-                              f"as the edge's list in {key}")
+        bad = next((e for e, (r, p) in enumerate(zip(rows, prims)) if len(r) != len(p)), None)
+        if bad is not None:  # the one check across fields: each edge's weights are for that edge's ops
+            raise ConfigError(f"alpha history entry {i}: {kind}[{bad}] has {len(rows[bad])} weights but {key}[{bad}] "
+                              f"names {len(prims[bad])} ops; {HISTORY_FIX}")
         try:
             cells[kind] = derive_cell(np.asarray(rows, dtype=np.float64), prims, entry.get(f"edge_{kind}"))
         except (ValueError, TypeError) as exc:
@@ -215,10 +212,5 @@ def load_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"no alpha history at {path}; give the alpha_history.json of a search directory "
                           f"(runs/<name>/search-<hash>/alpha_history.json)")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc}); give the alpha_history.json a search wrote") from None
-    if not isinstance(doc, list) or not doc:
-        raise ConfigError(f"{path}: expected a non-empty list of per-epoch entries, got {type(doc).__name__}")
-    return doc
+    doc = schema.load_json(path, "alpha history", max_bytes=schema.HISTORY_MAX_BYTES, fix=HISTORY_FIX)
+    return schema.validate(doc, schema.List(HISTORY_ENTRY, min_len=1), str(path), fix=HISTORY_FIX)

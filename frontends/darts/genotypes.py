@@ -16,8 +16,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
+from compressor import schema
 from compressor.errors import ConfigError
 from compressor.frontends.darts.ops import PRIMITIVES
 from compressor.options import unknown_key_message
@@ -27,25 +28,14 @@ KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
 
 def _pairs(value: Any, field: str) -> tuple[Pair, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ConfigError(f"genotype {field}: expected a list of [op, input_index] pairs, got {value!r}")
-    out = []
-    for i, item in enumerate(value):
-        if (isinstance(item, (str, bytes)) or not isinstance(item, (list, tuple)) or len(item) != 2
-                or not isinstance(item[0], str) or isinstance(item[1], bool) or not isinstance(item[1], int)):
-            raise ConfigError(f"genotype {field}[{i}]: expected an [op, input_index] pair such as "
-                              f"['sep_conv_3x3', 1], got {item!r}")
-        out.append((item[0], int(item[1])))
-    return tuple(out)
+    """(op, input_index) pairs from a list (or tuple) of pairs; `field` names them in a message."""
+    schema.validate(value, schema.PAIRS, "genotype", path=field)
+    return tuple((op, index) for op, index in value)
 
 
 def _indices(value: Any, field: str) -> tuple[int, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ConfigError(f"genotype {field}: expected a list of node indices such as [2, 3, 4, 5], got {value!r}")
-    out = tuple(value)
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in out):
-        raise ConfigError(f"genotype {field}: expected integer node indices such as [2, 3, 4, 5], got {list(out)!r}")
-    return out
+    schema.validate(value, schema.INDICES, "genotype", path=field)
+    return tuple(value)
 
 
 def _validate_cell(kind: str, pairs: tuple[Pair, ...], concat: tuple[int, ...], concat_name: str) -> None:
@@ -118,15 +108,7 @@ class Genotype:
         """A genotype from its JSON form; a mapping with a "cells" key is a per-cell (D-DARTS) one."""
         if isinstance(doc, Mapping) and "cells" in doc:
             return CellsGenotype.from_dict(doc, source)
-        if not isinstance(doc, Mapping):
-            raise ConfigError(f"{source}: a genotype is a mapping with keys {', '.join(KEYS)}; got "
-                              f"{type(doc).__name__}")
-        for key in doc:
-            if key not in KEYS:
-                raise ConfigError(f"{source}: {unknown_key_message(str(key), list(KEYS), 'genotype key')}")
-        missing = [k for k in KEYS if k not in doc]
-        if missing:
-            raise ConfigError(f"{source}: missing genotype key '{missing[0]}' (a genotype has {', '.join(KEYS)})")
+        schema.validate(doc, schema.GENOTYPE, source)
         try:
             return cls(**{k: doc[k] for k in KEYS}).validate()
         except ConfigError as exc:
@@ -137,11 +119,7 @@ class Genotype:
 
     @classmethod
     def from_json(cls, text: str, source: str = "genotype") -> "Genotype | CellsGenotype":
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-        return cls.from_dict(doc, source)
+        return cls.from_dict(schema.parse_json(text, source, "genotype"), source)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write JSON atomically: a temp file beside the target, then rename."""
@@ -157,7 +135,9 @@ class Genotype:
         if not path.is_file():
             raise ConfigError(f"no genotype file at {path}; give a published genotype name "
                               f"({', '.join(GENOTYPES)}) or the path of a genotype .json")
-        return cls.from_json(path.read_text(), str(path))
+        doc = schema.load_json(path, "genotype", max_bytes=schema.GENOTYPE_MAX_BYTES,
+                               fix="give a genotype .json as `compress search` writes it")
+        return cls.from_dict(doc, str(path))
 
 
 @dataclass(frozen=True)
@@ -177,7 +157,7 @@ class CellsGenotype:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cells", tuple(_pairs(c, f"cells[{i}]") for i, c in enumerate(self.cells)))
-        object.__setattr__(self, "concat", tuple(_indices(c, f"cells[{i}] concat") for i, c in enumerate(self.concat)))
+        object.__setattr__(self, "concat", tuple(_indices(c, f"cells[{i}].concat") for i, c in enumerate(self.concat)))
         object.__setattr__(self, "reduce_at", _indices(self.reduce_at, "reduce_at"))
 
     def validate(self) -> "CellsGenotype":
@@ -228,24 +208,8 @@ class CellsGenotype:
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "genotype") -> "CellsGenotype":
-        keys = ("cells", "reduce_at")
-        if not isinstance(doc, Mapping):
-            raise ConfigError(f"{source}: a per-cell genotype is a mapping with keys {', '.join(keys)}")
-        for key in doc:
-            if key not in keys:
-                raise ConfigError(f"{source}: {unknown_key_message(str(key), list(keys), 'per-cell genotype key')}")
-        if "reduce_at" not in doc:
-            raise ConfigError(f"{source}: missing key 'reduce_at' (the indices of the reduction cells, e.g. [2, 5])")
-        cells = doc["cells"]
-        if isinstance(cells, (str, bytes)) or not isinstance(cells, Iterable):
-            raise ConfigError(f"{source}: cells must be a list of {{pairs, concat}} mappings, got {cells!r}")
-        pairs, concats = [], []
-        for i, cell in enumerate(cells):
-            if not isinstance(cell, Mapping) or set(cell) != {"pairs", "concat"}:
-                raise ConfigError(f"{source}: cells[{i}] must be a mapping with keys pairs and concat, e.g. "
-                                  f"{{\"pairs\": [[\"sep_conv_3x3\", 0], ...], \"concat\": [2, 3, 4, 5]}}")
-            pairs.append(cell["pairs"])
-            concats.append(cell["concat"])
+        schema.validate(doc, schema.CELLS_GENOTYPE, source)
+        pairs, concats = [cell["pairs"] for cell in doc["cells"]], [cell["concat"] for cell in doc["cells"]]
         try:
             return cls(tuple(pairs), tuple(concats), doc["reduce_at"]).validate()
         except ConfigError as exc:

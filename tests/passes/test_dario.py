@@ -457,3 +457,39 @@ def test_head_and_block_pruned_vit_exports_to_verified_onnx(vit_ir, tmp_path):
     res = export_onnx(out, tmp_path / "model.onnx")
     assert res.primary.is_file() and onnx.load(str(res.primary)).graph.input[0].name
     assert len(heads) == 2 and all(1 <= h <= 4 for h in heads)
+
+
+class HeadScaled(nn.Module):
+    """q/k/v/o projections (the hf-qkv layout) plus a per-head scale vector that no adapter slices (a 1-D
+    tensor of length heads could as well be a norm's weight): removing a head leaves it one too long."""
+
+    def __init__(self, dim: int = 16, heads: int = 4) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(dim, dim) for _ in range(4))
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.head_scale = nn.Parameter(torch.linspace(0.5, 1.5, heads))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (p(x).view(b, n, -1, self.head_dim).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))
+        attn = (q @ k.transpose(-2, -1)).softmax(-1) * self.head_scale.view(1, -1, 1, 1)
+        return self.o_proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+class HeadScaledNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attn, self.head = nn.Linear(8, 16), HeadScaled(), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attn(self.embed(x.flatten(1, 2))).mean(1))
+
+
+def test_a_removal_that_breaks_the_model_is_one_clear_error():
+    """The converted model is run before the pass returns it: the error names the module that fails."""
+    with pytest.raises(PassError) as err:
+        PruneDario(granularity="head", iterations=1, warm_start=1, remove_heads=1)(_ir(HeadScaledNet()),
+                                                                                 PassContext(progress=False))
+    msg = str(err.value)
+    assert msg.startswith("prune-dario: after removing heads of attn (keeping [") and "\n" not in msg
+    assert "the model does not run: attn (HeadScaled) fails with RuntimeError" in msg

@@ -327,15 +327,29 @@ def onnx_cases(c: Cases, work: Path) -> None:
     big = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1_000_000, 1_000_000])],
                                               [y]), opset_imports=opset)
-    w = helper.make_tensor("w", TensorProto.FLOAT, [4], b"\x00" * 7, raw=True)
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4], raw_data=b"\x00" * 7)
     short = helper.make_model(helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g", [x], [y], [w]),
                               opset_imports=opset)
+    body = helper.make_graph([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                              helper.make_node("Identity", ["v_in"], ["v_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [1, 4])],
+                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [1, 4])])
+    trips = numpy_helper.from_array(np.array(2 ** 62, dtype=np.int64), "trips")
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    loop = helper.make_model(helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body,
+                                                                 name="forever")], "g", [x], [y], [trips, cond]),
+                             opset_imports=opset)
     paths = {"a Reshape that fails in onnxruntime": save(bad_reshape, "reshape.onnx"),
+             "a Loop of 2**62 iterations": save(loop, "loop.onnx"),
              "1e6 x 1e6 input dims": save(big, "big.onnx"),
              "an initializer of the wrong length": save(short, "short.onnx")}
     (work / "empty.onnx").write_bytes(b"")
     for name, path in paths.items():
-        c.check("onnx", f"bench: {name}", lambda p=path: _one(compress("bench", str(p), "--iters", "2", "--warmup", "0")))
+        c.check("onnx", f"bench: {name}", lambda p=path: _one(compress("bench", str(p), "--iters", "2", "--warmup", "0",
+                                                                          timeout=120)))
     c.check("onnx", "inspect: an empty file", lambda: _one(compress("inspect", str(work / "empty.onnx"))))
     c.check("onnx", "bench --iters 10**30", lambda: _one(compress("bench", str(work / "reshape.onnx"), "--iters",
                                                                     str(10 ** 30), timeout=60)))
@@ -370,7 +384,7 @@ def file_cases(c: Cases, work: Path) -> None:
         (work / "evil_pkg.py").write_text(f"import pathlib\ndef f(**kw):\n    pathlib.Path({str(marker)!r}).write_text('x')\n")
         src = Path(os.path.realpath(work / "runs" / "rel" / "01_prune-l1"))
         doc = json.loads((src / "ir.json").read_text())
-        doc["recipe"]["frontend"] = {"name": "torch", "factory": "evil_pkg:f", "options": {"factory": "evil_pkg:f"}}
+        doc["recipe"]["frontend"] = {"name": "torch", "factory": "evil_pkg:f", "kwargs": {}}
         (rep / "input" / "ir.json").write_text(json.dumps(doc))
         shutil.copy(src / "weights.safetensors", rep / "input" / "weights.safetensors")
         (rep / "reproduce.json").write_text(json.dumps(

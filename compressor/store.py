@@ -336,14 +336,21 @@ def read_metrics(d: Path, eval_key: str, stage: dict[str, Any]) -> dict[str, Any
     path = d / metrics_name(eval_key)
     if not path.exists():
         return None
+    record = _intact_metrics(path, eval_key, stage)
+    if record is None:
+        log.warning("stage %s (%s): %s does not match its seal (edited, corrupt or from an earlier attempt); "
+                    "measuring again", stage.get("key"), stage.get("name"), path.name)
+    return record
+
+
+def _intact_metrics(path: Path, eval_key: str, stage: dict[str, Any]) -> dict[str, Any] | None:
+    """The record in metrics file `path` when it is sealed to `stage` and is `eval_key`'s, else None."""
     try:
         doc = _load_record(path)
     except (OSError, ValueError, RecursionError):
-        doc = None
+        return None
     if not (_sealed(doc, stage.get(SEAL, "")) and doc.get("eval_key") == eval_key
             and doc.get("stage_key") == stage.get("key") and isinstance(doc.get("record"), dict)):
-        log.warning("stage %s (%s): %s does not match its seal (edited, corrupt or from an earlier attempt); "
-                    "measuring again", stage.get("key"), stage.get("name"), path.name)
         return None
     return doc["record"]
 
@@ -485,7 +492,7 @@ def verify_artifact(path: Path) -> str:
         metrics = sorted(d.glob(f"{METRICS_PREFIX}*.json"))
         for f in metrics:
             eval_key = f.name[len(METRICS_PREFIX):-len(".json")]
-            if read_metrics(d, eval_key, check.record) is None:
+            if _intact_metrics(f, eval_key, check.record) is None:
                 raise StoreError(f"corrupt: {f.name} does not match its seal in {d}; delete it (the next run "
                                  "measures the stage again)")
         return (f"verified: {', '.join(sorted(listed))} and {len(metrics)} metrics file(s) against the sealed "

@@ -240,13 +240,15 @@ def _flip(path: Path, at: int = -20) -> None:
     ("metrics", lambda d: _metrics_file(d).write_text(_metrics_file(d).read_text().replace('"params"', '"params_"')),
      "corrupt: metrics-"),
 ])
-def test_inspect_refuses_a_damaged_stage_in_one_line(runs, what, damage, expect):
+def test_inspect_refuses_a_damaged_stage_in_one_line(runs, what, damage, expect, caplog):
     stage = runs / "integ" / "01_prune-l1"
     ok = _cli("inspect", str(stage))
     assert ok.exit_code == 0 and "integrity: verified: ir.json, weights.safetensors and 1 metrics file(s) against the sealed stage.json" in ok.output, ok.output
     damage(stage)
-    r = _cli("inspect", str(stage))
+    with caplog.at_level(logging.WARNING):
+        r = _cli("inspect", str(stage))
     assert r.exit_code == 2 and r.output.startswith("error: " + expect) and len(r.output.splitlines()) == 1, r.output
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]  # the error line is the only line
 
 
 @pytest.mark.parametrize("command", ["inspect", "bench"])

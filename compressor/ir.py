@@ -75,17 +75,35 @@ class InputSpec:
 class TaskSpec:
     """What the model predicts.
 
-    classification: logits of shape (N, num_classes).
-    segmentation: binary masks, one logit per pixel, shape (N, 1, H, W); the positive class is
-    "moving ground" (logit > 0).
+    classification: logits of shape (N, num_classes); labels are class indices.
+    segmentation with num_classes == 1: binary masks, one logit per pixel, shape (N, 1, H, W); the
+    positive class is the foreground ("moving ground" in InSAR: logit > 0); labels are float {0, 1}
+    masks (N, 1, H, W).
+    segmentation with num_classes >= 2: semantic segmentation, C logits per pixel, shape (N, C, H, W),
+    the prediction is their argmax; labels are int64 class-index maps (N, H, W).
+    `ignore_index`: a label value that no loss or metric counts (e.g. 255 for unlabelled pixels).
+    `class_names`: the classes' names in index order (a dataset's folders, a model config's labels).
     """
 
     kind: TaskKind
     num_classes: int
+    ignore_index: int | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("classification", "segmentation"):
             raise ValueError(f"task kind must be classification or segmentation, got {self.kind!r}")
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(str(n) for n in self.class_names))
+            if len(self.class_names) != self.num_classes:
+                raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    @property
+    def multiclass_segmentation(self) -> bool:
+        return self.kind == "segmentation" and self.num_classes >= 2
+
+    def class_name(self, i: int) -> str:
+        return self.class_names[i] if self.class_names is not None else str(i)
 
 
 @dataclass

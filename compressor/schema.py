@@ -369,7 +369,11 @@ INPUT = Record({
                                     _ordered_range)),
 })
 
-TASK = Record({"kind": Str(choices=("classification", "segmentation")), "num_classes": POSITIVE})
+TASK = Checked(Record({"kind": Str(choices=("classification", "segmentation")), "num_classes": POSITIVE,
+                       "ignore_index": Nullable(Int()), "class_names": Nullable(List(Str()))},
+                      optional=("ignore_index", "class_names")),
+               lambda t: None if t.get("class_names") is None or len(t["class_names"]) == t["num_classes"] else
+               f"class_names has {len(t['class_names'])} names for num_classes {t['num_classes']}")
 
 PASS_RECORD = Record({"name": Str(), "options": Map(), "seconds": Number(min=0), "changed": Bool(), "stats": Map()},
                      optional=("stats",))
@@ -396,7 +400,7 @@ FRONTEND_BLOCKS: dict[str, Record] = {
     "zoo": Record({"name": Str(), "options": Map(), "in_channels": POSITIVE, "num_classes": POSITIVE,
                    "input_hw": List(POSITIVE, min_len=2, max_len=2, description="a [height, width] pair of "
                                                                                 "positive integers")}),
-    "darts": Record({"name": Str(), "genotype": ANY_GENOTYPE, "task": TASK.fields["kind"],
+    "darts": Record({"name": Str(), "genotype": ANY_GENOTYPE, "task": TASK.inner.fields["kind"],
                      "network": Str(choices=("auto", "cifar", "imagenet", "segmentation")),
                      "in_channels": POSITIVE, "num_classes": POSITIVE, "init_channels": POSITIVE, "layers": POSITIVE,
                      "auxiliary": Bool(), "drop_path_prob": Number(min=0), "seed": Int()},

@@ -36,8 +36,8 @@ from compressor.options import closest
 from compressor.store import is_pickle
 
 __all__ = ["BACKENDS", "SUFFIXES", "artifact_precision", "check_onnx_graph", "check_onnx_loops", "onnx_precision",
-           "refuse_empty", "run_bench", "run_bench_many", "format_stats_table", "tensor_nbytes", "MAX_ITERS",
-           "MAX_WARMUP", "MAX_THREADS", "MAX_LOOP_TRIPS"]
+           "refuse_empty", "run_bench", "run_bench_many", "format_stats_table", "tensor_nbytes", "edge_metadata",
+           "format_metadata", "MAX_ITERS", "MAX_WARMUP", "MAX_THREADS", "MAX_LOOP_TRIPS"]
 
 # artifact kind -> the backend "auto" picks
 SUFFIXES: dict[str, str] = {".onnx": "onnxruntime-cpu", ".engine": "tensorrt", IR_KIND: "torch-cpu"}
@@ -47,6 +47,10 @@ MAX_WARMUP = 100_000
 MAX_THREADS = 1024  # onnxruntime starts every intra-op thread up front: 100,000 takes minutes, 10**30 overflows
 # the largest constant Loop trip count bench runs: one trip of even a tiny body takes microseconds
 MAX_LOOP_TRIPS = 1_000_000
+# metadata_props the ONNX exporter writes (JSON): the task and the data's preprocessing, for the edge side
+TASK_KEY = "compressor.task"
+PREPROCESS_KEY = "compressor.preprocess"
+MAX_METADATA_CHARS = 1 << 20  # a larger value is not ours: it is skipped rather than parsed
 
 
 def artifact_kind(path: Path) -> str:
@@ -181,6 +185,42 @@ def _read_onnx(path: Path) -> Any:
         return None
 
 
+def edge_metadata(path: Path, model: Any) -> dict[str, Any]:
+    """{"task": ..., "preprocess": ...} from an .onnx file's metadata_props (those present and valid JSON
+    objects): read from `model` (a ModelProto), or without the `onnx` package through onnxruntime's
+    model metadata. Never raises: a file without them, or one that cannot be read, gives {}."""
+    try:
+        if model is not None:
+            props = {p.key: p.value for p in model.metadata_props}
+        else:
+            import onnxruntime as ort
+
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            props = dict(session.get_modelmeta().custom_metadata_map)
+    except Exception:  # noqa: BLE001 - best effort: the run reports a broken file
+        return {}
+    out: dict[str, Any] = {}
+    for name, key in (("task", TASK_KEY), ("preprocess", PREPROCESS_KEY)):
+        text = props.get(key)
+        if not text or len(text) > MAX_METADATA_CHARS:
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            out[name] = value
+    return out
+
+
+def format_metadata(stats: Sequence[LatencyStats]) -> list[str]:
+    """The `preprocess:` and `task:` lines printed after the table (one JSON object each), for the
+    artifact's metadata that `edge_metadata` found."""
+    extra = next((s.extra for s in stats if s.extra.get("preprocess") or s.extra.get("task")), {})
+    return [f"{name}: {json.dumps(extra[name], separators=(', ', ': '))}" for name in ("preprocess", "task")
+            if extra.get(name)]
+
+
 def onnx_precision(model: Any) -> str:
     """The precision of an ONNX ModelProto, from its graph alone: "int8 (QOperator)" with quantized
     operators (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, ...), "int8 (QDQ)" with
@@ -306,8 +346,10 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
             check_onnx_graph(model, path)
             check_onnx_loops(model, path)
         own_precision = onnx_precision(model) if model is not None else None
+        metadata = edge_metadata(path, model)
     else:
         own_precision = ir.precision if ir is not None else artifact_precision(path)
+        metadata = {}
     out: list[LatencyStats] = []
     for b in resolved:
         if b.startswith("onnxruntime-"):
@@ -324,6 +366,7 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
             stats.extra["artifact"] = str(path)
         if not (b.startswith("torch-") and precision is not None):  # else: the cast it timed
             stats.extra["precision"] = own_precision
+        stats.extra.update(metadata)
         out.append(stats)
     return out
 

@@ -449,6 +449,41 @@ def genotype_distance(a: str | None, b: str | None, history: Path | None, encodi
                    f"reduce {cell_distance(ga.reduce, gb.reduce, encoding):.6f}")
 
 
+@main.group(cls=OneLineGroup)
+def data() -> None:
+    """Data and models to try the compiler on: small generated examples."""
+
+
+# spelled out so that `compress --help` does not import numpy (tests/test_examples.py checks they agree)
+EXAMPLE_KINDS = ("image-folder", "segmentation-folder", "hf-classifier", "hf-segmenter")
+
+
+@data.command("make-example")
+@click.argument("kind", metavar="KIND", type=click.Choice(EXAMPLE_KINDS))
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Random seed (same seed, same bytes).")
+@click.option("--size", default=32, show_default=True, type=click.IntRange(min=8, max=1024),
+              help="Image side in pixels.")
+@click.option("--force", is_flag=True, help="Write into a non-empty DIR, replacing the example's own files there.")
+@handle_errors
+def data_make_example(kind: str, directory: Path, seed: int, size: int, force: bool) -> None:
+    """Write a small generated example of KIND into DIR.
+
+    \b
+    image-folder         DIR/<split>/<class>/<i>.png: 3 classes of 32x32 RGB patterns, 60/21/21 images
+    segmentation-folder  DIR/<split>/images/<id>.png + masks/<id>.png (0-2 classes, 255 = ignore)
+    hf-classifier        a tiny Hugging Face ViT (3 labels) + preprocessor_config.json, for the hf frontend
+    hf-segmenter         a tiny Hugging Face Segformer (3 labels) + preprocessor_config.json
+    """
+    from compressor.examples import KINDS, make_example
+
+    with writes_to(directory):
+        files = make_example(kind, directory, seed=seed, size=size, force=force)
+    click.echo(f"wrote {len(files)} files of the {kind} example to {directory}; use it as "
+               + KINDS[kind].usage.format(dir=directory))
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @handle_errors
@@ -524,7 +559,7 @@ def bench(artifact: Path, backends: tuple[str, ...], precision: str | None, cuda
     """
     import json
 
-    from compressor.bench import format_stats_table, run_bench_many
+    from compressor.bench import format_metadata, format_stats_table, run_bench_many
 
     integrity = _verify(artifact)
     stats = run_bench_many(artifact, backends or ("auto",), batch=batch, threads=threads, warmup=warmup,
@@ -537,6 +572,8 @@ def bench(artifact: Path, backends: tuple[str, ...], precision: str | None, cuda
         click.echo(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
     else:
         click.echo(format_stats_table(stats))
+        for line in format_metadata(stats):  # what the model expects (preprocess) and predicts (task)
+            click.echo(line)
         click.echo(f"integrity: {integrity}")
 
 

@@ -29,6 +29,11 @@ class Frontend(Configurable):
         """A fresh module from the recipe spec that `build` recorded (weights are loaded afterwards)."""
         raise FrontendError(f"frontend {cls.name} cannot rebuild a module from a recipe")
 
+    def source_digest(self) -> dict[str, Any] | None:
+        """Digests of the files the frontend reads beyond its options (a checkpoint directory), or None.
+        They are part of the model stage's key, so that editing those files rebuilds the stage."""
+        return None
+
 
 def check_output(out: Any, task: TaskSpec, spec: InputSpec, batch: int) -> None:
     if not isinstance(out, torch.Tensor):
@@ -36,8 +41,8 @@ def check_output(out: Any, task: TaskSpec, spec: InputSpec, batch: int) -> None:
                             f"(wrap the model so that forward returns the logits)")
     if task.kind == "classification":
         want = (batch, task.num_classes)
-    else:
-        want = (batch, 1, *spec.shape[2:])
+    else:  # binary masks: 1 logit per pixel; semantic segmentation: C
+        want = (batch, task.num_classes if task.multiclass_segmentation else 1, *spec.shape[2:])
     if tuple(out.shape) != want:
         raise FrontendError(f"the model's output has shape {tuple(out.shape)} but a {task.kind} task with "
                             f"{task.num_classes} classes on input {list(spec.shape)} needs {want}")

@@ -186,7 +186,8 @@ class ProgressInstrument(Instrument):
 
     def after_stage(self, run: Run, s: StageRun) -> None:
         m = s.record.get("metrics", {})
-        shown = "".join(f"; {k} {100 * v:.2f}" for k, v in m.items() if v is not None)
+        shown = "".join(f"; {k} {100 * v:.2f}" for k, v in m.items()
+                        if isinstance(v, (int, float)))  # not per_class_iou's table
         size = f"; {s.record['size_bytes'] / 1e6:.3f} MB" if "size_bytes" in s.record else ""
         self.say(f"[{s.index + 1}/{s.total}] {s.label}: {'cached' if s.cached else f'done in {s.seconds:.1f}s'}"
                  f"{shown}{size}")
@@ -300,7 +301,7 @@ def eval_loader(ctx: Any, ev: Any) -> Any:
     ds = ctx.data.split(ev.split)
     if ev.max_samples and ev.max_samples < len(ds):
         ds = Subset(ds, range(ev.max_samples))
-    return make_loader(ds, ev.batch_size, shuffle=False)
+    return make_loader(ds, ev.batch_size, shuffle=False, num_workers=ctx.data.num_workers)
 
 
 def measure(s: StageRun, ctx: Any, ev: Any, lat: Any) -> dict[str, Any]:

@@ -187,6 +187,8 @@ class ModelStep(Step):
 
     def compute(self, ir: ModelIR | None, ctx: PassContext, out_dir: Path) -> StepOutput:
         ir = self.model.frontend.build(ctx.data, ctx)
+        if ctx.data is not None and ctx.data.preprocess is not None:  # the deployment side needs it (ONNX metadata)
+            ir.meta["preprocess"] = ctx.data.preprocess
         if self.model.train is not None:
             from compressor.train import train_stage
 

@@ -102,8 +102,12 @@ class ModelSpec:
         return " | ".join(parts)
 
     def as_data(self) -> dict:
-        return {"frontend": self.frontend.name, "options": self.frontend.options_dict(),
+        data = {"frontend": self.frontend.name, "options": self.frontend.options_dict(),
                 "train": options_dict(self.train) if self.train else None}
+        source = self.frontend.source_digest()
+        if source is not None:  # files the frontend reads (a checkpoint): the stage key follows their content
+            data["source"] = source
+        return data
 
 
 @dataclass

@@ -2,10 +2,14 @@
 
 A stage is a dict (one per pipeline stage, in order; the first is the baseline):
     index, name, label, kind ("model" | "pass" | "export"), artifact (relative to the run dir),
-    precision ("fp32" | "fp16" | "int8"), metrics {accuracy, precision, recall, f1, iou?}, params,
+    precision ("fp32" | "fp16" | "int8"), metrics {accuracy, precision, recall, f1, iou?, top5?} or, for
+    multi-class segmentation, {miou, pixel_accuracy, per_class_iou {class: IoU | None}}, params,
     macs (int | None), size_bytes, latency {backend: LatencyStats.to_dict()}, seconds.
 report.json adds per stage `size_reduction_pct` and `params_reduction_pct` relative to stage 0.
-Sizes are in MB = 10**6 bytes; metrics are shown in percent.
+Sizes are in MB = 10**6 bytes; metrics are shown in percent. The table has the Accuracy/Recall/F1/IoU
+columns unless every measured stage is multi-class segmentation, then Top-5 where some stage measured it,
+and Pixel acc / mIoU where some stage measured mIoU; report.md adds a per-class IoU table for multi-class
+segmentation (a row per class, a column per stage).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["write_report", "add_reductions", "markdown_table"]
+__all__ = ["write_report", "add_reductions", "markdown_table", "per_class_table"]
 
 DASH = "—"
 
@@ -51,21 +55,40 @@ def _num(v: Any, fmt: Callable[[float], str]) -> str:
     return fmt(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else DASH
 
 
+BINARY_COLUMNS = (("Accuracy", "accuracy"), ("Recall", "recall"), ("F1", "f1"), ("IoU", "iou"))
+TOP5_COLUMNS = (("Top-5", "top5"),)
+MULTICLASS_COLUMNS = (("Pixel acc", "pixel_accuracy"), ("mIoU", "miou"))
+
+
+def _metric_columns(stages: list[dict]) -> list[tuple[str, str]]:
+    """(header, metric key) of the table's metric columns: the papers' four unless every measured stage is
+    multi-class segmentation, then top-5 and mIoU where some stage has them."""
+    measured = [st.get("metrics") or {} for st in stages]
+    measured = [m for m in measured if m]
+    has = lambda key: any(key in m for m in measured)  # noqa: E731
+    cols = [] if measured and all("miou" in m for m in measured) else list(BINARY_COLUMNS)
+    cols += list(TOP5_COLUMNS) if has("top5") else []
+    return cols + (list(MULTICLASS_COLUMNS) if has("miou") else [])
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}"
+
+
 def markdown_table(stages: list[dict]) -> str:
     """The report table: a row per stage, in the columns the papers use, then latency."""
     backends = _backends(stages)
-    header = ["Stage", "Accuracy", "Recall", "F1", "IoU", "Params", "Size MB", "Size reduction %", "MACs (M)"]
+    columns = _metric_columns(stages)
+    header = ["Stage", *(h for h, _ in columns), "Params", "Size MB", "Size reduction %", "MACs (M)"]
     for b in backends:
         header += [f"{b} p50 ms", "p90", "p99"]
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
     for st in stages:
         m = st.get("metrics") or {}
         row = [
             str(st.get("name", "")),
-            _num(m.get("accuracy"), pct), _num(m.get("recall"), pct), _num(m.get("f1"), pct),
-            _num(m.get("iou"), pct),
+            *(_num(m.get(key), _pct) for _, key in columns),
             _num(st.get("params"), lambda v: f"{int(v):,}"),
             _num(st.get("size_bytes"), lambda v: f"{v / 1e6:.3f}"),
             _num(st.get("size_reduction_pct"), lambda v: f"{v:.2f}"),
@@ -95,8 +118,9 @@ def _plot(stages: list[dict], title: str, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    seg = any("iou" in (st.get("metrics") or {}) for st in stages)
-    key, ylabel = ("iou", "IoU %") if seg else ("accuracy", "Accuracy %")
+    measured = [st.get("metrics") or {} for st in stages]
+    key, ylabel = ("miou", "mIoU %") if any("miou" in m for m in measured) else \
+        ("iou", "IoU %") if any("iou" in m for m in measured) else ("accuracy", "Accuracy %")
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax1, ax2 = fig.subplots(1, 2)
@@ -154,6 +178,23 @@ def int8_table(st: dict) -> list[str]:
     return out
 
 
+def per_class_table(stages: list[dict]) -> list[str]:
+    """report.md's per-class IoU section for multi-class segmentation: a row per class, a column per stage that
+    measured it, IoU in percent ("—" for a class that neither occurs nor is predicted on the split)."""
+    measured = [st for st in stages if isinstance((st.get("metrics") or {}).get("per_class_iou"), dict)]
+    if not measured:
+        return []
+    classes = list(dict.fromkeys(c for st in measured for c in st["metrics"]["per_class_iou"]))
+    out = ["## Per-class IoU %", "",
+           "| Class | " + " | ".join(f"{st.get('index', '')} {st.get('name', '')}" for st in measured) + " |",
+           "|" + "|".join(["---"] + ["---:"] * len(measured)) + "|"]
+    for c in classes:
+        cells = [c.replace("|", r"\|")]  # a class name must not split its row
+        cells += [_num(st["metrics"]["per_class_iou"].get(c), _pct) for st in measured]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
 def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str, Path]:
     """Write report.json, report.md and report.png into `out_dir`, each atomically."""
     out_dir = Path(out_dir)
@@ -169,6 +210,8 @@ def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str
            + (f" ({st['precision']})" if st.get("precision") else "")
            + (f"; note: {st['note']}" if st.get("note") else "")
            for i, st in enumerate(rows)]
+    per_class = per_class_table(rows)
+    md += ["", *per_class] if per_class else []
     for st in rows:
         if st.get("int8_layers"):
             md += ["", *int8_table(st)]

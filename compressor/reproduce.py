@@ -20,10 +20,10 @@ def replay(path: str | Path, progress: bool = True, trust_factory: bool = False)
     """Run the failed step of the reproducer at `path` again; raises what it raises.
 
     A reproducer may come from someone else, so rebuilding a user factory it names (its input IR's,
-    its refs', or its pipeline's `torch` frontend) needs `trust_factory`; without it that is refused
-    in one line naming the factory, before anything runs."""
+    its refs', its pipeline's `torch` frontend, or its `torch-dataset` data) needs `trust_factory`;
+    without it that is refused in one line naming the factory, before anything runs."""
     from compressor.context import PassContext
-    from compressor.data import build_data
+    from compressor.data import build_data, data_factory
     from compressor.ir import ModelIR
     from compressor.pipeline import EvaluateOptions, Pipeline
     from compressor.registry import EXPORTERS, PASSES, _load_builtins
@@ -40,7 +40,9 @@ def replay(path: str | Path, progress: bool = True, trust_factory: bool = False)
         pipeline = Pipeline.from_yaml(root / "pipeline.yaml")
         pipeline.passes, pipeline.exports = [], []
         chain = pipeline.compile()
-        _check_trust(root, [("its pipeline.yaml's model", chain.steps[0].trust().factory)], trust_factory)
+        data_spec = pipeline.data.as_data() if pipeline.data else None
+        _check_trust(root, [("its pipeline.yaml's model", chain.steps[0].trust().factory),
+                            ("its pipeline.yaml's data", data_factory(data_spec))], trust_factory)
         return chain.run(ctx=pipeline.context(progress), out=out, store=out / ".store", force=True,
                          evaluate=evaluate, progress=progress, instruments=_instruments(out, evaluate, progress))
     registry = PASSES if doc["kind"] == "pass" else EXPORTERS
@@ -51,7 +53,8 @@ def replay(path: str | Path, progress: bool = True, trust_factory: bool = False)
                           "replayed")
     irs = [("its input IR", root / "input")] + [(f"its ref '{name}'", root / "refs" / name)
                                                 for name in doc.get("refs", [])]
-    _check_trust(root, [(what, _factory(d)) for what, d in irs], trust_factory)
+    _check_trust(root, [(what, _factory(d)) for what, d in irs] + [("its data", data_factory(doc.get("data")))],
+                 trust_factory)
     ir = ModelIR.load(root / "input", trust_factory=trust_factory)
     data_spec = doc.get("data")
     data = None

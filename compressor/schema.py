@@ -393,6 +393,7 @@ CELLS_GENOTYPE = Record({"cells": List(CELL_GENE), "reduce_at": INDICES}, noun="
 ANY_GENOTYPE = Switch(lambda v: CELLS_GENOTYPE if isinstance(v, Mapping) and "cells" in v else GENOTYPE,
                       "a genotype mapping (normal, normal_concat, reduce, reduce_concat; or cells, reduce_at)")
 
+SHA256 = Str(pattern=r"[0-9a-f]{64}", description="a sha256 hex digest")
 FACTORY = Str(pattern=r"[^:\s]+:[^:\s]+", description="a 'package.module:callable' string")
 
 # What each frontend's `rebuild` reads from its recipe block (frontends/zoo.py, darts/frontend.py, torch.py).
@@ -407,6 +408,8 @@ FRONTEND_BLOCKS: dict[str, Record] = {
                     optional=("network", "auxiliary", "drop_path_prob", "seed")),
     "torch": Record({"name": Str(), "factory": FACTORY, "kwargs": Map(), "seed": Int(),
                      "search_path": Nullable(Str())}, optional=("kwargs", "seed", "search_path")),
+    "hf": Record({"name": Str(), "path": Str(pattern=r".+", description="a non-empty directory path"),
+                  "config_sha256": SHA256, "task": TASK.inner.fields["kind"], "num_labels": POSITIVE}),
 }
 # a frontend registered by someone else: its name, and its own keys for its own rebuild to check
 OTHER_FRONTEND = Record({"name": Str()}, extra=ANY)
@@ -421,8 +424,6 @@ def _frontend_block(block: Any) -> Record:
 FRONTEND_BLOCK = Switch(_frontend_block, "a mapping with the frontend's 'name' and what its rebuild reads")
 
 RECIPE = Record({"frontend": FRONTEND_BLOCK, "edits": List(EDIT)}, optional=("edits",))
-
-SHA256 = Str(pattern=r"[0-9a-f]{64}", description="a sha256 hex digest")
 
 IR_DOCUMENT = Record({
     "format": Str(),

@@ -4,7 +4,8 @@ Optimizer (Adam/AdamW/SGD), cosine schedule, gradient clipping, AMP on CUDA, a t
 bar, a checkpoint every epoch and resume from it. The checkpoint holds the model, optimizer and
 scheduler state and every RNG stream (torch, CUDA, numpy, Python, the loader's shuffle generator),
 so a resumed run continues exactly as the uninterrupted one would have. Losses: cross-entropy for classification,
-BCE + Dice for binary segmentation (the usual choice for masks with a small foreground).
+BCE + Dice for binary segmentation (the usual choice for masks with a small foreground), per-pixel cross-entropy
+for multi-class segmentation, with `ignore_index` pixels left out.
 """
 from __future__ import annotations
 
@@ -56,7 +57,27 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return bce + dice.mean()
 
 
+def class_map(target: torch.Tensor) -> torch.Tensor:
+    """Multi-class segmentation labels as an int64 (N, H, W) class map; (N, 1, H, W) maps are accepted."""
+    if target.ndim == 4 and target.shape[1] == 1:
+        target = target[:, 0]
+    return target.long()
+
+
+def multiclass_segmentation_loss(logits: torch.Tensor, target: torch.Tensor,
+                                 ignore_index: int | None = None) -> torch.Tensor:
+    """Cross-entropy over the C classes of every pixel, averaged over the labelled pixels: pixels labelled
+    `ignore_index` add nothing to the loss or its gradient. A batch with no labelled pixel gives 0 (still
+    attached to the graph) rather than torch's 0/0 NaN, so that one unlabelled crop does not poison training."""
+    target = class_map(target)
+    if ignore_index is not None and not bool((target != ignore_index).any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=-100 if ignore_index is None else ignore_index)
+
+
 def task_loss(task: TaskSpec) -> LossFn:
+    if task.multiclass_segmentation:
+        return lambda logits, target, _x: multiclass_segmentation_loss(logits.float(), target, task.ignore_index)
     if task.kind == "segmentation":
         return lambda logits, target, _x: segmentation_loss(logits.float(), target.float())
     return lambda logits, target, _x: F.cross_entropy(logits.float(), target.long())
@@ -238,7 +259,8 @@ def train_stage(ctx: "PassContext", module: nn.Module, task: TaskSpec, opts: Tra
 
     data = ctx.require_data(desc)
     ctx.seed_everything(offset)
-    loader = make_loader(data.train, opts.batch_size, shuffle=True, seed=ctx.seed + offset)
+    loader = make_loader(data.train, opts.batch_size, shuffle=True, seed=ctx.seed + offset,
+                         num_workers=data.num_workers)
     ckpt_dir = ctx.scratch_dir("checkpoints")
     result = fit(module, loader, task, opts, device=ctx.device, loss_fn=loss_fn,
                  checkpoint=ckpt_dir / f"{name}.pt" if ckpt_dir else None, progress=ctx.progress, desc=desc,

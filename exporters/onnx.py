@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import os
 import re
@@ -435,8 +436,10 @@ def _verify(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list
                     f"'{name}' ({ir.precision}); set verify: false to skip, loosen {knobs}, "
                     f"or try dynamo: false / simplify: false")
         max_diff[batch] = worst
-        if ir.task.kind == "segmentation":
-            agreement[batch] = float(np.mean((np.asarray(got[0]) > 0) == (ref[0] > 0)))
+        if ir.task.kind == "segmentation":  # mask pixels (binary) or argmax pixel classes (multi-class)
+            from compressor.exporters.onnx_int8 import predictions
+
+            agreement[batch] = float(np.mean(predictions(ir.task, np.asarray(got[0])) == predictions(ir.task, ref[0])))
     return max_diff, agreement
 
 
@@ -453,7 +456,7 @@ def _verify_int8(path: Path, module: torch.nn.Module, ir: ModelIR, output_names:
         ref = _run_torch(module, inputs)
         got = sess.run(output_names[:1], {n: x.numpy() for n, x in zip(names, inputs)})[0]
         max_diff[batch] = float(np.abs(got.astype(np.float64) - ref[0]).max())
-        agree[batch] = agreement(ir.task.kind, got, ref[0])
+        agree[batch] = agreement(ir.task, got, ref[0])
         if agree[batch] < opts.int8_min_agreement:
             raise ExportError(f"int8 ONNX check failed at batch {batch}: the QDQ graph agrees with the torch fake-quant "
                               f"model on {agree[batch]:.1%} of predictions (< int8_min_agreement "
@@ -470,7 +473,7 @@ def _check_metric_drop(path: Path, float_module: torch.nn.Module, ir: ModelIR, d
     from compressor.passes.int8 import main_metric
 
     loader = make_loader(data.val, 32)
-    key = main_metric(ir.task.kind)
+    key = main_metric(ir.task)
     ref = evaluate_module(float_module, loader, ir.task)[key] * 100
     got = evaluate_onnx(path, loader, ir.task)[key] * 100
     drop = ref - got
@@ -489,6 +492,25 @@ def _versions() -> dict[str, str | None]:
         ort_version = None
     return {"onnx_version": onnx.__version__, "onnxruntime_version": ort_version,
             "torch_version": torch.__version__}
+
+
+def write_edge_metadata(model: onnx.ModelProto, ir: ModelIR) -> None:
+    """Record in the model's metadata_props, as JSON, what the deployment side needs to feed it and read it:
+    the task (kind, num_classes, ignore_index, class_names) and, when the data declared one, the
+    preprocessing (`compressor.data.preprocess`). `compress bench` prints them without torch."""
+    from compressor.bench import PREPROCESS_KEY, TASK_KEY
+
+    task = ir.task
+    props = {TASK_KEY: json.dumps({"kind": task.kind, "num_classes": task.num_classes,
+                                   "ignore_index": task.ignore_index,
+                                   "class_names": list(task.class_names) if task.class_names else None})}
+    if ir.meta.get("preprocess"):
+        props[PREPROCESS_KEY] = json.dumps(ir.meta["preprocess"])
+    kept = [p for p in model.metadata_props if p.key not in props]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
 
 
 def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: Any = None) -> ExportResult:
@@ -559,6 +581,7 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
     if opset != opts.opset:
         raise ExportError(f"the graph's opset changed to {opset} after simplification/fp16 conversion "
                           f"(requested {opts.opset}); set simplify: false")
+    write_edge_metadata(model, ir)
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
@@ -615,8 +638,9 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
         "seconds": round(time.perf_counter() - start, 3),
         **_versions(),
     }
-    if ir.task.kind == "segmentation" or int8:
-        info["sign_agreement" if ir.task.kind == "segmentation" else "class_agreement"] = agreement
+    if ir.task.kind == "segmentation" or int8:  # binary masks agree in sign, classes (per pixel) in argmax
+        binary = ir.task.kind == "segmentation" and not ir.task.multiclass_segmentation
+        info["sign_agreement" if binary else "class_agreement"] = agreement
     if int8:
         info["int8"] = int8_info
         info["tolerance"] = {"min_agreement": opts.int8_min_agreement}

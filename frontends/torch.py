@@ -137,7 +137,10 @@ class TorchModel(Frontend):
         if o.weights:
             load_weights(model, o.weights)
         value_range = data.input_range if data else None
-        return lower(model, [input_spec_from(shape, value_range)], TaskSpec(kind, classes),
+        # the data's own task when it is the one asked for: its ignore_index and class names come along
+        same = data is not None and (data.task.kind, data.task.num_classes) == (kind, classes)
+        task = data.task if same else TaskSpec(kind, classes)
+        return lower(model, [input_spec_from(shape, value_range)], task,
                      meta={"frontend": "torch", "factory": o.factory, "weights": o.weights}, recipe=recipe)
 
     @classmethod

@@ -1,9 +1,10 @@
 """Zoo frontend: small reference models that the passes can be exercised on.
 
-- `seg-cnn`: a small encoder-decoder for binary segmentation (InSAR coherence + phase → mask):
+- `seg-cnn`: a small encoder-decoder for segmentation (InSAR coherence + phase → mask):
   two stride-2 reductions through depthwise-separable blocks (so the depthwise exclusion of
   prune-l1 has something to exclude), a bottleneck, bilinear upsampling with skip connections back
-  to the input resolution, and a 1×1 head giving one logit per pixel.
+  to the input resolution, and a 1×1 head giving one logit per pixel (binary masks) or, when the
+  data's task has C ≥ 2 classes, C logits per pixel (semantic segmentation).
 - `cls-cnn`: a small classifier (conv, conv, max-pool, depthwise-separable block, global pool,
   linear) for images such as the 8×8 digits.
 - `vit`: a small Vision Transformer (see `compressor.frontends.vision`): patch embedding, cls token,
@@ -17,7 +18,8 @@
 - `mobilenet-v2`: MobileNetV2 (Sandler et al. 2018) with channels scaled by `width`/32 (32 gives
   the paper's counts); stride-2 layers run at stride 1 once the feature map is below 8 pixels.
 
-Models take their input channels, size and class count from the data, their width from `width`.
+Models take their input channels, size and class count from the data (its whole task: ignore_index and
+class names included), their width from `width`.
 Options that only some models take (`depth`, `heads`, `patch_size`, `kernels`) are rejected for the others.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from compressor.errors import FrontendError
 from compressor.frontend import Frontend, input_spec_from, lower
 from compressor.frontends.vision import MobileNetV2, ResNet, VisionTransformer
-from compressor.ir import ModelIR, TaskSpec
+from compressor.ir import ModelIR
 from compressor.options import option, options_dict, parse_options
 from compressor.registry import register_frontend
 
@@ -55,7 +57,7 @@ def separable(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class SegCNN(nn.Module):
-    def __init__(self, in_channels: int = 2, width: int = 16) -> None:
+    def __init__(self, in_channels: int = 2, width: int = 16, num_classes: int = 1) -> None:
         super().__init__()
         w = width
         self.stem = conv_bn_relu(in_channels, w)
@@ -66,7 +68,7 @@ class SegCNN(nn.Module):
         self.bottleneck = nn.Sequential(conv_bn_relu(4 * w, 4 * w), separable(4 * w, 4 * w))
         self.dec2 = conv_bn_relu(4 * w + 2 * w, 2 * w)
         self.dec1 = conv_bn_relu(2 * w + w, w)
-        self.head = nn.Conv2d(w, 1, 1)
+        self.head = nn.Conv2d(w, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s1 = self.enc1(self.stem(x))
@@ -127,8 +129,9 @@ def _vit(c: int, n: int, hw: tuple[int, int], o: "ZooOptions") -> nn.Module:
 
 
 ZOO: dict[str, ZooModel] = {
-    "seg-cnn": ZooModel("segmentation", lambda c, n, hw, o: SegCNN(c, o.width),
-                        "encoder-decoder with depthwise-separable reductions and skips; 1 logit per pixel"),
+    "seg-cnn": ZooModel("segmentation", lambda c, n, hw, o: SegCNN(c, o.width, n),
+                        "encoder-decoder with depthwise-separable reductions and skips; 1 logit per pixel "
+                        "(binary) or one per class"),
     "cls-cnn": ZooModel("classification", lambda c, n, hw, o: ClsCNN(c, n, o.width),
                         "conv-conv-pool-separable-pool-linear classifier"),
     "vit": ZooModel("classification", _vit,
@@ -203,7 +206,7 @@ class Zoo(Frontend):
         spec = input_spec_from(data.input_shape, data.input_range)
         meta = {"frontend": "zoo", "model": self.options.model, "width": self.options.width}
         meta.update({k: getattr(self.options, k) for k in MODEL_OPTIONS if getattr(self.options, k) is not None})
-        return lower(model, [spec], TaskSpec(data.task.kind, data.task.num_classes), meta=meta, recipe=recipe)
+        return lower(model, [spec], data.task, meta=meta, recipe=recipe)
 
     @classmethod
     def rebuild(cls, spec: dict) -> nn.Module:

@@ -60,7 +60,7 @@ from compressor.adapters.blocks import BlockInfo, call_order, find_blocks, outpu
 from compressor.context import PassContext
 from compressor.edits import register_edit
 from compressor.errors import PassError
-from compressor.ir import ModelIR
+from compressor.ir import ModelIR, TaskSpec
 from compressor.options import Range, option
 from compressor.passes_base import Pass, PassResult
 from compressor.registry import register_pass
@@ -596,7 +596,7 @@ class PruneDario(Pass):
         topts = TrainOptions(epochs=o.finetune_epochs, lr=o.finetune_lr, batch_size=o.finetune_batch_size)
         loss_fn = None
         if teacher is not None:
-            loss_fn = _kd_loss(teacher.eval(), ir.task.kind, o.distill_alpha, o.temperature)
+            loss_fn = _kd_loss(teacher.eval(), ir.task, o.distill_alpha, o.temperature)
         res = train_stage(ctx, model, ir.task, topts, offset=len(ir.history), name="dario-finetune",
                           desc="dario finetune", loss_fn=loss_fn)
         for p in model.parameters():
@@ -614,11 +614,11 @@ def _modules_from(model: nn.Module, block: str, example: tuple[torch.Tensor, ...
     return {block} | {n for n in order[start:] if n in leaves}
 
 
-def _kd_loss(teacher: nn.Module, kind: str, alpha: float, temperature: float) -> Any:
+def _kd_loss(teacher: nn.Module, task: TaskSpec, alpha: float, temperature: float) -> Any:
     from compressor.passes.distill import kd_loss
 
     def fn(logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             t = teacher.to(x.device)(x)
-        return kd_loss(logits.float(), t.float(), target, kind, alpha, temperature)
+        return kd_loss(logits.float(), t.float(), target, task, alpha, temperature)
     return fn

@@ -5,9 +5,14 @@ Loss (Hinton et al.), with α = `alpha` and T = `temperature`:
     L = α · T² · soft(student / T, teacher / T) + (1 − α) · hard(student, labels) + β · Σ features
 
 - classification: soft = KL(softmax(teacher/T) ‖ softmax(student/T)) (batch mean), hard = cross-entropy.
-- segmentation (one logit per pixel): soft = per-pixel binary cross-entropy between sigmoid(student/T)
-  and the teacher's sigmoid(teacher/T) (the binary form of the same KL up to a constant), averaged
-  over pixels; hard = BCE + soft Dice, the loss the baseline was trained with.
+- binary segmentation (one logit per pixel): soft = per-pixel binary cross-entropy between
+  sigmoid(student/T) and the teacher's sigmoid(teacher/T) (the binary form of the same KL up to a
+  constant), averaged over pixels; hard = BCE + soft Dice, the loss the baseline was trained with.
+- multi-class segmentation (C logits per pixel): soft = per-pixel KD, the classification KL taken at
+  every pixel: KL(softmax(teacher/T) ‖ softmax(student/T)) over the class dim (dim 1), summed over
+  the classes and averaged over the labelled pixels; pixels labelled `ignore_index` are masked out of
+  the mean (their teacher may be confident about a class nobody checked), and a batch with no
+  labelled pixel adds 0. hard = per-pixel cross-entropy with the same `ignore_index`.
 - features (`feature_layers`, seed 000's remedy for its IoU loss): for each named module present in
   both networks, the student's output goes through a trainable 1×1 conv adapter to the teacher's
   channel count (resized bilinearly if the spatial sizes differ) and is pulled to the teacher's output
@@ -29,11 +34,13 @@ import torch.nn.functional as F
 
 from compressor.context import PassContext
 from compressor.errors import PassError
-from compressor.ir import ModelIR
+from compressor.ir import ModelIR, TaskSpec
 from compressor.options import option
 from compressor.passes_base import Pass, PassResult
 from compressor.registry import register_pass
-from compressor.train import TrainOptions, segmentation_loss, train_stage
+from compressor.train import TrainOptions, class_map, multiclass_segmentation_loss, segmentation_loss, train_stage
+
+Task = TaskSpec | str  # a TaskSpec, or a kind: "classification" or "segmentation" (binary)
 
 
 @dataclass(frozen=True)
@@ -51,25 +58,51 @@ class DistillOptions(TrainOptions):
     feature_weight: float = option(1.0, "weight β of the feature-alignment loss", min=0)
 
 
-def soft_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
-    """T² · KL between the softened teacher and student distributions (see the module docstring)."""
+def _spec(task: Task) -> TaskSpec:
+    return task if isinstance(task, TaskSpec) else TaskSpec(task, 1 if task == "segmentation" else 2)
+
+
+def pixel_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float, target: torch.Tensor | None = None,
+             ignore_index: int | None = None) -> torch.Tensor:
+    """T² · per-pixel KL(softmax(teacher/T) ‖ softmax(student/T)) over dim 1 of (N, C, H, W) logits, summed over
+    the classes and averaged over the pixels whose label (`target`, (N, H, W)) is not `ignore_index`."""
     t = temperature
-    if kind == "classification":
+    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="none",
+                  log_target=True).sum(dim=1)
+    if target is not None and ignore_index is not None:
+        kl = kl[class_map(target) != ignore_index]
+        if kl.numel() == 0:
+            return student.sum() * 0.0
+    return kl.mean() * t * t
+
+
+def soft_loss(student: torch.Tensor, teacher: torch.Tensor, task: Task, temperature: float,
+              target: torch.Tensor | None = None) -> torch.Tensor:
+    """T² · KL between the softened teacher and student distributions (see the module docstring); `target`
+    only masks the ignore_index pixels of multi-class segmentation."""
+    spec, t = _spec(task), temperature
+    if spec.multiclass_segmentation:
+        return pixel_kd(student, teacher, t, target, spec.ignore_index)
+    if spec.kind == "classification":
         return F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1),
                         reduction="batchmean") * t * t
     return F.binary_cross_entropy_with_logits(student / t, torch.sigmoid(teacher / t)) * t * t
 
 
-def hard_loss(student: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "classification":
+def hard_loss(student: torch.Tensor, target: torch.Tensor, task: Task) -> torch.Tensor:
+    spec = _spec(task)
+    if spec.multiclass_segmentation:
+        return multiclass_segmentation_loss(student, target, spec.ignore_index)
+    if spec.kind == "classification":
         return F.cross_entropy(student, target.long())
     return segmentation_loss(student, target.float())
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, kind: str, alpha: float,
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, task: Task, alpha: float,
             temperature: float) -> torch.Tensor:
     """α · soft + (1 − α) · hard."""
-    return alpha * soft_loss(student, teacher, kind, temperature) + (1 - alpha) * hard_loss(student, target, kind)
+    return (alpha * soft_loss(student, teacher, task, temperature, target)
+            + (1 - alpha) * hard_loss(student, target, task))
 
 
 class FeatureTap:
@@ -149,8 +182,8 @@ class Distill(Pass):
             raise PassError("distill: student: darts needs a teacher built by the darts frontend (its genotype); "
                             "use student: current for other models")
         spec = teacher.inputs[0]
-        student = lower_genotype(Genotype.from_dict(geno), task=teacher.task.kind, in_channels=spec.shape[1],
-                                 input_size=tuple(spec.shape[2:]), num_classes=teacher.task.num_classes,
+        student = lower_genotype(Genotype.from_dict(geno), task=teacher.task, in_channels=spec.shape[1],
+                                 input_size=tuple(spec.shape[2:]),
                                  init_channels=o.student_init_channels or teacher.meta.get("init_channels", 16),
                                  layers=o.student_layers or teacher.meta.get("layers", 8),
                                  value_range=spec.value_range, network=teacher.meta.get("network", "auto"))
@@ -165,7 +198,7 @@ class Distill(Pass):
             p.requires_grad_(False)
         student_ir = self._student(ir, teacher_ir)
         student = student_ir.module.to(ctx.device)
-        kind = ir.task.kind
+        task = ir.task
 
         s_tap = FeatureTap(student, list(o.feature_layers))
         t_tap = FeatureTap(teacher, list(o.feature_layers))
@@ -191,8 +224,8 @@ class Distill(Pass):
         def loss_fn(logits: torch.Tensor, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 t_logits = teacher(x)
-            soft = soft_loss(logits.float(), t_logits.float(), kind, o.temperature)
-            hard = hard_loss(logits.float(), target, kind)
+            soft = soft_loss(logits.float(), t_logits.float(), task, o.temperature, target)
+            hard = hard_loss(logits.float(), target, task)
             loss = o.alpha * soft + (1 - o.alpha) * hard
             parts["soft"], parts["hard"] = soft.item(), hard.item()
             if o.feature_layers:

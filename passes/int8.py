@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from compressor.context import PassContext
 from compressor.edits import register_edit, set_submodule, unmatched_patterns
 from compressor.errors import PassError
-from compressor.ir import ModelIR
+from compressor.ir import ModelIR, TaskSpec
 from compressor.options import option
 from compressor.passes.int8_calib import METHODS, RangeObserver, quant_params
 from compressor.passes_base import Pass, PassResult
@@ -57,9 +57,13 @@ BACKENDS = ("tensorrt", "onnxruntime-cpu")
 FOLD_RTOL = 1e-4
 
 
-def main_metric(task_kind: str) -> str:
-    """The task metric a quantization budget is measured in: IoU for segmentation, else accuracy."""
-    return "iou" if task_kind == "segmentation" else "accuracy"
+def main_metric(task: TaskSpec | str) -> str:
+    """The task metric a quantization budget is measured in: mIoU for multi-class segmentation, IoU for binary
+    segmentation (a kind string means binary), else accuracy."""
+    if isinstance(task, TaskSpec) and task.multiclass_segmentation:
+        return "miou"
+    kind = task.kind if isinstance(task, TaskSpec) else task
+    return "iou" if kind == "segmentation" else "accuracy"
 
 
 # ---- fake quantization ----------------------------------------------------------------------------

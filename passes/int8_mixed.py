@@ -3,7 +3,7 @@
 `choose_layers` (called by the int8 pass with `mixed: {...}`):
 
 1. **Sensitivity** of every calibrated layer, in torch on `batches` validation batches: the task metric
-   (IoU or accuracy, points) of the model with only that layer fake-quantized, against the float model,
+   (IoU, mIoU or accuracy, points) of the model with only that layer fake-quantized, against the float model,
    and the mean squared error that layer's quantization adds to the logits (relative to their variance).
    Single layers rarely move a metric measured on a few batches, so layers are ranked by metric drop
    first and output error second.
@@ -59,7 +59,7 @@ def _metric(module: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
             out = module(x)
             outs.append(out)
             metrics.update(out.float(), y)
-    return metrics.compute()[main_metric(ir.task.kind)] * 100, outs
+    return metrics.compute()[main_metric(ir.task)] * 100, outs
 
 
 def sensitivities(wrapped: nn.Module, names: list[str], batches: list, ir: ModelIR,

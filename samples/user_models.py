@@ -1,9 +1,10 @@
 """Models "brought by a user", for the torch frontend (`factory: user_models:<name>`, `search_path: samples`).
 
 Nothing here is written for compressor: Hugging Face `transformers` models behind the usual three-line
-wrapper that returns the logits tensor, a `torch.nn.TransformerEncoder` classifier, and plain CNNs
-with residual blocks (in an `nn.Sequential`, or as named attributes `block1`, `block2`, ...) and a
-depthwise conv. Random init from small configs (no downloads).
+wrapper that returns the logits tensor (the hf frontend's `LogitsOnly`, which a pretrained directory gets
+without any factory: `model: {frontend: hf, path: DIR}`), a `torch.nn.TransformerEncoder` classifier, and
+plain CNNs with residual blocks (in an `nn.Sequential`, or as named attributes `block1`, `block2`, ...)
+and a depthwise conv. Random init from small configs (no downloads).
 """
 from __future__ import annotations
 
@@ -11,20 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-class LogitsOnly(nn.Module):
-    """`model(pixel_values=x).logits`, upsampled to the input size for dense prediction."""
-
-    def __init__(self, model: nn.Module, upsample: bool = False) -> None:
-        super().__init__()
-        self.model = model
-        self.upsample = upsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(pixel_values=x).logits
-        if self.upsample:
-            logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits
+from compressor.frontends.hf import LogitsOnly
 
 
 def hf_vit(image_size: int = 8, channels: int = 1, num_labels: int = 10, layers: int = 12, hidden: int = 64,

@@ -282,7 +282,7 @@ def test_12_stage_json_that_is_a_list_is_recomputed(tmp_path, record):
 # ---- 13: click usage errors ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, fragment", [
-    (["frobnicate"], "error: no such command 'frobnicate'; valid: bench, cache, genotype, inspect, passes, run, search, sweep, validate"),
+    (["frobnicate"], "error: no such command 'frobnicate'; valid: bench, cache, data, genotype, inspect, passes, run, search, sweep, validate"),
     (["valdate", "p.yaml"], "did you mean 'validate'?"),
     (["run"], "error: missing PIPELINE; give a pipeline file (e.g. compress run samples/quickstart.yaml) or --reproduce DIR"),
     (["bench", "m.onnx", "--batch", "0"], "error: Invalid value for '--batch': 0 is not in the range x>=1"),

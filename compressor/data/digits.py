@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from compressor.data import ArrayDataset, DataBundle, register_dataset
+from compressor.data import ArrayDataset, DataBundle, DataOptions, register_dataset, stratified_split
 from compressor.errors import DataError
 from compressor.ir import TaskSpec
 from compressor.options import option
@@ -21,7 +21,7 @@ _SALT = 0xD161  # keeps this split's random state apart from other users of the 
 
 
 @dataclass(frozen=True)
-class DigitsOptions:
+class DigitsOptions(DataOptions):
     train_fraction: float = option(0.7, "fraction of each class that goes to the train split",
                                    min=0.0, max=1.0, min_exclusive=True, max_exclusive=True)
     val_fraction: float = option(0.15, "fraction of each class that goes to the val split "
@@ -47,18 +47,8 @@ def _load() -> tuple[np.ndarray, np.ndarray]:
 def split_indices(
     labels: np.ndarray, train_fraction: float, val_fraction: float, seed: int
 ) -> dict[str, np.ndarray]:
-    """Stratified train/val/test indices (each sorted) that depend only on `seed`."""
-    seed_words = [int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF]
-    rng = np.random.default_rng(np.random.SeedSequence([_SALT, *seed_words]))
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for cls in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_train = int(round(len(idx) * train_fraction))
-        n_val = int(round(len(idx) * val_fraction))
-        parts["train"].append(idx[:n_train])
-        parts["val"].append(idx[n_train:n_train + n_val])
-        parts["test"].append(idx[n_train + n_val:])
-    return {k: np.sort(np.concatenate(v)) for k, v in parts.items()}
+    """Stratified train/val/test indices (each sorted) that depend only on `seed`; test takes the rest."""
+    return stratified_split(labels, {"train": train_fraction, "val": val_fraction}, seed, _SALT, rest="test")
 
 
 @register_dataset("digits")

@@ -77,7 +77,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from compressor.data import SPLITS, DataBundle, register_dataset
+from compressor.data import SPLITS, DataBundle, DataOptions, register_dataset
 from compressor.errors import DataError
 from compressor.ir import TaskSpec
 from compressor.options import option
@@ -95,7 +95,7 @@ _DATASET_SALT = 0x1A5A  # keeps these random states apart from other users of Se
 # insar-synthetic
 # =============================================================================================
 @dataclass(frozen=True)
-class InsarSyntheticOptions:
+class InsarSyntheticOptions(DataOptions):
     n_train: int = option(1024, "number of training samples (generated in memory)", min=0, max=10**6)
     n_val: int = option(256, "number of validation samples", min=0, max=10**6)
     n_test: int = option(256, "number of test samples", min=0, max=10**6)
@@ -273,6 +273,12 @@ class InsarSyntheticDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def in_memory(self) -> bool:
+        """Cached samples stay in this process; without the cache they are generated on access (a loader
+        may then generate them in worker processes)."""
+        return self.options.cache
+
     def _check(self, index: int) -> int:
         if isinstance(index, torch.Tensor):
             index = int(index)
@@ -345,7 +351,7 @@ _PNG_16BIT = ("I;16", "I;16B", "I;16L", "I")          # 0..65535
 
 
 @dataclass(frozen=True)
-class InsarFolderOptions:
+class InsarFolderOptions(DataOptions):
     root: str = option(help=f"folder laid out as {_LAYOUT}")
     cache: bool = option(False, "keep loaded samples in memory after their first access")
 
@@ -470,6 +476,10 @@ class InsarFolderDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.cache  # uncached files are read on access, possibly by loader worker processes
 
     def ids(self) -> list[str]:
         return [i for i, _ in self.items]

@@ -17,7 +17,23 @@ no positives and none predicted -> precision = recall = f1 = iou = 1.0. f1 with 
 Classification (logits (N, C), integer targets (N,)): accuracy is top-1 over all samples
 (micro); precision, recall and f1 are macro averages from torchmetrics (average="macro"), which
 leave out of the mean any class that neither occurs in the targets nor is predicted, and count a
-class's 0/0 precision or recall as 0.0.
+class's 0/0 precision or recall as 0.0. With more than 5 classes, `top5` is the share of samples
+whose class is among the 5 highest logits (micro).
+
+Multi-class semantic segmentation (`TaskSpec.multiclass_segmentation`: logits (N, C, H, W), int64
+class maps (N, H, W)): the prediction is the argmax over the class dim. Pixels whose label is
+`ignore_index` are left out of every count (they are neither right nor wrong, whatever is predicted
+there). Per class c, summed over every labelled pixel of the split (torchmetrics'
+MulticlassJaccardIndex(average=None), i.e. mmseg's `intersect_and_union` totals):
+
+    iou_c          = TP_c / (TP_c + FP_c + FN_c)
+    miou           = mean of iou_c over the classes that occur in the labels or in the predictions
+                     (TP_c + FP_c + FN_c > 0), the ignore_index class excluded
+    pixel_accuracy = correct labelled pixels / labelled pixels   (MulticlassAccuracy(average="micro"))
+
+A class that neither occurs nor is predicted has no IoU (0/0): it is left out of the mean, as
+torchmetrics' macro average and mmseg's nanmean do, and its `per_class_iou` entry is None (NaN in
+mmseg). `per_class_iou` maps each class name (`TaskSpec.class_names`, else the index) to its IoU.
 """
 from __future__ import annotations
 
@@ -30,14 +46,18 @@ from torchmetrics.classification import (
     BinaryStatScores,
     MulticlassAccuracy,
     MulticlassF1Score,
+    MulticlassJaccardIndex,
     MulticlassPrecision,
     MulticlassRecall,
 )
 
 from compressor.errors import ConfigError, DataError, ExportError
 from compressor.ir import TaskSpec
+from compressor.train import class_map
 
-__all__ = ["TaskMetrics", "evaluate_module", "evaluate_onnx", "segmentation_scores"]
+__all__ = ["TaskMetrics", "evaluate_module", "evaluate_onnx", "per_class_names", "segmentation_scores"]
+
+TOP_K = 5  # classification reports top-5 accuracy when it has more classes than this
 
 
 def segmentation_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
@@ -64,27 +84,48 @@ def segmentation_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     }
 
 
+def per_class_names(task: TaskSpec) -> list[str]:
+    """The `per_class_iou` keys: each class's name (its index without names); a repeated name gets its
+    index appended, so that no class hides another."""
+    names: list[str] = []
+    for i in range(task.num_classes):
+        name = task.class_name(i)
+        names.append(f"{name} ({i})" if name in names else name)
+    return names
+
+
 class TaskMetrics:
     """Accumulates predictions over a split; `compute()` returns plain floats in [0, 1].
 
-    Segmentation keys: accuracy, precision, recall, f1, iou. Classification keys: accuracy,
-    precision, recall, f1 (no iou). The metric state follows the device of the logits.
+    Binary segmentation keys: accuracy, precision, recall, f1, iou. Classification keys: accuracy,
+    precision, recall, f1 (no iou), and top5 with more than 5 classes. Multi-class segmentation keys:
+    miou, pixel_accuracy, and per_class_iou ({class name: IoU, or None for a class that neither occurs
+    nor is predicted}). The metric state follows the device of the logits.
     """
 
     def __init__(self, task: TaskSpec) -> None:
         self.task = task
-        if task.kind == "segmentation":
-            self._metric: Any = BinaryStatScores(multidim_average="global")
+        c = task.num_classes
+        if task.multiclass_segmentation:
+            # argmax maps go in, so torchmetrics' own argmax/threshold logic never reads the logits
+            self._metric: Any = MetricCollection({
+                "iou": MulticlassJaccardIndex(c, average=None, ignore_index=task.ignore_index),
+                "pixel_accuracy": MulticlassAccuracy(c, average="micro", ignore_index=task.ignore_index),
+            }, compute_groups=False)
+        elif task.kind == "segmentation":
+            self._metric = BinaryStatScores(multidim_average="global")
         else:
-            if task.num_classes < 2:
-                raise DataError(f"classification needs num_classes >= 2, got {task.num_classes}")
-            c = task.num_classes
-            self._metric = MetricCollection({
+            if c < 2:
+                raise DataError(f"classification needs num_classes >= 2, got {c}")
+            metrics = {
                 "accuracy": MulticlassAccuracy(c, average="micro"),
                 "precision": MulticlassPrecision(c, average="macro"),
                 "recall": MulticlassRecall(c, average="macro"),
                 "f1": MulticlassF1Score(c, average="macro"),
-            })
+            }
+            if c > TOP_K:
+                metrics["top5"] = MulticlassAccuracy(c, top_k=TOP_K, average="micro")
+            self._metric = MetricCollection(metrics)
         self._samples = 0
         self._device = torch.device("cpu")
 
@@ -98,7 +139,9 @@ class TaskMetrics:
         if self._device != logits.device:
             self._metric = self._metric.to(logits.device)
             self._device = logits.device
-        if self.task.kind == "segmentation":
+        if self.task.multiclass_segmentation:
+            preds, target = self._class_maps(logits, target)
+        elif self.task.kind == "segmentation":
             if target.ndim == logits.ndim - 1 and logits.ndim == 4 and logits.shape[1] == 1:
                 target = target.unsqueeze(1)  # (N, H, W) masks beside (N, 1, H, W) logits
             if logits.shape != target.shape:
@@ -122,9 +165,41 @@ class TaskMetrics:
             raise DataError(f"invalid targets for {self.task.kind}: {exc}") from None
         self._samples += int(logits.shape[0])
 
-    def compute(self) -> dict[str, float]:
+    def _class_maps(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(argmax predictions, int64 labels), both (N, H, W), for multi-class segmentation."""
+        c = self.task.num_classes
+        if logits.ndim != 4 or logits.shape[1] != c:
+            raise DataError(f"multi-class segmentation logits must be (N, {c}, H, W), got {tuple(logits.shape)}")
+        if target.is_floating_point() and not torch.equal(target, target.round()):
+            raise DataError("multi-class segmentation labels must be class indices (int64 (N, H, W) maps); "
+                            "got non-integer values")
+        target = class_map(target)
+        if target.shape != (logits.shape[0], *logits.shape[2:]):
+            raise DataError(f"multi-class segmentation logits {tuple(logits.shape)} and labels "
+                            f"{tuple(target.shape)} do not match; expected labels (N, H, W)")
+        return logits.argmax(dim=1), target
+
+    def _multiclass_scores(self) -> dict[str, Any]:
+        confmat = self._metric["iou"].confmat  # (C, C), labelled pixels only: rows labels, columns predictions
+        if int(confmat.sum()) == 0:
+            raise DataError("no labelled pixels were evaluated: every pixel of the split is ignore_index "
+                            f"{self.task.ignore_index}; check the labels")
+        values = self._metric.compute()
+        ious = values["iou"].tolist()
+        union = (confmat.sum(0) + confmat.sum(1) - confmat.diag()).tolist()
+        ignored = self.task.ignore_index
+        present = [i for i in range(self.task.num_classes) if union[i] > 0 and i != ignored]
+        per_class = {name: (float(ious[i]) if i in present else None)
+                     for i, name in enumerate(per_class_names(self.task))}
+        return {"miou": sum(ious[i] for i in present) / len(present),
+                "pixel_accuracy": float(values["pixel_accuracy"]),
+                "per_class_iou": per_class}
+
+    def compute(self) -> dict[str, Any]:
         if self._samples == 0:
             raise DataError("no samples were evaluated: the split is empty; check the data loader")
+        if self.task.multiclass_segmentation:
+            return self._multiclass_scores()
         if self.task.kind == "segmentation":
             tp, fp, tn, fn, _support = (int(v) for v in self._metric.compute().tolist())
             return segmentation_scores(tp, fp, fn, tn)
@@ -161,7 +236,7 @@ def evaluate_module(
     dtype: torch.dtype | None = None,
     progress: bool = False,
     desc: str = "evaluate",
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Task metrics of `module` over every batch of `loader`.
 
     The module is moved to `device` (in place) and put in eval mode for the duration; its
@@ -191,7 +266,7 @@ def evaluate_onnx(
     task: TaskSpec,
     threads: int | None = None,
     progress: bool = False,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Task metrics of an ONNX graph run by onnxruntime (CPUExecutionProvider).
 
     Each batch's inputs go as float32 to the graph's first input (fp16 graphs exported with fp32

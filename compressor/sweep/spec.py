@@ -23,9 +23,10 @@ A trial is the base pipeline with one value per space key; a key whose pass is n
 pass-list variant is inactive for that trial (sampled, so every sampler sees one fixed space, but not
 applied). Figures a trial reports are read
 from one report row (`stage:`, default the last stage): task metrics (accuracy, precision, recall, f1,
-iou), params, macs, size_mb, latency_ms / latency_p90_ms / latency_p99_ms on a backend (`@backend`,
-default the first configured backend that measured the stage), wall_s, and the sweep-level m_factor
-and weighted (seed 002's eq. 2).
+iou; top5 for classification with more than 5 classes; miou, pixel_accuracy for multi-class
+segmentation; each checked against the base's task, `task_metrics`), params, macs, size_mb,
+latency_ms / latency_p90_ms / latency_p99_ms on a backend (`@backend`, default the first configured
+backend that measured the stage), wall_s, and the sweep-level m_factor and weighted (seed 002's eq. 2).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
@@ -44,7 +45,7 @@ from compressor.options import Range, closest, option, parse_options, prefix, se
 
 SWEEP_KEYS = ["name", "base", "space", "objectives", "constraints", "budgets", "sampler", "trials", "executor",
               "m_factor", "weighted", "stage"]
-TASK_METRICS = ("accuracy", "precision", "recall", "f1", "iou")
+TASK_METRICS = ("accuracy", "precision", "recall", "f1", "iou", "top5", "miou", "pixel_accuracy")
 LATENCY = {"latency_ms": "median_ms", "latency_p90_ms": "p90_ms", "latency_p99_ms": "p99_ms"}
 PLAIN = ("params", "macs", "size_mb", "wall_s")
 DERIVED = ("m_factor", "weighted")
@@ -97,6 +98,34 @@ class Metric:
 
 
 FIGURES = [*TASK_METRICS, *PLAIN, *LATENCY, *DERIVED]
+
+
+def task_metrics(kind: str | None, num_classes: int | None = None) -> tuple[str, ...]:
+    """The task metrics a stage of this task measures (`compressor.evaluate.metrics.TaskMetrics`'s keys), the
+    main one first: classification accuracy, precision, recall, f1 and top5 (more than 5 classes); binary
+    segmentation (1 class) iou and the rest; multi-class segmentation miou and pixel_accuracy. An unknown kind
+    allows them all; an unknown class count allows top5, and means binary for segmentation."""
+    if kind == "classification":
+        return ("accuracy", "precision", "recall", "f1") + (("top5",) if num_classes is None or num_classes > 5 else ())
+    if kind == "segmentation":
+        if (num_classes or 1) >= 2:
+            return ("miou", "pixel_accuracy")
+        return ("iou", "accuracy", "precision", "recall", "f1")
+    return TASK_METRICS
+
+
+def data_task(name: str, options: Any) -> tuple[str | None, int | None]:
+    """(kind, classes) of a dataset, known before building it: its options' `task` and `num_classes` fields where
+    it has them (the options decide), else its builder's `task_kind` and `num_classes` attributes; None where
+    neither says."""
+    from compressor.registry import DATASETS
+
+    builder = DATASETS.get(name)
+    kind = getattr(options, "task", None)
+    kind = kind if kind in ("classification", "segmentation") else getattr(builder, "task_kind", None)
+    classes = getattr(options, "num_classes", None)
+    classes = classes if isinstance(classes, int) else getattr(builder, "num_classes", None)
+    return kind, classes
 
 
 def row_figures(row: Mapping[str, Any]) -> dict[str, float]:
@@ -359,7 +388,8 @@ SAMPLER_OPTIONS: dict[str, type] = {"grid": GridOptions, "random": RandomOptions
 class MFactorOptions:
     alpha: float = option(1.0, "weight of size against accuracy (seed 003 eq. 8): 1 balanced, >1 favours small "
                                "models", min=0)
-    accuracy: str = option("accuracy", "task metric used as A (in [0, 1]): accuracy, f1, iou, ...")
+    accuracy: str = option("accuracy", "task metric used as A (in [0, 1]): accuracy, f1, iou, miou, ... (default "
+                                       "accuracy; miou where the task has no accuracy: multi-class segmentation)")
 
 
 @dataclass(frozen=True)
@@ -467,7 +497,9 @@ class SweepSpec:
                    constraints=constraints, budgets=budgets, sampler=sampler, sampler_options=sampler_options,
                    trials=trials, executor=executor, executor_options=executor_options, m_factor=mf,
                    weights=weights, stage=stage)
-        spec._check_figures(base_pipeline, prefix(doc, "objectives", "objectives") or source)
+        accuracy_given = isinstance(doc.get("m_factor"), Mapping) and "accuracy" in doc["m_factor"]
+        spec._check_figures(base_pipeline, prefix(doc, "objectives", "objectives") or source,
+                            default_accuracy=not accuracy_given)
         spec._check_sampler(prefix(doc, "sampler", "sampler") or source)
         spec._check_space()
         spec.document = {**plain(doc), "base": base, "name": name}
@@ -503,22 +535,22 @@ class SweepSpec:
         return list(dict.fromkeys(names))
 
     # ---- validation -------------------------------------------------------------------------------
-    def _check_figures(self, base: Any, where: str) -> None:
-        """Every figure the sweep reads can be measured by the base pipeline's task and latency backends."""
-        task_metrics = set(TASK_METRICS)
-        data = base.data
-        if data is not None:
-            from compressor.registry import DATASETS
-
-            kind = getattr(DATASETS.get(data.name), "task_kind", None)
-            if kind == "classification":
-                task_metrics.discard("iou")
+    def _check_figures(self, base: Any, where: str, default_accuracy: bool = False) -> None:
+        """Every figure the sweep reads can be measured by the base pipeline's task and latency backends. With
+        `default_accuracy` (m_factor.accuracy not given), a task that does not measure `accuracy` (multi-class
+        segmentation) gets its main metric as M-factor's A."""
+        measured = task_metrics(*data_task(base.data.name, base.data.options)) if base.data is not None \
+            else TASK_METRICS
+        measurable = set(measured)
+        if default_accuracy and self.m_factor.accuracy not in measurable:
+            self.m_factor = replace(self.m_factor, accuracy=measured[0])
         backends = list(base.evaluate.latency_options().backends) if base.evaluate.latency_options().enabled else []
         metrics = [o.metric for o in self.objectives] + [c.metric for c in self.constraints]
         metrics += [c.metric for cs in self.budgets.values() for c in cs]
         for m in metrics:
-            if m.name in TASK_METRICS and m.name not in task_metrics:
-                raise ConfigError(f"{where}: '{m.name}' is not measured for this task; valid: {', '.join(sorted(task_metrics))}")
+            if m.name in TASK_METRICS and m.name not in measurable:
+                raise ConfigError(f"{where}: '{m.name}' is not measured for this task; valid: "
+                                  f"{', '.join(sorted(measurable))}")
             if m.name in LATENCY:
                 if not backends:
                     raise ConfigError(f"{where}: '{m.text}' needs latency, but the base pipeline measures none; set "
@@ -528,9 +560,9 @@ class SweepSpec:
                                       f"valid: {', '.join(backends)}")
             if m.name == "weighted" and not self.weights:
                 raise ConfigError(f"{where}: 'weighted' needs weighted: {{weights: {{figure: λ}}}} (seed 002 eq. 2)")
-        if self.m_factor.accuracy not in task_metrics:
+        if self.m_factor.accuracy not in measurable:
             raise ConfigError(f"{where}: m_factor.accuracy '{self.m_factor.accuracy}' is not measured for this task; "
-                              f"valid: {', '.join(sorted(task_metrics))}")
+                              f"valid: {', '.join(sorted(measurable))}")
 
     def _check_sampler(self, where: str) -> None:
         from optuna.distributions import FloatDistribution

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from compressor.errors import ConfigError
-from compressor.sweep.spec import SweepSpec, row_figures
+from compressor.sweep.spec import TASK_METRICS, SweepSpec, row_figures
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _direction_of(spec: SweepSpec, figure: str) -> str:
     for o in spec.objectives:
         if o.metric.text == figure:
             return o.direction
-    return "maximize" if figure.split("@")[0] in ("accuracy", "precision", "recall", "f1", "iou") else "minimize"
+    return "maximize" if figure.split("@")[0] in TASK_METRICS else "minimize"
 
 
 def p_min_of(trials: list[Any]) -> float | None:

@@ -3,8 +3,8 @@
 Classification data gets `NetworkCIFAR` (stem, cells, global pool, linear), or with
 `network: imagenet` `NetworkImageNet` (three stride-2 stem convs; input sides multiples of 32);
 segmentation data gets `NetworkSegmentation` (stride-1 stem, cells with two reductions, a decoder
-back to the input resolution, 1 logit per pixel). All are traced in eval mode: drop-path and the
-auxiliary head, which act only in training, are not part of the IR.
+back to the input resolution, 1 logit per pixel for binary masks, C for C ≥ 2 classes). All are traced
+in eval mode: drop-path and the auxiliary head, which act only in training, are not part of the IR.
 
 Python API: `lower_genotype(...)` (alias `lower`), e.g.
     darts.lower("PC_DARTS_cifar", task="segmentation", in_channels=2, init_channels=16, cells=8)
@@ -144,25 +144,26 @@ def _meta(name: str, genotype: Genotype | CellsGenotype, init_channels: int, lay
             "init_channels": init_channels, "layers": layers}
 
 
-def lower_genotype(genotype: "str | os.PathLike[str] | Genotype", task: Literal["classification", "segmentation"]
-                   = "segmentation", in_channels: int = 2, input_size: int | tuple[int, int] = 100,
-                   num_classes: int = 1, init_channels: int = 16, layers: int = 8, *, cells: int | None = None,
-                   auxiliary: bool = False, drop_path_prob: float = 0.0, seed: int = 0,
-                   value_range: tuple[float, float] | None = None, network: Network = "auto") -> ModelIR:
+def lower_genotype(genotype: "str | os.PathLike[str] | Genotype",
+                   task: Literal["classification", "segmentation"] | TaskSpec = "segmentation", in_channels: int = 2,
+                   input_size: int | tuple[int, int] = 100, num_classes: int = 1, init_channels: int = 16,
+                   layers: int = 8, *, cells: int | None = None, auxiliary: bool = False, drop_path_prob: float = 0.0,
+                   seed: int = 0, value_range: tuple[float, float] | None = None, network: Network = "auto") -> ModelIR:
     """Build the DARTS network of `genotype` and lower it to the IR (`cells` is an alias of `layers`;
-    `network="imagenet"` gives classification the ImageNet stems)."""
+    `network="imagenet"` gives classification the ImageNet stems). `task` is a kind, with `num_classes`, or a
+    whole TaskSpec (its class count, ignore_index and class names are kept; `num_classes` is then unused):
+    segmentation with C ≥ 2 classes gets C logits per pixel."""
     if cells is not None:
         layers = cells
+    spec = task if isinstance(task, TaskSpec) else TaskSpec(task, num_classes)
     geno = get_genotype(genotype)
-    if task == "segmentation" and num_classes != 1:
-        raise FrontendError(f"segmentation networks give 1 logit per pixel (binary masks); got num_classes={num_classes}")
     hw = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     shape = (in_channels, *hw)
-    resolved = resolve_network(task, network)
+    resolved = resolve_network(spec.kind, network)
     _check_input(shape, resolved, init_channels, auxiliary)
-    recipe = _recipe(geno, task, in_channels, num_classes, init_channels, layers, auxiliary, drop_path_prob, seed,
-                     resolved)
-    return _lower_module(Darts.rebuild(recipe), [input_spec_from(shape, value_range)], TaskSpec(task, num_classes),
+    recipe = _recipe(geno, spec.kind, in_channels, spec.num_classes, init_channels, layers, auxiliary, drop_path_prob,
+                     seed, resolved)
+    return _lower_module(Darts.rebuild(recipe), [input_spec_from(shape, value_range)], spec,
                          meta=_meta(genotype_name(genotype), geno, init_channels, layers, resolved), recipe=recipe)
 
 
@@ -199,7 +200,7 @@ class Darts(Frontend):
         recipe = _recipe(geno, kind, int(data.input_shape[0]), data.task.num_classes, o.init_channels, o.layers,
                          o.auxiliary, o.drop_path_prob, o.seed, network)
         spec = input_spec_from(data.input_shape, data.input_range)
-        return _lower_module(self.rebuild(recipe), [spec], TaskSpec(kind, data.task.num_classes),
+        return _lower_module(self.rebuild(recipe), [spec], data.task,
                              meta={**_meta(name, geno, o.init_channels, o.layers, network), **extra}, recipe=recipe)
 
     @classmethod

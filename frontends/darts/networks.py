@@ -20,7 +20,8 @@ starts with a ReLU). Parameter-exact: DARTS_V2 with C=48, 14 cells, 1000 classes
 parameters without the auxiliary head (the published "4.7M"). Its input sides must be multiples of
 32: three stride-2 stem convs, then two reductions.
 
-`NetworkSegmentation` (1 logit per pixel, e.g. 2×100×100 InSAR coherence + phase):
+`NetworkSegmentation` (1 logit per pixel for binary masks, e.g. 2×100×100 InSAR coherence + phase; C logits
+per pixel for C ≥ 2 classes):
 - stem: Conv3×3 stride 1 (in_channels → 3C) + BN, so the cells start at full resolution;
 - cells as in NetworkCIFAR, with `reductions` (0, 1 or 2) reduction cells at layers//3 and
   2*layers//3: 100 → 50 → 25. A third reduction would reduce the odd size 25, where
@@ -30,7 +31,7 @@ parameters without the auxiliary head (the published "4.7M"). Its input sides mu
   output, then the stem output): bilinear upsample to the skip's size
   (F.interpolate(size=skip.shape[-2:]), which traces and exports), concat the skip, Conv3×3-BN-ReLU
   to a modest width (C·2^level: 2C at 50×50, C at 100×100);
-- head: Conv1×1 → num_classes (1) logits at the input resolution.
+- head: Conv1×1 → num_classes logits at the input resolution (1 for binary masks).
 """
 from __future__ import annotations
 

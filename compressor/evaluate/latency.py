@@ -34,6 +34,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from compressor.errors import ConfigError
+from compressor.precision import check_cast_precision, get_precision, precision_of_dtype
 
 __all__ = [
     "BACKENDS", "ALIASES", "BACKEND_SUFFIXES", "BackendUnavailable", "LatencyStats", "summarize",
@@ -530,10 +531,10 @@ def _cast_floating(x: Any, dtype: Any) -> Any:
 
 
 def _module_precision(module: Any) -> str:
-    import torch
-
+    """The cast precision of a module's floating tensors (the first one's dtype; fp32 if none or unknown)."""
     p = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
-    return "fp16" if p is not None and p.dtype == torch.float16 else "fp32"
+    found = precision_of_dtype(str(p.dtype).removeprefix("torch.")) if p is not None else None
+    return found or precision_of_dtype("float32")
 
 
 def latency_torch(module: Any, example_inputs: tuple, threads: int | None = None,
@@ -552,16 +553,15 @@ def latency_torch(module: Any, example_inputs: tuple, threads: int | None = None
 
     if not isinstance(example_inputs, tuple):
         example_inputs = (example_inputs,)
-    if precision not in (None, "fp32", "fp16"):
-        raise ConfigError(f"precision '{precision}' is not valid; choose fp32 or fp16")
+    check_cast_precision(precision)
     first = next((x for x in example_inputs if torch.is_tensor(x)), None)
     dev = first.device if first is not None else torch.device("cpu")
     batch = int(first.shape[0]) if first is not None and first.ndim > 0 else 1
     cuda = dev.type == "cuda"
     if cuda_graphs and not cuda:
         raise ConfigError("cuda_graphs needs the torch-cuda backend (inputs on a CUDA device)")
-    if precision is not None and precision != _module_precision(module):
-        dtype = torch.float16 if precision == "fp16" else torch.float32
+    if precision is not None and _module_precision(module) != precision:  # cast a copy
+        dtype = getattr(torch, get_precision(precision).module_dtype)
         module = copy.deepcopy(module).to(dtype)
         example_inputs = tuple(_cast_floating(x, dtype) for x in example_inputs)
     used_precision = _module_precision(module)

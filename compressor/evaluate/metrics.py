@@ -55,7 +55,8 @@ from compressor.errors import ConfigError, DataError, ExportError
 from compressor.ir import TaskSpec
 from compressor.train import class_map
 
-__all__ = ["TaskMetrics", "evaluate_module", "evaluate_onnx", "per_class_names", "segmentation_scores"]
+__all__ = ["TaskMetrics", "evaluate_module", "evaluate_onnx", "main_metric", "per_class_names", "segmentation_scores",
+           "split_batch"]
 
 TOP_K = 5  # classification reports top-5 accuracy when it has more classes than this
 
@@ -82,6 +83,15 @@ def segmentation_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
         "f1": f1,
         "iou": ratio(tp, tp + fp + fn),
     }
+
+
+def main_metric(task: TaskSpec | str) -> str:
+    """The task metric a budget (a quantization's metric drop) is measured in: mIoU for multi-class
+    segmentation, IoU for binary segmentation (a kind string means binary), else accuracy."""
+    if isinstance(task, TaskSpec) and task.multiclass_segmentation:
+        return "miou"
+    kind = task.kind if isinstance(task, TaskSpec) else task
+    return "iou" if kind == "segmentation" else "accuracy"
 
 
 def per_class_names(task: TaskSpec) -> list[str]:
@@ -206,7 +216,7 @@ class TaskMetrics:
         return {k: float(v) for k, v in self._metric.compute().items()}
 
 
-def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(batch, (list, tuple)) and len(batch) >= 2:
         return batch[0], batch[1]
     raise DataError(f"a data loader batch must be (inputs, targets); got {type(batch).__name__}")
@@ -250,7 +260,7 @@ def evaluate_module(
     metrics = TaskMetrics(task)
     try:
         for batch in _progress(loader, progress, desc):
-            x, y = _split_batch(batch)
+            x, y = split_batch(batch)
             x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
             logits = module(x)
             metrics.update(logits.float(), y.to(device))
@@ -286,7 +296,7 @@ def evaluate_onnx(
     input_name = sess.get_inputs()[0].name
     metrics = TaskMetrics(task)
     for batch in _progress(loader, progress, f"evaluate {path}"):
-        x, y = _split_batch(batch)
+        x, y = split_batch(batch)
         (out, *_rest) = sess.run(None, {input_name: x.numpy().astype("float32")})
         metrics.update(torch.from_numpy(out).float(), y)
     return metrics.compute()

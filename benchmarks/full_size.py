@@ -12,7 +12,8 @@ folder of 512×512 images with PNG masks (5 classes, some pixels 255 = ignore) f
 
 Per model, chains run as `compress run` subprocesses sharing one store (the baseline stage is built
 once): the fp32 export (`hf | onnx`), `int8{backend: onnxruntime-cpu}` (`hf | int8 | onnx`), `prune-l1 →
-fp16` (`hf | prune-l1{ratio: 0.5} | fp16 | onnx`) and, for ViT-B/16, `prune-dario` removing half the blocks.
+fp16` (`hf | prune-l1{ratio: 0.5} | fp16 | onnx`) and, for ViT-B/16, `prune-dario` removing half the blocks
+and `int8-dynamic` (`hf | int8-dynamic | onnx`: int8 Linear weights, activations quantized at run time).
 Each chain's peak RSS is its process's (VmHWM, polled), each stage's wall time is from its stage record, the
 artifact size from the report. Latency: onnxruntime CPU, every artifact of a model opened in one process
 and timed in interleaved rounds (`side_by_side_onnxruntime`) at batch 1 and at batch 32 (8 for the
@@ -116,6 +117,7 @@ def chains(name: str) -> dict[str, list[Any]]:
     }
     if name == "vit-b16":
         out["prune-dario half the blocks"] = [{"prune-dario": {"remove_blocks": 6, "iterations": 20, "warm_start": 5}}]
+        out["int8-dynamic"] = ["int8-dynamic"]  # onnxruntime dynamic quantization of the Linear layers
     return out
 
 

@@ -203,6 +203,11 @@ def main() -> int:
     ap.add_argument("--models", nargs="*", default=["resnet50", "vit-b16", "convnext-t", "segformer-b0"])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "full_size")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--chains", nargs="*", default=None,
+                    help="only these chains of each model (e.g. fp32 int8 int8-dynamic; default: all of them)")
+    ap.add_argument("--section", default="full-size",
+                    help="the BENCHMARKS.md section written (default full-size; give another name for a partial run "
+                         "so that it does not replace the full table)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--spinning", action="store_true",
                     help="let onnxruntime's idle pool threads spin-wait (its default); off by default here: on a "
@@ -218,7 +223,9 @@ def main() -> int:
     dirs = model_dirs(work, args.models)
     cls_root, seg_root = write_images(work)
     lines = ["## Full-size models (random init, published sizes), cpu", "",
-             f"- command: `python benchmarks/full_size.py --models {' '.join(args.models)}`",
+             f"- command: `python benchmarks/full_size.py --models {' '.join(args.models)}"
+             + (f" --chains {' '.join(args.chains)}" if args.chains else "")
+             + (f" --section {args.section}" if args.section != "full-size" else "") + "`",
              f"- machine: {machine()}",
              "- latency: onnxruntime CPU, all of a model's artifacts open in one process and timed in interleaved "
              f"rounds; idle pool threads {'spin' if args.spinning else 'sleep (allow_spinning 0; see --help)'}", ""]
@@ -229,6 +236,8 @@ def main() -> int:
             {"name": "image-folder", "root": str(cls_root), "preprocess": {"hf_processor": str(dirs[name])}}
         results: dict[str, Any] = {}
         for chain, passes in chains(name).items():
+            if args.chains is not None and chain not in args.chains:
+                continue
             doc = pipeline_doc(name, chain, passes, dirs[name], data)
             code, wall, rss, tail = run_chain(doc, work)
             print(f"{name} {chain}: exit {code}, {wall:.0f} s, peak RSS {rss:.2f} GB", flush=True)
@@ -272,7 +281,7 @@ def main() -> int:
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        write_section("full-size", body)
+        write_section(args.section, body)
     return 0
 
 

@@ -206,10 +206,14 @@ class TaskMetrics:
         return {k: float(v) for k, v in self._metric.compute().items()}
 
 
-def _split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a loader batch; a DataError for anything else."""
     if isinstance(batch, (list, tuple)) and len(batch) >= 2:
         return batch[0], batch[1]
     raise DataError(f"a data loader batch must be (inputs, targets); got {type(batch).__name__}")
+
+
+_split_batch = split_batch  # the old name, still imported by exporters/tensorrt.py until the precision branch lands
 
 
 def _progress(loader: Iterable, progress: bool, desc: str) -> Iterable:
@@ -250,7 +254,7 @@ def evaluate_module(
     metrics = TaskMetrics(task)
     try:
         for batch in _progress(loader, progress, desc):
-            x, y = _split_batch(batch)
+            x, y = split_batch(batch)
             x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device)
             logits = module(x)
             metrics.update(logits.float(), y.to(device))
@@ -286,7 +290,7 @@ def evaluate_onnx(
     input_name = sess.get_inputs()[0].name
     metrics = TaskMetrics(task)
     for batch in _progress(loader, progress, f"evaluate {path}"):
-        x, y = _split_batch(batch)
+        x, y = split_batch(batch)
         (out, *_rest) = sess.run(None, {input_name: x.numpy().astype("float32")})
         metrics.update(torch.from_numpy(out).float(), y)
     return metrics.compute()

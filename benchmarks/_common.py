@@ -48,8 +48,8 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> str:
 
 
 def side_by_side_latency(paths: list[Path], rounds: int, iters: int, threads: int | None = None,
-                         batch: int = 1) -> list[float]:
+                         batch: int = 1, spinning: bool = True) -> list[float]:
     """`compressor.evaluate.latency.side_by_side_onnxruntime` (the int8 pass's mixed precision times with it too)."""
     from compressor.evaluate.latency import side_by_side_onnxruntime
 
-    return side_by_side_onnxruntime(paths, rounds, iters, threads=threads, batch=batch)
+    return side_by_side_onnxruntime(paths, rounds, iters, threads=threads, batch=batch, spinning=spinning)

@@ -12,7 +12,8 @@ folder of 512×512 images with PNG masks (5 classes, some pixels 255 = ignore) f
 
 Per model, chains run as `compress run` subprocesses sharing one store (the baseline stage is built
 once): the fp32 export (`hf | onnx`), `int8{backend: onnxruntime-cpu}` (`hf | int8 | onnx`), `prune-l1 →
-fp16` (`hf | prune-l1{ratio: 0.5} | fp16 | onnx`) and, for ViT-B/16, `prune-dario` removing half the blocks.
+fp16` (`hf | prune-l1{ratio: 0.5} | fp16 | onnx`) and, for ViT-B/16, `prune-dario` removing half the blocks
+and `int8-dynamic` (`hf | int8-dynamic | onnx`: int8 Linear weights, activations quantized at run time).
 Each chain's peak RSS is its process's (VmHWM, polled), each stage's wall time is from its stage record, the
 artifact size from the report. Latency: onnxruntime CPU, every artifact of a model opened in one process
 and timed in interleaved rounds (`side_by_side_onnxruntime`) at batch 1 and at batch 32 (8 for the
@@ -116,6 +117,7 @@ def chains(name: str) -> dict[str, list[Any]]:
     }
     if name == "vit-b16":
         out["prune-dario half the blocks"] = [{"prune-dario": {"remove_blocks": 6, "iterations": 20, "warm_start": 5}}]
+        out["int8-dynamic"] = ["int8-dynamic"]  # onnxruntime dynamic quantization of the Linear layers
     return out
 
 
@@ -180,6 +182,7 @@ def op_profile(path: Path, batch: int = 1, iters: int = 10) -> list[tuple[str, f
 
     so = ort.SessionOptions()
     so.enable_profiling = True
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.profile_file_prefix = str(path.parent / "ort_profile")
     sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     feed = _random_inputs(sess.get_inputs(), batch, np.random.default_rng(0))
@@ -201,6 +204,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "full_size")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--spinning", action="store_true",
+                    help="let onnxruntime's idle pool threads spin-wait (its default); off by default here: on a "
+                         "shared 2-core machine the spinning threads of the sessions timed side by side take "
+                         "each other's cores")
     args = ap.parse_args()
     work = args.out
     work.mkdir(parents=True, exist_ok=True)
@@ -212,7 +219,9 @@ def main() -> int:
     cls_root, seg_root = write_images(work)
     lines = ["## Full-size models (random init, published sizes), cpu", "",
              f"- command: `python benchmarks/full_size.py --models {' '.join(args.models)}`",
-             f"- machine: {machine()}", ""]
+             f"- machine: {machine()}",
+             "- latency: onnxruntime CPU, all of a model's artifacts open in one process and timed in interleaved "
+             f"rounds; idle pool threads {'spin' if args.spinning else 'sleep (allow_spinning 0; see --help)'}", ""]
     for name in args.models:
         seg = name.startswith("segformer")
         data = {"name": "segmentation-folder", "root": str(seg_root), "num_classes": 5, "ignore_index": 255,
@@ -234,7 +243,7 @@ def main() -> int:
         lat = {}
         for batch in (1, big):
             ms = side_by_side_latency(list(onnx_files.values()), rounds=args.rounds, iters=1 if batch > 1 else 3,
-                                      batch=batch)
+                                      batch=batch, spinning=args.spinning)
             lat[batch] = dict(zip(onnx_files, ms))
         lines += [f"### {name}", "", f"| chain | stages (wall s) | peak RSS GB | ONNX MB | ms b=1 | × vs fp32 | ms b={big} | × vs fp32 | notes |",
                   "|---|---|---:|---:|---:|---:|---:|---:|---|"]

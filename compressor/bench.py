@@ -33,6 +33,7 @@ from compressor.evaluate.latency import (
     latency_onnxruntime,
 )
 from compressor.options import closest
+from compressor.precision import check_cast_precision
 from compressor.store import is_pickle
 
 __all__ = ["BACKENDS", "SUFFIXES", "artifact_precision", "check_onnx_graph", "check_onnx_loops", "onnx_precision",
@@ -61,8 +62,6 @@ def artifact_kind(path: Path) -> str:
 
 
 # operators of onnxruntime's QOperator format (quantized kernels; QDQ graphs use Quantize/DequantizeLinear)
-_QOPERATOR_OPS = frozenset({"ConvInteger", "MatMulInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul"})
-_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 def _graphs(graph: Any) -> Iterator[Any]:
@@ -222,17 +221,15 @@ def format_metadata(stats: Sequence[LatencyStats]) -> list[str]:
 
 
 def onnx_precision(model: Any) -> str:
-    """The precision of an ONNX ModelProto, from its graph alone: "int8 (QOperator)" with quantized
-    operators (QLinearConv, QLinearMatMul, ConvInteger, MatMulInteger, ...), "int8 (QDQ)" with
-    QuantizeLinear / DequantizeLinear nodes, "fp16" when most floating weight elements (initializers
-    and Constant nodes; without any, the graph inputs) are float16, else "fp32"."""
+    """The precision of an ONNX ModelProto, from its graph alone: the label of the first registered precision
+    that recognizes it (`compressor.precision`: "int8 (QOperator)" with quantized operators, "int8 (QDQ)"
+    with QuantizeLinear / DequantizeLinear nodes, "fp16" when most floating weight elements (initializers
+    and Constant nodes; without any, the graph inputs) are float16, else "fp32")."""
     from onnx import TensorProto
 
-    ops = {node.op_type for node in _nodes(model.graph)}
-    if any(op.startswith("QLinear") or op in _QOPERATOR_OPS for op in ops):
-        return "int8 (QOperator)"
-    if ops & _QDQ_OPS:
-        return "int8 (QDQ)"
+    from compressor.precision import GraphSummary, recognize_graph
+
+    ops = frozenset(node.op_type for node in _nodes(model.graph))
     tensors = list(model.graph.initializer) + [
         attr.t for node in _nodes(model.graph) if node.op_type == "Constant" for attr in node.attribute
         if attr.HasField("t")]
@@ -247,7 +244,8 @@ def onnx_precision(model: Any) -> str:
         for vi in model.graph.input:
             if vi.type.tensor_type.elem_type in elements:
                 elements[vi.type.tensor_type.elem_type] += 1
-    return "fp16" if elements[TensorProto.FLOAT16] > elements[TensorProto.FLOAT] else "fp32"
+    label = recognize_graph(GraphSummary(ops, elements[TensorProto.FLOAT], elements[TensorProto.FLOAT16]))
+    return label or "unknown"
 
 
 def artifact_precision(path: Path) -> str | None:
@@ -326,8 +324,7 @@ def run_bench_many(artifact: str | Path, backends: Sequence[str] = ("auto",), ba
         raise ConfigError(f"invalid bench settings batch={batch} threads={threads} warmup={warmup} iters={iters} "
                           f"min_seconds={min_seconds}; need batch >= 1, 1 <= threads <= {MAX_THREADS} (or unset), "
                           f"0 <= warmup <= {MAX_WARMUP:,}, 1 <= iters <= {MAX_ITERS:,}, finite min_seconds >= 0")
-    if precision not in (None, "fp32", "fp16"):
-        raise ConfigError(f"precision '{precision}' is not valid; choose fp32 or fp16")
+    check_cast_precision(precision)
     torch_backends = [b for b in resolved if b.startswith("torch-")]
     if precision is not None and not torch_backends:
         raise ConfigError(f"--precision applies to the torch backends (an IR file); the precision of "

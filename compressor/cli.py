@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from compressor.errors import CompressError, ConfigError, one_line
+from compressor.precision import cast_names
 
 EPILOG = """\b
 Examples:
@@ -540,7 +541,7 @@ BENCH_BACKENDS = ("auto", "torch-cpu", "torch-cuda", "onnxruntime-cpu", "onnxrun
 @click.option("--backend", "backends", multiple=True, type=click.Choice(BENCH_BACKENDS),
               help="Backend; repeat for several in one table (default: auto, by artifact: "
                    ".onnx onnxruntime-cpu, .engine tensorrt, a stage directory torch-cpu).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+@click.option("--precision", type=click.Choice(cast_names()), default=None,
               help="torch backends: time a float or half copy (default: the IR's precision).")
 @click.option("--cuda-graphs", is_flag=True, help="torch-cuda: capture the forward in a CUDA graph and replay it.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size.")

@@ -5,6 +5,8 @@ Every message says what was received, what is valid, and how to fix it. The CLI 
 """
 from __future__ import annotations
 
+import re
+
 
 def one_line(text: str) -> str:
     """An error message as one line (a message that quotes another tool's output may span several)."""
@@ -39,3 +41,21 @@ class StoreError(CompressError):
     """The stage store (or a file a stage record covers) is damaged: a stored file does not match its
     checksum, a stage path is not a directory, or the store cannot be read or written. Never the fault of
     the stage that was running, so no reproducer is written for it."""
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: first non-empty line` of an exception (ANSI colours removed), plus the first line of its cause
+    when there is one: how a third-party failure is quoted inside a one-line error."""
+
+    def one(e: BaseException) -> str:
+        lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
+        return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+    text = one(exc)
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None and cause is not exc:
+        text += f" (caused by {one(cause)})"
+    return text

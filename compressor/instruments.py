@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from compressor.steps import Instrument, Run, StageRun, stable_hash
 from compressor.options import options_dict
+from compressor.precision import get_precision
 from compressor.errors import StoreError
 from compressor.store import (
     Store,
@@ -317,7 +318,8 @@ def measure(s: StageRun, ctx: Any, ev: Any, lat: Any) -> dict[str, Any]:
     if ev.macs:
         import copy
 
-        module = ir.module if ir.precision == "fp32" else copy.deepcopy(ir.module).float()
+        # a module at a cast precision other than float32 (fp16) is counted on a float copy
+        module = ir.module if get_precision(ir.precision).input_dtype is None else copy.deepcopy(ir.module).float()
         macs = count_macs(module, tuple(x.float() for x in ir.example_inputs(batch=1)))
     metrics: dict[str, Any] = {}
     skipped_metrics: str | None = None
@@ -338,9 +340,9 @@ def measure(s: StageRun, ctx: Any, ev: Any, lat: Any) -> dict[str, Any]:
     stats = ir.history[-1].stats if s.kind == "pass" and ir.history else {}
     if stats.get("note"):  # what a pass wants the reader to know (e.g. prune-dario: "both" found no attention)
         record["note"] = stats["note"]
-    if stats.get("layers_table"):  # int8 mixed precision: where int8 paid and where it did not
-        record["int8_layers"] = stats["layers_table"]
-        record["int8_mixed"] = stats.get("mixed")
+    produced = getattr(s.step.obj, "produces", None) if s.kind == "pass" else None
+    if produced is not None:  # what the precision the pass produces reports (int8: its mixed-precision table)
+        record.update(get_precision(produced).stage_record(stats))
     return record
 
 

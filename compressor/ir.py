@@ -30,10 +30,11 @@ import torch.nn as nn
 
 from compressor import schema
 from compressor.errors import FrontendError
+from compressor.precision import get_precision
 from compressor.store import is_pickle, sha256_file
 
 TaskKind = Literal["classification", "segmentation"]
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = str  # a registered precision's name (compressor.precision): fp32, fp16, int8, ...
 
 FORMAT = "compressor.ModelIR/2"
 IR_JSON = "ir.json"
@@ -165,7 +166,8 @@ class ModelIR:
 
     # ---- convenience --------------------------------------------------------------------
     def example_inputs(self, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        dtype = torch.float16 if self.precision == "fp16" else None
+        """Example inputs, in the dtype the module takes at the IR's precision (fp16 IRs: float16)."""
+        dtype = get_precision(self.precision).torch_input_dtype()
         xs = tuple(spec.example(batch, seed) for spec in self.inputs)
         return tuple(x.to(dtype) for x in xs) if dtype else xs
 
@@ -174,11 +176,9 @@ class ModelIR:
 
     def state_bytes(self) -> int:
         """Bytes of the weights and buffers (state_dict tensors) at the IR's precision: the payload a
-        deployable artifact must carry, without any container format's overhead. The weight of a module
-        marked `int8_weight` (the int8 pass's layers, `inner.weight`) counts one byte per element."""
-        int8 = {f"{n}.inner.weight" if n else "inner.weight" for n, m in self.module.named_modules()
-                if getattr(m, "int8_weight", False)}
-        return sum(t.numel() * (1 if k in int8 else t.element_size()) for k, t in self.module.state_dict().items())
+        deployable artifact must carry, without any container format's overhead. The precision says what a
+        weight costs (`Precision.state_bytes`: int8 counts its quantized layers' weights at one byte)."""
+        return get_precision(self.precision).state_bytes(self.module)
 
     # ---- persistence --------------------------------------------------------------------
     def to_document(self) -> dict[str, Any]:

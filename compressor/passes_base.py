@@ -71,15 +71,14 @@ class Pass(Configurable):
     """Subclasses set `name` (via @register_pass), `Options`, and implement `run`.
 
     The contract (torch.fx's requires, TVM's `required`) is declared, not coded: `accepts` (input
-    precisions), `produces` (the output precision), `needs_data` and `references` (earlier stages the
-    pass reads, e.g. distill's teacher). `check_chain` checks a whole pipeline against it before any
-    work (`compress validate`); `requires` checks precision and data against the actual IR and context
-    (a pass resolves its references itself, e.g. distill's teacher, with its own message)."""
+    precisions), `produces` (the output precision; None keeps the input's), `needs_data` and `references`
+    (earlier stages the pass reads, e.g. distill's teacher). `check_chain` checks a whole pipeline against
+    it before any work (`compress validate`); `requires` checks precision and data against the actual IR
+    and context (a pass resolves its references itself, e.g. distill's teacher, with its own message).
+    The precision error is worded from the declarations (`compressor.precision.precision_error`)."""
 
     accepts: ClassVar[tuple[str, ...]] = ("fp32", "fp16")
-
-    def produces(self, precision: str) -> str:
-        return precision
+    produces: ClassVar[str | None] = None
 
     def needs_data(self) -> bool:
         return False
@@ -91,9 +90,11 @@ class Pass(Configurable):
         """Why the pass needs data, for check_chain's message."""
         return "trains"
 
-    def precision_error(self, precision: str) -> str:
-        return (f"{self.name} takes a {' or '.join(self.accepts)} IR but gets {precision}; "
-                f"run {self.name} before {precision if precision in ('fp16', 'int8') else 'fp16'}")
+    def precision_error(self, got: str) -> str:
+        """Why this pass cannot take an IR of precision `got`, and how to fix the pipeline."""
+        from compressor.precision import precision_error
+
+        return precision_error(self.name, self.accepts, self.produces, got)
 
     def requires(self, ir: ModelIR, ctx: PassContext) -> None:
         """Preconditions from the contract; raise PassError naming what is missing."""
@@ -174,11 +175,12 @@ def check_chain(passes: list[Any], has_data: bool, precision: str = "fp32") -> N
     from compressor.errors import ConfigError
 
     seen = ["baseline"]
+    current = precision
     for i, stage in enumerate(passes):
         p = stage.obj
         where = f"{stage.location}: passes[{i}] {p.name}" if getattr(stage, "location", "") else f"passes[{i}] {p.name}"
-        if precision not in p.accepts:
-            raise ConfigError(f"{where}: {p.precision_error(precision)}")
+        if current not in p.accepts:
+            raise ConfigError(f"{where}: {p.precision_error(current)}")
         if p.needs_data() and not has_data:
             raise ConfigError(f"{where}: {p.describe()} {p.data_reason()}, so it needs data; add a data: block "
                               "(e.g. data: {name: insar-synthetic})")
@@ -188,7 +190,7 @@ def check_chain(passes: list[Any], has_data: bool, precision: str = "fp32") -> N
                 hint = f" ({ref} runs later, at {', '.join(later)})" if later else ""
                 raise ConfigError(f"{where}: reads stage '{ref}', which does not run before it{hint}; valid: "
                                   f"{', '.join(seen)}")
-        precision = p.produces(precision)
+        current = p.produces or current
         seen.append(p.name)
 
 

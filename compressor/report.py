@@ -2,7 +2,7 @@
 
 A stage is a dict (one per pipeline stage, in order; the first is the baseline):
     index, name, label, kind ("model" | "pass" | "export"), artifact (relative to the run dir),
-    precision ("fp32" | "fp16" | "int8"), metrics {accuracy, precision, recall, f1, iou?, top5?} or, for
+    precision (a registered precision's name: "fp32", "fp16", "int8", ...), metrics {accuracy, precision, recall, f1, iou?, top5?} or, for
     multi-class segmentation, {miou, pixel_accuracy, per_class_iou {class: IoU | None}}, params,
     macs (int | None), size_bytes, latency {backend: LatencyStats.to_dict()}, seconds.
 report.json adds per stage `size_reduction_pct` and `params_reduction_pct` relative to stage 0.
@@ -18,6 +18,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from compressor.precision import ReportSection, all_precisions
 
 __all__ = ["write_report", "add_reductions", "markdown_table", "per_class_table"]
 
@@ -159,22 +161,16 @@ def _plot(stages: list[dict], title: str, path: Path) -> None:
     fig.savefig(path, format="png", dpi=120)
 
 
-def int8_table(st: dict) -> list[str]:
-    """report.md's section for an int8 stage with mixed precision: per layer kind, then per layer, what int8
-    cost (metric drop and added logit error with only that layer quantized) and whether it paid."""
-    rows, mixed = st["int8_layers"], st.get("int8_mixed") or {}
-    out = [f"## int8 mixed precision: stage {st.get('index')} {st.get('name', '')}", "",
-           f"{mixed.get('quantized', sum(r['int8'] for r in rows))} of {len(rows)} layers in int8 "
-           f"(objective {mixed.get('objective')}, max drop {mixed.get('max_drop')}, measured drop "
-           f"{mixed.get('measured_drop')} points on the validation batches)", "",
-           "| layer kind | layers | int8 | speed-up quantized alone |", "|---|---:|---:|---:|"]
-    for kind, g in (mixed.get("groups") or {}).items():
-        n_int8 = sum(r["int8"] for r in rows if r["kind"] == kind)
-        speed = f"{g['speedup']:.2f}×" if g.get("speedup") is not None else "not measured"
-        out.append(f"| {kind} | {g['layers']} | {n_int8} | {speed} |")
-    out += ["", "| layer | kind | params | metric drop (points) | logit error | int8 |", "|---|---|---:|---:|---:|---|"]
-    out += [f"| {r['layer']} | {r['kind']} | {r['params']:,} | {r['drop']:.3f} | {r['error']:.2e} | "
-            f"{'yes' if r['int8'] else 'no'} |" for r in rows]
+def section_markdown(section: ReportSection) -> list[str]:
+    """report.md lines of a precision's `ReportSection`: its title, paragraph and tables."""
+    out = [f"## {section.title}", ""]
+    if section.text:
+        out += [section.text, ""]
+    for k, table in enumerate(section.tables):
+        if k:
+            out.append("")
+        out += ["| " + " | ".join(table.header) + " |", "|" + "|".join(table.align) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in table.rows]
     return out
 
 
@@ -212,9 +208,10 @@ def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str
            for i, st in enumerate(rows)]
     per_class = per_class_table(rows)
     md += ["", *per_class] if per_class else []
-    for st in rows:
-        if st.get("int8_layers"):
-            md += ["", *int8_table(st)]
+    for st in rows:  # each precision renders the stage info its passes recorded (int8: the mixed-precision table)
+        for prec in all_precisions():
+            for section in prec.report_sections(st):
+                md += ["", *section_markdown(section)]
     _write_atomic(paths["md"], lambda p: p.write_text("\n".join(md) + "\n", encoding="utf-8"))
 
     _write_atomic(paths["png"], lambda p: _plot(rows, title, p))

@@ -25,6 +25,7 @@ from typing import Any
 
 from compressor.errors import CompressError, ConfigError
 from compressor.options import unknown_key_message
+from compressor.precision import precision_names
 
 MiB = 1 << 20
 MAX_DEPTH = 100  # as for YAML pipelines (compressor.config): no real document nests deeper than ~8
@@ -219,6 +220,21 @@ class Str(Schema):
         if not isinstance(value, str) or (self.choices and value not in self.choices) \
                 or (self.pattern is not None and not self.pattern.fullmatch(value)):
             raise self.fail(value, path)
+
+
+class Named(Schema):
+    """A string naming an entry of a registry that plugins fill, so its names are read when a value is checked."""
+
+    def __init__(self, names: Callable[[], Sequence[str]], what: str) -> None:
+        self.names = names
+        self.description = f"a registered {what} name"
+
+    def check(self, value: Any, path: str) -> None:
+        if not isinstance(value, str) or value not in self.names():
+            raise self.fail(value, path)
+
+    def fail(self, value: Any, path: str) -> Invalid:
+        return Invalid(path, f"expected one of {', '.join(repr(c) for c in self.names())}, got {got(value)}")
 
 
 class Nullable(Schema):
@@ -429,7 +445,7 @@ IR_DOCUMENT = Record({
     "format": Str(),
     "inputs": List(INPUT, min_len=1, max_len=64),
     "task": TASK,
-    "precision": Str(choices=("fp32", "fp16", "int8")),
+    "precision": Named(precision_names, "precision"),
     "meta": Map(),
     "history": List(PASS_RECORD),
     "recipe": Nullable(RECIPE),

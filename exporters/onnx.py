@@ -12,15 +12,15 @@ What `export` does, in order:
    `onnx.version_converter` converts it; if that fails the export fails naming both numbers.
 4. Simplifies with onnxsim (optional). onnxsim reporting a failed check, or raising, keeps the
    unsimplified graph and says why in `info["simplify_note"]`.
-5. int8 IRs (`exporters/onnx_int8.py`): the float layers are exported as for fp32 (their nodes named
-   after the layers first), then onnxruntime's `quantize_static` writes the QDQ graph with the IR's
-   recorded scales. Verification compares the predictions with the torch fake-quant model (share of
-   agreeing mask pixels / classes ≥ `int8_min_agreement`, near-ties excluded: `onnx_int8.agreement`;
-   elementwise tolerances do not apply to INT8) and, when the run has data, the task metric on the validation split with the fp32 graph's:
-   a drop beyond `max_metric_drop` fails the stage.
-5b. fp16 IRs: `onnxconverter_common.float16.convert_float_to_float16(keep_io_types=True)`: the
-   initializers become float16, graph inputs and outputs stay float32, and the converter's default
-   op block list keeps Resize (and its scales) in float32.
+5. The IR's precision (`compressor.precision`, looked up by `ir.precision`) lowers the graph: its
+   `OnnxLowering` gives the float module to export (int8: the `Int8Layer` wrappers removed), tags nodes
+   before simplification (fp16 islands, int8 layers) and may refuse a simplification that lost them, then
+   converts the graph after it (fp16: float16 weights with float32 I/O; int8: the QDQ graph with the IR's
+   recorded scales). It also picks the verification: elementwise tolerances (fp32: `rtol`/`atol`, fp16:
+   `fp16_rtol`/`fp16_atol`, against the float32 torch model) or, for quantized graphs, the share of
+   predictions (mask pixels, classes; near-ties excluded) shared with its torch reference
+   (`int8_min_agreement`), plus, when the run has data, the task metric on the validation split against
+   the fp32 model: a drop beyond `max_metric_drop` fails the stage.
 6. `onnx.checker.check_model(full_check=True)`, writes `<name>.tmp` beside the target, runs it in
    onnxruntime (CPU) against the float32 torch copy at each of `verify_batches` on deterministic
    inputs inside the declared value range, and only then renames it into place. A failed check
@@ -31,28 +31,27 @@ A model whose float32 weights reach 2 GB raises ExportError (external-data expor
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import json
 import logging
 import os
-import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 
 from compressor.context import PassContext
-from compressor.errors import ExportError
+from compressor.errors import ExportError, first_line
 from compressor.ir import ModelIR
+from compressor.onnx_graph import default_opset, quiet
 from compressor.options import option, parse_options
 from compressor.passes_base import Exporter, ExportResult
+from compressor.precision import Agreement, OnnxLowering, Tolerance, get_precision
 from compressor.registry import register_exporter
 
 log = logging.getLogger(__name__)
@@ -62,9 +61,6 @@ MAX_OPSET = 23
 LEGACY_MAX_OPSET = 20  # the TorchScript exporter's highest supported opset
 MAX_SINGLE_FILE_BYTES = 2**31  # protobuf's limit on one serialized message
 SIMPLIFY_CHECK_N = 1  # onnxsim's own random-input check; our verification runs afterwards anyway
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_CHATTY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx",
-                   "onnxscript", "onnx_ir", "onnxsim")
 
 
 @dataclass(frozen=True)
@@ -79,11 +75,12 @@ class OnnxOptions:
     fp16_rtol: float = option(1e-2, "relative tolerance of the check for fp16 models (vs the fp32 torch model)", min=0)
     fp16_atol: float = option(1e-2, "absolute tolerance of the check for fp16 models (vs the fp32 torch model)", min=0)
     dynamo: bool = option(True, "use torch.onnx's dynamo exporter (falls back to the legacy exporter if it fails)")
-    int8_min_agreement: float = option(0.98, "int8 IRs: least share of predictions (mask pixels or classes; near-ties "
-                                             "excluded) the QDQ graph must share with the torch fake-quant model at "
-                                             "verify_batches", min=0, max=1)
-    max_metric_drop: float = option(1.0, "int8 IRs, when the run has data: the most the task metric (IoU or accuracy, "
-                                         "points) may drop on the validation split against the fp32 graph", min=0)
+    int8_min_agreement: float = option(0.98, "quantized (int8) IRs: least share of predictions (mask pixels or "
+                                             "classes; near-ties excluded) the graph must share with the precision's "
+                                             "torch reference at verify_batches", min=0, max=1)
+    max_metric_drop: float = option(1.0, "quantized (int8) IRs, when the run has data: the most the task metric (IoU "
+                                         "or accuracy, points) may drop on the validation split against the fp32 "
+                                         "model", min=0)
 
     def __post_init__(self) -> None:
         if self.verify and not self.verify_batches:
@@ -95,49 +92,6 @@ class OnnxOptions:
 
 
 # ---- small helpers -----------------------------------------------------------------------------
-
-def _first_line(exc: BaseException) -> str:
-    """`Type: first non-empty line`, plus the first line of its cause when there is one."""
-
-    def one(e: BaseException) -> str:
-        lines = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
-        return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
-
-    text = one(exc)
-    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if cause is not None and cause is not exc:
-        text += f" (caused by {one(cause)})"
-    return text
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[io.StringIO]:
-    """Silence the exporters' stdout/stderr, warnings and log lines; what they printed goes to the debug log.
-
-    (torch.export prints whole graphs to stderr when it fails; onnxsim prints its checks to stdout.)
-    """
-    buf = io.StringIO()
-    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-            warnings.simplefilter("ignore")
-            yield buf
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-        if buf.getvalue().strip():
-            log.debug("suppressed exporter output:\n%s", buf.getvalue())
-
-
-def _default_opset(model: onnx.ModelProto) -> int | None:
-    for imp in model.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    return None
-
 
 def _flatten_outputs(out: Any) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
@@ -167,7 +121,7 @@ def _fp32_copy(ir: ModelIR) -> torch.nn.Module:
     try:
         module = copy.deepcopy(ir.module)
     except Exception as exc:
-        raise ExportError(f"could not copy the IR's module for export ({_first_line(exc)}); "
+        raise ExportError(f"could not copy the IR's module for export ({first_line(exc)}); "
                           f"the module must be deep-copyable") from exc
     return module.to("cpu").float().eval()
 
@@ -192,7 +146,7 @@ def _torch_export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], input
     if use_dynamo:
         try:
             batch = torch.export.Dim("batch")
-            with _quiet():
+            with quiet():
                 program = torch.onnx.export(
                     module, args, None,
                     input_names=input_names, output_names=output_names,
@@ -203,12 +157,12 @@ def _torch_export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], input
                 model = program.model_proto
             return model, "dynamo", None
         except Exception as exc:
-            dynamo_error = _first_line(exc)
+            dynamo_error = first_line(exc)
             log.warning("onnx: the dynamo exporter failed (%s); falling back to the legacy exporter", dynamo_error)
     legacy_opset = min(opset, LEGACY_MAX_OPSET)
     buf = io.BytesIO()
     try:
-        with _quiet():
+        with quiet():
             torch.onnx.export(
                 module, args, buf,
                 input_names=input_names, output_names=output_names,
@@ -217,7 +171,7 @@ def _torch_export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], input
             )
         model = onnx.load_from_string(buf.getvalue())
     except Exception as exc:
-        legacy_error = _first_line(exc)
+        legacy_error = first_line(exc)
         if dynamo_error is not None:
             raise ExportError(f"torch.onnx.export failed with both exporters: dynamo: {dynamo_error}; "
                               f"legacy: {legacy_error}; make the model traceable by torch.export "
@@ -229,7 +183,7 @@ def _torch_export(module: torch.nn.Module, args: tuple[torch.Tensor, ...], input
 
 def _ensure_opset(model: onnx.ModelProto, want: int, exporter: str) -> tuple[onnx.ModelProto, int | None]:
     """Return the model at opset `want` and the opset it was converted from (None if unchanged)."""
-    got = _default_opset(model)
+    got = default_opset(model)
     if got == want:
         return model, None
     if got is None:
@@ -239,9 +193,9 @@ def _ensure_opset(model: onnx.ModelProto, want: int, exporter: str) -> tuple[onn
         converted = onnx.version_converter.convert_version(model, want)
     except Exception as exc:
         raise ExportError(f"the {exporter} exporter produced opset {got}, not the requested {want}, and "
-                          f"onnx.version_converter could not convert it ({_first_line(exc)}); "
+                          f"onnx.version_converter could not convert it ({first_line(exc)}); "
                           f"set opset: {got}") from exc
-    now = _default_opset(converted)
+    now = default_opset(converted)
     if now != want:
         raise ExportError(f"the {exporter} exporter produced opset {got}, not the requested {want}, and "
                           f"onnx.version_converter gave opset {now}; set opset: {got}")
@@ -253,14 +207,14 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool, str]:
     try:
         import onnxsim
     except ImportError as exc:
-        note = f"onnxsim is not installed ({_first_line(exc)}); pip install onnxsim"
+        note = f"onnxsim is not installed ({first_line(exc)}); pip install onnxsim"
         log.warning("onnx: %s; keeping the unsimplified graph", note)
         return model, False, note
     try:
-        with _quiet():
+        with quiet():
             simplified, ok = onnxsim.simplify(model, check_n=SIMPLIFY_CHECK_N)
     except Exception as exc:
-        note = f"onnxsim failed ({_first_line(exc)}); kept the unsimplified graph"
+        note = f"onnxsim failed ({first_line(exc)}); kept the unsimplified graph"
         log.warning("onnx: %s", note)
         return model, False, note
     if not ok:
@@ -268,117 +222,6 @@ def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool, str]:
         log.warning("onnx: %s", note)
         return model, False, note
     return simplified, True, "ok"
-
-
-def _node_scopes(node: onnx.NodeProto) -> list[str]:
-    """Module names a node came from: the dynamo exporter's `pkg.torch.onnx.name_scopes` metadata,
-    or the legacy exporter's node name (`/stem/stem.0/Conv`)."""
-    import ast
-
-    for prop in node.metadata_props:
-        if prop.key == "pkg.torch.onnx.name_scopes":
-            try:
-                return [str(x) for x in ast.literal_eval(prop.value)]
-            except (ValueError, SyntaxError):
-                break
-    return [part for part in node.name.split("/") if part]
-
-
-FP32_TAG = "fp32/"  # the prefix tag_fp32_nodes gives an fp32 island's nodes (onnxsim drops the name scopes)
-
-
-def fp32_node_names(model: onnx.ModelProto, modules: list[str]) -> list[str]:
-    """Names of the nodes that belong to one of `modules` (or a submodule of one), or that tag_fp32_nodes
-    tagged before simplification."""
-    def inside(scope: str) -> bool:
-        return any(scope == m or scope.startswith(m + ".") for m in modules)
-
-    return [n.name for n in model.graph.node
-            if n.name and (n.name.startswith(FP32_TAG) or any(inside(s) for s in _node_scopes(n)))]
-
-
-def tag_fp32_nodes(model: onnx.ModelProto, modules: list[str]) -> int:
-    """Prefix the names of the fp32 islands' nodes with FP32_TAG while the exporter's name scopes are still
-    there: onnxsim drops node metadata, and the islands would silently become fp16. Returns the count."""
-    names = set(fp32_node_names(model, modules))
-    for node in model.graph.node:
-        if node.name in names and not node.name.startswith(FP32_TAG):
-            node.name = FP32_TAG + node.name
-    return len(names)
-
-
-def _cast_to(node: onnx.NodeProto) -> int | None:
-    return next((a.i for a in node.attribute if a.name == "to"), None)
-
-
-def _repair_fp32_islands(before: onnx.ModelProto, model: onnx.ModelProto) -> onnx.ModelProto:
-    """Two fixes to onnxconverter-common's handling of blocked nodes (1.16; node_block_list and its default
-    op block list, e.g. Resize):
-    - it stores a blocked node's weights as fp16 and casts them back up, which loses values beyond
-      the fp16 range (the reason to keep a module in fp32): weights read only through such up-casts
-      get their fp32 values back;
-    - when the graph's last node is blocked, keep_io_types leaves an fp16 cast in front of the
-      output: that cast becomes a cast to fp32, so the graph's I/O stays fp32."""
-    fp32 = onnx.TensorProto.FLOAT
-    fp16 = onnx.TensorProto.FLOAT16
-    originals = {i.name: i for i in before.graph.initializer if i.data_type == fp32}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    restored = set()
-    for init in model.graph.initializer:
-        users = consumers.get(init.name, [])
-        if (init.data_type == fp16 and init.name in originals and users
-                and all(n.op_type == "Cast" and _cast_to(n) == fp32 for n in users)):
-            init.CopyFrom(originals[init.name])
-            restored.add(init.name)
-    for info in model.graph.value_info:
-        if info.name in restored:
-            info.type.tensor_type.elem_type = fp32
-    producers = {out: node for node in model.graph.node for out in node.output}
-    for value in model.graph.output:
-        if value.type.tensor_type.elem_type != fp16:
-            continue
-        node = producers.get(value.name)
-        if node is not None and node.op_type == "Cast":
-            for attr in node.attribute:
-                if attr.name == "to":
-                    attr.i = fp32
-            value.type.tensor_type.elem_type = fp32
-            for info in model.graph.value_info:
-                if info.name == value.name:
-                    info.type.tensor_type.elem_type = fp32
-    return model
-
-
-def _to_fp16(model: onnx.ModelProto, keep_fp32: list[str] | None = None) -> onnx.ModelProto:
-    try:
-        from onnxconverter_common import float16
-    except ImportError as exc:
-        raise ExportError(f"fp16 ONNX export needs onnxconverter-common ({_first_line(exc)}); "
-                          f"pip install onnxconverter-common") from exc
-    try:
-        with _quiet():
-            if not keep_fp32:  # the default block list still keeps Resize in fp32: a graph ending in one
-                # (Segformer's upsampled logits) needs the output cast repaired too
-                return _repair_fp32_islands(model, float16.convert_float_to_float16(model, keep_io_types=True))
-            blocked = fp32_node_names(model, keep_fp32)
-            log.info("onnx: keeping %d nodes of %s in fp32", len(blocked), keep_fp32)
-            converted = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=blocked)
-            return _repair_fp32_islands(model, converted)
-    except Exception as exc:
-        raise ExportError(f"converting the ONNX graph to fp16 failed ({_first_line(exc)}); "
-                          f"export the fp32 IR (drop the fp16 pass) or rerun with --debug") from exc
-
-
-def _check_io_float32(model: onnx.ModelProto) -> None:
-    values = [("input", v) for v in model.graph.input] + [("output", v) for v in model.graph.output]
-    for kind, value in values:
-        elem = value.type.tensor_type.elem_type
-        if elem != onnx.TensorProto.FLOAT:
-            raise ExportError(f"graph {kind} '{value.name}' has type {onnx.TensorProto.DataType.Name(elem)} "
-                              f"after the fp16 conversion, expected FLOAT; rerun with --debug")
 
 
 def _ort_session(path: Path) -> Any:
@@ -392,32 +235,35 @@ def _ort_session(path: Path) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ExportError(f"onnxruntime cannot load the exported model ({_first_line(exc)}); "
+        raise ExportError(f"onnxruntime cannot load the exported model ({first_line(exc)}); "
                           f"try another opset or dynamo: false") from exc
 
 
-def _verify(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list[str],
-            opts: OnnxOptions, seed: int) -> tuple[dict[int, float], dict[int, float]]:
-    """onnxruntime vs torch at every batch; returns (max_abs_diff, sign_agreement) per batch. For int8
-    the reference is the fake-quant torch model and the check is the share of agreeing predictions."""
-    if ir.precision == "int8":
-        return _verify_int8(path, module, ir, output_names, opts, seed)
-    fp16 = ir.precision == "fp16"
-    rtol, atol = (opts.fp16_rtol, opts.fp16_atol) if fp16 else (opts.rtol, opts.atol)
-    knobs = "fp16_atol/fp16_rtol" if fp16 else "atol/rtol"
+def _run_onnx(sess: Any, output_names: list[str], names: list[str], inputs: list[torch.Tensor],
+              batch: int) -> list[Any]:
+    try:
+        return sess.run(output_names, {n: x.numpy() for n, x in zip(names, inputs)})
+    except Exception as exc:
+        raise ExportError(f"onnxruntime could not run the exported model at batch {batch} "
+                          f"({first_line(exc)}); is the batch dimension dynamic? "
+                          f"try dynamo: false, or verify: false to skip") from exc
+
+
+def _verify(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list[str], check: Tolerance | Agreement,
+            batches: tuple[int, ...], seed: int) -> tuple[dict[int, float], dict[int, float]]:
+    """onnxruntime vs the torch reference at every batch, by the precision's check; returns (max_abs_diff,
+    agreement) per batch: sign/class agreement for segmentation, the checked agreement for `Agreement`."""
+    if isinstance(check, Agreement):
+        return _verify_agreement(path, module, ir, output_names, check, batches, seed)
+    rtol, atol = check.rtol, check.atol
     sess = _ort_session(path)
     names = [i.name for i in sess.get_inputs()]
     max_diff: dict[int, float] = {}
     agreement: dict[int, float] = {}
-    for batch in opts.verify_batches:
+    for batch in batches:
         inputs = _verify_inputs(ir, batch, seed)
         ref = _run_torch(module, inputs)
-        try:
-            got = sess.run(output_names, {n: x.numpy() for n, x in zip(names, inputs)})
-        except Exception as exc:
-            raise ExportError(f"onnxruntime could not run the exported model at batch {batch} "
-                              f"({_first_line(exc)}); is the batch dimension dynamic? "
-                              f"try dynamo: false, or verify: false to skip") from exc
+        got = _run_onnx(sess, output_names, names, inputs, batch)
         worst = 0.0
         for name, r, o in zip(output_names, ref, got):
             o = np.asarray(o, dtype=np.float32)
@@ -433,44 +279,44 @@ def _verify(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list
                 raise ExportError(
                     f"ONNX numerics check failed at batch {batch}: max abs diff {d:.3g} > tolerance "
                     f"(atol {atol:g} + rtol {rtol:g}*|ref|) at {int(bad.sum())} of {bad.size} values of "
-                    f"'{name}' ({ir.precision}); set verify: false to skip, loosen {knobs}, "
+                    f"'{name}' ({ir.precision}); set verify: false to skip, loosen {check.knobs}, "
                     f"or try dynamo: false / simplify: false")
         max_diff[batch] = worst
         if ir.task.kind == "segmentation":  # mask pixels (binary) or argmax pixel classes (multi-class)
-            from compressor.exporters.onnx_int8 import predictions
+            from compressor.evaluate.agreement import predictions
 
             agreement[batch] = float(np.mean(predictions(ir.task, np.asarray(got[0])) == predictions(ir.task, ref[0])))
     return max_diff, agreement
 
 
-def _verify_int8(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list[str],
-                 opts: OnnxOptions, seed: int) -> tuple[dict[int, float], dict[int, float]]:
-    from compressor.exporters.onnx_int8 import agreement
+def _verify_agreement(path: Path, module: torch.nn.Module, ir: ModelIR, output_names: list[str], check: Agreement,
+                      batches: tuple[int, ...], seed: int) -> tuple[dict[int, float], dict[int, float]]:
+    """The share of the first output's predictions the graph shares with the reference, at least check.minimum."""
+    from compressor.evaluate.agreement import agreement
 
     sess = _ort_session(path)
     names = [i.name for i in sess.get_inputs()]
     max_diff: dict[int, float] = {}
     agree: dict[int, float] = {}
-    for batch in opts.verify_batches:
+    for batch in batches:
         inputs = _verify_inputs(ir, batch, seed)
         ref = _run_torch(module, inputs)
-        got = sess.run(output_names[:1], {n: x.numpy() for n, x in zip(names, inputs)})[0]
+        got = _run_onnx(sess, output_names[:1], names, inputs, batch)[0]
         max_diff[batch] = float(np.abs(got.astype(np.float64) - ref[0]).max())
         agree[batch] = agreement(ir.task, got, ref[0])
-        if agree[batch] < opts.int8_min_agreement:
-            raise ExportError(f"int8 ONNX check failed at batch {batch}: the QDQ graph agrees with the torch fake-quant "
-                              f"model on {agree[batch]:.1%} of predictions (< int8_min_agreement "
-                              f"{opts.int8_min_agreement:.0%}; max abs diff {max_diff[batch]:.3g}); rerun with --debug, "
-                              f"or lower int8_min_agreement")
+        if agree[batch] < check.minimum:
+            raise ExportError(f"{ir.precision} ONNX check failed at batch {batch}: the {check.graph} agrees with the "
+                              f"{check.reference} on {agree[batch]:.1%} of predictions (< {check.knob} "
+                              f"{check.minimum:.0%}; max abs diff {max_diff[batch]:.3g}); rerun with --debug, "
+                              f"or lower {check.knob}")
     return max_diff, agree
 
 
-def _check_metric_drop(path: Path, float_module: torch.nn.Module, ir: ModelIR, data: Any,
-                       opts: OnnxOptions) -> dict[str, Any]:
-    """Task metric of the int8 graph vs the fp32 model on the validation split; raises past max_metric_drop."""
+def _check_metric_drop(path: Path, float_module: torch.nn.Module, ir: ModelIR, data: Any, opts: OnnxOptions,
+                       hint: str) -> dict[str, Any]:
+    """Task metric of the lowered graph vs the fp32 model on the validation split; raises past max_metric_drop."""
     from compressor.data import make_loader
-    from compressor.evaluate.metrics import evaluate_module, evaluate_onnx
-    from compressor.passes.int8 import main_metric
+    from compressor.evaluate.metrics import evaluate_module, evaluate_onnx, main_metric
 
     loader = make_loader(data.val, 32)
     key = main_metric(ir.task)
@@ -478,10 +324,10 @@ def _check_metric_drop(path: Path, float_module: torch.nn.Module, ir: ModelIR, d
     got = evaluate_onnx(path, loader, ir.task)[key] * 100
     drop = ref - got
     if drop > opts.max_metric_drop:
-        raise ExportError(f"int8 export: {key} drops {drop:.2f} points on the validation split (fp32 {ref:.2f} -> int8 "
-                          f"{got:.2f}), over max_metric_drop {opts.max_metric_drop:g}; quantize fewer layers (int8 "
-                          f"mixed: {{max_drop: ...}} or exclude: [...]), try method: entropy or percentile, or add qat")
-    return {"metric": key, "fp32": round(ref, 3), "int8": round(got, 3), "drop": round(drop, 3)}
+        raise ExportError(f"{ir.precision} export: {key} drops {drop:.2f} points on the validation split (fp32 "
+                          f"{ref:.2f} -> {ir.precision} {got:.2f}), over max_metric_drop {opts.max_metric_drop:g}; "
+                          f"{hint}")
+    return {"metric": key, "fp32": round(ref, 3), ir.precision: round(got, 3), "drop": round(drop, 3)}
 
 
 def _versions() -> dict[str, str | None]:
@@ -525,15 +371,9 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
     if "logits" in input_names:
         raise ExportError("an input is named 'logits', the name of the exported output; rename the input")
 
-    int8 = ir.precision == "int8"
-    module = _fp32_copy(ir)
-    if int8:
-        from compressor.exporters.onnx_int8 import (fake_quant_reference, layer_specs, missing_layers, quantize,
-                                                    tag_layer_nodes)
-        from compressor.passes.int8 import unwrap
-
-        int8_layers = list(layer_specs(ir)[0])
-        module = unwrap(module)
+    lowering: OnnxLowering = get_precision(ir.precision).onnx_lowering(ir, opts)
+    check = lowering.check()
+    module = lowering.float_module(_fp32_copy(ir))
     nbytes = _weight_bytes(module)
     if nbytes >= MAX_SINGLE_FILE_BYTES:
         raise ExportError(f"the model has {nbytes / 2**30:.2f} GiB of float32 weights; the single-file ONNX "
@@ -546,38 +386,28 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"the float32 model fails on its example input of batch 2 ({_first_line(exc)}); "
+        raise ExportError(f"the float32 model fails on its example input of batch 2 ({first_line(exc)}); "
                           f"check the IR's input spec") from exc
     output_names = _output_names(len(probe))
 
     t0 = time.perf_counter()
     model, exporter, fallback = _torch_export(module, args, input_names, output_names, opts.opset, opts.dynamo)
     export_s = time.perf_counter() - t0
-    produced_opset = _default_opset(model)
+    produced_opset = default_opset(model)
     model, converted_from = _ensure_opset(model, opts.opset, exporter)
-    if int8:
-        tag_layer_nodes(model, int8_layers)
-    if ir.precision == "fp16" and ir.meta.get("fp32_modules"):
-        tag_fp32_nodes(model, list(ir.meta["fp32_modules"]))
+    lowering.tag(model)
 
     simplified, note = False, "simplify: false"
     if opts.simplify:
         before = model
         model, simplified, note = _simplify(model)
-        lost = missing_layers(model, int8_layers) if int8 and simplified else []
-        if lost:  # e.g. onnxsim merges the q/k/v MatMuls that read one input into one node
-            model, simplified = before, False
-            note = (f"onnxsim merged or renamed the nodes of quantized layer(s) {lost[:3]}; kept the unsimplified "
-                    f"graph so that each layer keeps its own scales")
+        refused = lowering.simplify_refused(model) if simplified else None
+        if refused:
+            model, simplified, note = before, False, refused
             log.info("onnx: %s", note)
-    int8_info: dict[str, Any] = {}
-    if int8:
-        model, int8_info = quantize(model, ir, input_names)
-    if ir.precision == "fp16":
-        model = _to_fp16(model, ir.meta.get("fp32_modules"))
-        _check_io_float32(model)
+    model, lowered = lowering.lower(model, input_names)
 
-    opset = _default_opset(model)
+    opset = default_opset(model)
     if opset != opts.opset:
         raise ExportError(f"the graph's opset changed to {opset} after simplification/fp16 conversion "
                           f"(requested {opts.opset}); set simplify: false")
@@ -585,7 +415,7 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise ExportError(f"the exported graph fails onnx.checker ({_first_line(exc)}); "
+        raise ExportError(f"the exported graph fails onnx.checker ({first_line(exc)}); "
                           f"try simplify: false, dynamo: false or another opset") from exc
     size = model.ByteSize()
     if size >= MAX_SINGLE_FILE_BYTES:
@@ -601,20 +431,19 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
         try:
             tmp.write_bytes(model.SerializeToString())
         except OSError as exc:
-            raise ExportError(f"cannot write {tmp} ({_first_line(exc)}); check the output directory") from exc
+            raise ExportError(f"cannot write {tmp} ({first_line(exc)}); check the output directory") from exc
         if opts.verify:
             t0 = time.perf_counter()
-            reference = fake_quant_reference(ir) if int8 else module
-            max_diff, agreement = _verify(tmp, reference, ir, output_names, opts, seed)
-            if int8 and data is not None:
-                int8_info["metric_check"] = _check_metric_drop(tmp, module, ir, data, opts)
+            max_diff, agreement = _verify(tmp, lowering.reference(module), ir, output_names, check,
+                                          opts.verify_batches, seed)
+            if lowering.metric_hint is not None and data is not None:
+                lowered["metric_check"] = _check_metric_drop(tmp, module, ir, data, opts, lowering.metric_hint)
             verify_s = time.perf_counter() - t0
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
 
-    fp16 = ir.precision == "fp16"
     info: dict[str, Any] = {
         "opset": opset,
         "requested_opset": opts.opset,
@@ -627,8 +456,7 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
         "precision": ir.precision,
         "verified": bool(opts.verify),
         "verify_batches": list(opts.verify_batches) if opts.verify else [],
-        "tolerance": {"rtol": opts.fp16_rtol if fp16 else opts.rtol,
-                      "atol": opts.fp16_atol if fp16 else opts.atol},
+        "tolerance": check.as_info(),
         "max_abs_diff": max_diff,
         "inputs": input_names,
         "outputs": output_names,
@@ -638,12 +466,12 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
         "seconds": round(time.perf_counter() - start, 3),
         **_versions(),
     }
-    if ir.task.kind == "segmentation" or int8:  # binary masks agree in sign, classes (per pixel) in argmax
+    if ir.task.kind == "segmentation" or isinstance(check, Agreement):
+        # binary masks agree in sign, classes (per pixel) in argmax
         binary = ir.task.kind == "segmentation" and not ir.task.multiclass_segmentation
         info["sign_agreement" if binary else "class_agreement"] = agreement
-    if int8:
-        info["int8"] = int8_info
-        info["tolerance"] = {"min_agreement": opts.int8_min_agreement}
+    if lowering.info_key is not None:
+        info[lowering.info_key] = lowered
     log.info("onnx: wrote %s (%s exporter, opset %s, %s, %d bytes, max |diff| %s)", target, exporter,
              opset, ir.precision, info["bytes"], max_diff)
     return ExportResult(primary=target, files=[target], info=info)
@@ -715,7 +543,7 @@ def describe_onnx(path: str | os.PathLike[str]) -> str:
     try:
         model = onnx.load(str(path))
     except Exception as exc:
-        raise ExportError(f"{path} is not a readable ONNX file ({_first_line(exc)})") from None
+        raise ExportError(f"{path} is not a readable ONNX file ({first_line(exc)})") from None
     check_onnx_graph(model, path)
 
     def value(v: Any) -> str:
@@ -732,7 +560,7 @@ def describe_onnx(path: str | os.PathLike[str]) -> str:
         # from the shape, not by decoding the weights (strings: their bytes)
         nbytes = tensor_nbytes(init)
         dtypes[name] = dtypes.get(name, 0) + (nbytes if nbytes is not None else sum(map(len, init.string_data)))
-    opset = _default_opset(model)
+    opset = default_opset(model)
     return "\n".join([
         f"ONNX file: {path} ({path.stat().st_size:,} bytes, opset {opset}, producer {model.producer_name})",
         "inputs: " + ", ".join(value(v) for v in model.graph.input),

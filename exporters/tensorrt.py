@@ -73,6 +73,7 @@ from compressor.ir import ModelIR
 from compressor.exporters.onnx import OnnxOptions
 from compressor.options import option
 from compressor.passes_base import Exporter, ExportResult
+from compressor.precision import PRECISIONS, TensorRTLowering, cast_names, get_precision, tensorrt_names
 from compressor.registry import register_exporter
 
 log = logging.getLogger(__name__)
@@ -125,23 +126,23 @@ def trt_major(version: str) -> int:
 def precision_for(ir: Any, asked: str) -> str:
     """The engine precision for `ir` and the `precision` option (auto: the IR's), or ExportError.
 
-    An int8 engine needs an int8 IR (its QDQ graph carries the scales; nothing calibrates here), an
-    int8 IR builds only int8, and its activations must be signed symmetric int8 (TensorRT's
-    explicit quantization), not the uint8 the int8 pass writes for onnxruntime CPU.
+    A float IR (fp32, fp16) builds at any float precision (its ONNX graph is exported at it); an IR at a
+    precision that is not a cast (int8: its QDQ graph carries the scales, nothing calibrates here) builds
+    only at its own, and only that precision builds it. The precision's `check_tensorrt` has the last
+    word (int8: signed symmetric int8 activations, not the uint8 the int8 pass writes for onnxruntime CPU).
     """
-    precision = ir.precision if asked == "auto" else asked
-    if precision == "int8" and ir.precision != "int8":
-        raise ExportError(f"tensorrt exporter: precision int8 needs an int8 IR, this one is {ir.precision}; run "
-                          f"the int8 pass first (its QDQ graph carries the scales; this exporter does no calibration)")
-    if ir.precision == "int8" and precision != "int8":
-        raise ExportError(f"tensorrt exporter: precision {precision} was asked for an int8 IR, whose QDQ graph is "
-                          f"int8; drop the int8 pass to build fp32/fp16, or use precision: auto")
-    if precision == "int8":
-        activations = (ir.meta.get("int8") or {}).get("activations")
-        if activations != "int8":
-            raise ExportError(f"tensorrt exporter: TensorRT's explicit quantization needs signed symmetric int8 "
-                              f"activations, this IR's are {activations!r}; run the int8 pass with backend: tensorrt")
-    return precision
+    target = ir.precision if asked == "auto" else asked
+    want, have = get_precision(target), get_precision(ir.precision)
+    if target != ir.precision:
+        if want.module_dtype is None:
+            raise ExportError(f"tensorrt exporter: precision {target} needs an {target} IR, this one is {ir.precision}; "
+                              f"run the {want.produced_by} pass first ({want.no_cast_reason})")
+        if have.module_dtype is None:
+            raise ExportError(f"tensorrt exporter: precision {target} was asked for an {ir.precision} IR, whose "
+                              f"{have.tensorrt_graph} is {ir.precision}; drop the {have.produced_by} pass to build "
+                              f"{'/'.join(cast_names())}, or use precision: auto")
+    want.check_tensorrt(ir)
+    return target
 
 
 def profile_shapes(ir: Any, min_batch: int, opt_batch: int, max_batch: int
@@ -180,24 +181,24 @@ def trtexec_command(shapes: Mapping[str, tuple], onnx: str = ONNX_NAME, engine: 
     return " ".join(a if a.startswith(('"$', '$')) else shlex.quote(a) for a in args)
 
 
-# TensorRT 10's trtexec precision flags; TensorRT >= 11 (strongly typed) takes none, nor does fp32
-TRT10_FLAGS: dict[str, tuple[str, ...]] = {"fp32": (), "fp16": ("--fp16",), "int8": ("--int8", "--fp16")}
-_GRAPH_NOTE = {
-    "fp16": ("the fp16 graph", "needs --fp16."),
-    "int8": ("the int8 QDQ graph (its Q/DQ nodes carry the scales)",
-             "needs --int8, and --fp16 so that the layers left unquantized may run fp16."),
-}
+def lowering_for(name: str) -> TensorRTLowering:
+    """The TensorRT lowering of precision `name` (its module in compressor/precisions), or ExportError."""
+    if name not in tensorrt_names():
+        raise ExportError(f"tensorrt exporter: precision must be one of {', '.join(tensorrt_names())}, got {name!r}")
+    return PRECISIONS[name].tensorrt
 
 
 def trtexec_precision_flags(precision: str, major: int) -> list[str]:
-    """The trtexec precision flags for `precision` on TensorRT `major` (the sidecar's `trtexec`)."""
-    return list(TRT10_FLAGS[precision]) if major < 11 else []
+    """The trtexec precision flags for `precision` on TensorRT `major` (the sidecar's `trtexec`): TensorRT 10's;
+    TensorRT >= 11 (strongly typed) takes none."""
+    return list(lowering_for(precision).flags) if major < 11 else []
 
 
 def build_script(shapes: Mapping[str, tuple], precision: str, workspace_mb: int, optimization_level: int,
                  timing_cache: str) -> str:
     """The text of build_engine.sh: runs trtexec in the script's folder (see the module docstring)."""
-    flagged = bool(TRT10_FLAGS[precision])
+    lowering = lowering_for(precision)
+    flagged = bool(lowering.flags)
     cmd = trtexec_command(shapes, workspace_mb=workspace_mb, optimization_level=optimization_level,
                           timing_cache=timing_cache,
                           extra=['${PRECISION_FLAGS[@]+"${PRECISION_FLAGS[@]}"}', '"$@"'] if flagged else ['"$@"'],
@@ -213,11 +214,10 @@ def build_script(shapes: Mapping[str, tuple], precision: str, workspace_mb: int,
         'TRTEXEC="${TRTEXEC:-trtexec}"',
     ]
     if flagged:
-        graph, trt10 = _GRAPH_NOTE[precision]
         lines += [
-            f"# {ONNX_NAME} is {graph}. TensorRT >= 11 is strongly typed and",
+            f"# {ONNX_NAME} is {lowering.graph}. TensorRT >= 11 is strongly typed and",
             "# takes the precision from the graph (no flag; --stronglyTyped is always on);",
-            f"# TensorRT 10 (JetPack 6) {trt10}",
+            f"# TensorRT 10 (JetPack 6) {lowering.trt10_note}",
             "# Set TRT_MAJOR=10 or TRT_MAJOR=11 to skip the detection below.",
             'if [ -z "${TRT_MAJOR:-}" ]; then',
             "  TRT_MAJOR=\"$(python3 -c 'import tensorrt; print(tensorrt.__version__.split(\".\")[0])' 2>/dev/null || true)\"",
@@ -232,7 +232,7 @@ def build_script(shapes: Mapping[str, tuple], precision: str, workspace_mb: int,
             "  exit 2",
             "fi",
             "PRECISION_FLAGS=()",
-            f'if [ "$TRT_MAJOR" -lt 11 ]; then PRECISION_FLAGS=({" ".join(TRT10_FLAGS[precision])}); fi',
+            f'if [ "$TRT_MAJOR" -lt 11 ]; then PRECISION_FLAGS=({" ".join(lowering.flags)}); fi',
         ]
     lines += [f"exec {cmd}", ""]
     return "\n".join(lines)
@@ -259,16 +259,16 @@ def configure_precision(config: Any, trt: Any, major: int, precision: str) -> li
     BuilderFlag.FP16 for int8 (the unquantized layers may run fp16; see the module docstring); fp32
     needs no flag on either.
     """
-    if precision not in TRT10_FLAGS:
-        raise ExportError(f"tensorrt exporter: precision must be one of {', '.join(TRT10_FLAGS)}, got {precision!r}")
+    flags = lowering_for(precision).flags
     if major >= 11:
         return []
-    names = [flag.lstrip("-").upper() for flag in TRT10_FLAGS[precision]]
+    names = [flag.lstrip("-").upper() for flag in flags]
     for name in names:
         config.set_flag(getattr(trt.BuilderFlag, name))
     return names
 
 
+INTEGER_KERNELS = ("int8",)  # a layer with weights or inputs of these types runs integer kernels of that type
 _PRECISION_PATTERNS = (  # checked in order: the first match wins
     ("fp16", re.compile(r"\bfp16\b|\bhalf\b|khalf", re.I)),
     ("bf16", re.compile(r"\bbf16\b|bfloat16", re.I)),
@@ -319,9 +319,11 @@ def _layer_precision(layer: Mapping[str, Any]) -> str:
     if found:
         return found
     weights = layer.get("Weights")
-    if (isinstance(weights, Mapping) and _precision_of(weights.get("Type")) == "int8") or any(
-            _tensor_precision(t) == "int8" for t in _tensors(layer, "Inputs")):
-        return "int8"
+    weight_type = _precision_of(weights.get("Type")) if isinstance(weights, Mapping) else None
+    input_types = {_tensor_precision(t) for t in _tensors(layer, "Inputs")}
+    for kind in INTEGER_KERNELS:
+        if weight_type == kind or kind in input_types:
+            return kind
     for key in ("Outputs", "Inputs"):
         for tensor in _tensors(layer, key):
             found = _tensor_precision(tensor)
@@ -482,14 +484,10 @@ def build_engine(trt: Any, onnx_path: Path, shapes: Mapping[str, tuple], precisi
             "dtype": _enum_name(engine.get_tensor_dtype(name)).lower(),
             "shape": [int(d) for d in engine.get_tensor_shape(name)],
         })
-    if precision == "fp16" and not layer_precisions.get("fp16"):
-        raise ExportError(f"tensorrt exporter: an fp16 engine was asked for but TensorRT {trt.__version__} built "
-                          f"no fp16 layer (layers: {layer_precisions}); the GPU may lack fast fp16, or the "
-                          f"fp16 graph was not kept; use precision: fp32")
-    if precision == "int8" and not layer_precisions.get("int8"):
-        raise ExportError(f"tensorrt exporter: an int8 engine was asked for but TensorRT {trt.__version__} built "
-                          f"no int8 layer (layers: {layer_precisions}); the GPU may lack int8 kernels, or the "
-                          f"graph's Q/DQ nodes were not kept; drop the int8 pass to build fp32/fp16")
+    lowering = lowering_for(precision)
+    if lowering.layer_type is not None and not layer_precisions.get(lowering.layer_type):
+        raise ExportError(f"tensorrt exporter: an {precision} engine was asked for but TensorRT {trt.__version__} "
+                          f"built no {lowering.layer_type} layer (layers: {layer_precisions}); {lowering.missing_hint}")
     info = {
         "tensorrt_version": str(trt.__version__),
         "tensorrt_major": major,
@@ -545,7 +543,7 @@ class TensorRTExporter(Exporter):
         """Task metrics of the engine (trt_runtime.evaluate_engine on numpy batches), or ({}, the reason)
         when tensorrt, cuda-python or a CUDA GPU is missing here."""
         from compressor.evaluate.latency import engine_unavailable
-        from compressor.evaluate.metrics import _split_batch
+        from compressor.evaluate.metrics import split_batch
 
         try:
             from compressor.evaluate import trt_runtime
@@ -554,7 +552,7 @@ class TensorRTExporter(Exporter):
 
         def batches() -> Any:
             for batch in loader:
-                x, y = _split_batch(batch)
+                x, y = split_batch(batch)
                 yield x.float().numpy(), y.numpy()
 
         try:
@@ -571,22 +569,22 @@ class TensorRTExporter(Exporter):
         return latency_engine(artifact, batch=opts.batch, warmup=opts.warmup, iters=opts.iters)
 
     def export(self, ir: ModelIR, out_dir: Path, ctx: PassContext) -> ExportResult:
-        from compressor.exporters import onnx as onnx_exporter
+        import compressor.exporters.onnx as onnx_exporter  # looked up at call time (tests replace export_onnx)
 
         opts: TensorRTOptions = self.options
-        precision = precision_for(ir, opts.precision)
+        target = precision_for(ir, opts.precision)
         shapes = profile_shapes(ir, opts.min_batch, opts.opt_batch, opts.max_batch)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
 
         # 1. the ONNX graph, at the engine's precision (an int8 IR's: the QDQ graph)
-        onnx_ir = ir if ir.precision == precision else ir.replace(precision=precision)
+        onnx_ir = ir if target == ir.precision else ir.replace(precision=target)
         onnx_result = onnx_exporter.export_onnx(onnx_ir, out_dir / ONNX_NAME, opts.onnx)
         onnx_path = onnx_result.primary
-        if precision == "int8" and onnx_result.info.get("precision") != "int8":
+        if onnx_result.info.get("precision") != target:
             raise ExportError(f"tensorrt exporter: the ONNX exporter wrote a graph of precision "
-                              f"{onnx_result.info.get('precision')} for an int8 IR, not the QDQ graph an int8 "
-                              f"engine is built from")
+                              f"{onnx_result.info.get('precision')} for an {target} IR, not the "
+                              f"{get_precision(target).tensorrt_graph} an {target} engine is built from")
 
         # 2. the trtexec script
         if opts.timing_cache:
@@ -596,7 +594,7 @@ class TensorRTExporter(Exporter):
             cache_path = default_timing_cache(out_dir)
             script_cache = f"../{TIMING_CACHE_NAME}"
         script = out_dir / SCRIPT_NAME
-        _atomic_write(script, build_script(shapes, precision, opts.workspace_mb, opts.optimization_level,
+        _atomic_write(script, build_script(shapes, target, opts.workspace_mb, opts.optimization_level,
                                            script_cache).encode(), mode=0o755)
 
         # 3. the engine, where TensorRT and a GPU are
@@ -607,7 +605,7 @@ class TensorRTExporter(Exporter):
         if device is None:
             raise ExportError(NO_GPU_HINT.format(version=getattr(trt, "__version__", "?")))
         gpu_name, capability = device
-        blob, build_info = build_engine(trt, onnx_path, shapes, precision, opts.workspace_mb,
+        blob, build_info = build_engine(trt, onnx_path, shapes, target, opts.workspace_mb,
                                         opts.optimization_level, cache_path)
         engine_path = out_dir / ENGINE_NAME
         sidecar_path = out_dir / SIDECAR_NAME
@@ -620,10 +618,10 @@ class TensorRTExporter(Exporter):
             "onnx": {k: onnx_result.info.get(k) for k in ("opset", "exporter", "precision", "max_abs_diff")},
             "trtexec": trtexec_command(shapes, workspace_mb=opts.workspace_mb,
                                        optimization_level=opts.optimization_level, timing_cache=script_cache,
-                                       extra=trtexec_precision_flags(precision, build_info["tensorrt_major"])),
+                                       extra=trtexec_precision_flags(target, build_info["tensorrt_major"])),
         }
         _atomic_write(engine_path, blob)
         write_sidecar(sidecar_path, info)
-        log.info("tensorrt: wrote %s (%s, TensorRT %s, %s, layers %s, %.1fs)", engine_path, precision,
+        log.info("tensorrt: wrote %s (%s, TensorRT %s, %s, layers %s, %.1fs)", engine_path, target,
                  info["tensorrt_version"], gpu_name, info["layer_precisions"], info["build_seconds"])
         return ExportResult(primary=engine_path, files=[engine_path, sidecar_path, script, onnx_path], info=info)

@@ -4,8 +4,8 @@ The torch-side module is cast to float16 (weights and buffers), so the IR's seri
 and torch evaluation runs in fp16. Modules named in `keep_fp32` (glob patterns), and with
 `keep_overflow` every module whose weights would overflow fp16, stay in fp32: each becomes an
 `Fp32Island` that runs its module in fp32 and casts the result back to the dtype it was given.
-Exporters honour `ir.precision` and `ir.meta["fp32_modules"]`: the ONNX exporter writes an fp16
-graph with fp32 inputs and outputs and keeps those modules' nodes in fp32.
+The fp16 precision (`compressor/precisions/fp16.py`) reads `ir.meta["fp32_modules"]`: its ONNX lowering
+writes an fp16 graph with fp32 inputs and outputs and keeps those modules' nodes in fp32.
 """
 from __future__ import annotations
 
@@ -102,15 +102,7 @@ class FP16(Pass):
     Options = FP16Options
 
     accepts = ("fp32",)
-
-    def produces(self, precision: str) -> str:
-        return "fp16"
-
-    def precision_error(self, precision: str) -> str:
-        if precision == "int8":
-            return ("fp16 takes an fp32 IR but gets int8; the int8 pass already set each layer's precision (the "
-                    "layers it leaves unquantized stay fp32): drop fp16, or use it instead of int8")
-        return "fp16: the IR is already fp16; remove the second fp16 from the pipeline"
+    produces = "fp16"
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options
@@ -121,11 +113,11 @@ class FP16(Pass):
                             f"{', '.join(_leaf_names(ir.module)[:5])} (see compress inspect)")
         overflow = _overflowing(ir.module)
         if overflow and not o.keep_overflow:
-            raise PassError(f"fp16: weights overflow half precision in {overflow[:3]}; keep them in fp32 with "
+            raise PassError(f"fp16: weights in {overflow[:3]} overflow half precision; keep them in fp32 with "
                             f"keep_overflow: true (or keep_fp32: [...]), or keep this model in fp32")
         keep = islands_for(ir.module, list(o.keep_fp32) + list(overflow))
         to_fp16(ir.module, keep)
         meta = {**ir.meta, "fp32_modules": keep} if keep else ir.meta
-        ir = ir.replace(precision="fp16", meta=meta).with_edit("fp16", fp32_modules=keep)
+        ir = ir.replace(precision=self.produces, meta=meta).with_edit("fp16", fp32_modules=keep)
         after = ir.state_bytes()
         return PassResult(ir, changed=True, stats={"bytes_before": before, "bytes_after": after, "fp32_modules": keep})

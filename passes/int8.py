@@ -14,7 +14,7 @@ What the pass does to the IR, in order:
    quantized convolution (a linear layer's output is not quantized: exported as MatMul + Add, its
    ONNX output is not the module's). A layer whose input is exactly another quantized layer's output
    (a depthwise → pointwise pair) shares that quantizer ("tied").
-3. **Wraps** each quantized layer in `Int8Layer`: per-tensor fake quantization of its input and
+3. **Wraps** each quantized layer in `Int8Layer` (`compressor.quant`): per-tensor fake quantization of its input and
    output, per-output-channel symmetric int8 fake quantization of its weight (scale = max|w| / 127,
    onnxruntime's and TensorRT's per-channel scheme), straight-through estimator. The ranges are
    data in the recipe (edit `int8`) and buffers in the weights (QAT learns them).
@@ -25,8 +25,8 @@ onnxruntime's x86 kernels (VNNI included) run u8 activations × s8 weights and m
 activations 0.3-0.6× the fp32 speed here (BENCHMARKS.md "INT8"). Weights are int8 either way.
 
 The IR's precision becomes `int8`; the module keeps float weights (fake-quantized when it runs), its
-size counts one byte per quantized weight (`ModelIR.state_bytes`), and the ONNX exporter writes the
-QDQ graph with exactly these scales. Layers not quantized (excluded, or left out by `mixed`) stay fp32.
+size counts one byte per quantized weight (`ModelIR.state_bytes`), and the int8 precision's ONNX lowering
+(`compressor/precisions/int8.py`) writes the QDQ graph with exactly these scales. Layers not quantized (excluded, or left out by `mixed`) stay fp32.
 """
 from __future__ import annotations
 
@@ -37,157 +37,29 @@ from typing import Any, Iterable, Literal
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from compressor.context import PassContext
 from compressor.edits import register_edit, set_submodule, unmatched_patterns
 from compressor.errors import PassError
-from compressor.ir import ModelIR, TaskSpec
+from compressor.ir import ModelIR
 from compressor.options import option
-from compressor.passes.int8_calib import METHODS, RangeObserver, quant_params
+from compressor.passes.int8_calib import METHODS, RangeObserver
 from compressor.passes_base import Pass, PassResult
+from compressor.quant import (ACTIVATION_SYMMETRIC, QUANTIZABLE, activation_type, int8_layers, learned_ranges,
+                              retie, wrap)
 from compressor.registry import register_pass
 from compressor.train import TrainOptions
 
 log = logging.getLogger(__name__)
 
-QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 BACKENDS = ("tensorrt", "onnxruntime-cpu")
 FOLD_RTOL = 1e-4
 
 
-def main_metric(task: TaskSpec | str) -> str:
-    """The task metric a quantization budget is measured in: mIoU for multi-class segmentation, IoU for binary
-    segmentation (a kind string means binary), else accuracy."""
-    if isinstance(task, TaskSpec) and task.multiclass_segmentation:
-        return "miou"
-    kind = task.kind if isinstance(task, TaskSpec) else task
-    return "iou" if kind == "segmentation" else "accuracy"
-
-
-# ---- fake quantization ----------------------------------------------------------------------------
-
-def _round_ste(v: torch.Tensor) -> torch.Tensor:
-    """round() forward (half to even, as onnxruntime's QuantizeLinear), identity backward."""
-    return v + (torch.round(v) - v).detach()
-
-
-def fake_quant_act(x: torch.Tensor, rng: torch.Tensor, symmetric: bool) -> torch.Tensor:
-    """Quantize-dequantize `x` with the range `rng` = (lo, hi): int8 symmetric (scale max(|lo|,|hi|)/127,
-    zero point 0, [-127, 127]) or uint8 asymmetric (scale (hi-lo)/255, zero point round(-lo/scale),
-    [0, 255]); the scale and zero point are exactly `int8_calib.quant_params`'s. Gradients: straight
-    through inside the range, zero outside, and to the range itself (LSQ-style) for QAT."""
-    # the scale in float64 from the float32 range, then rounded to float32: onnxruntime's compute_scale_zp
-    lo, hi = rng[0].double(), rng[1].double()
-    if symmetric:
-        scale64 = torch.maximum(lo.abs(), hi.abs()) / 127.0
-        qmin, qmax = -127.0, 127.0
-    else:
-        scale64 = (hi - lo) / 255.0
-        qmin, qmax = 0.0, 255.0
-    tiny = float(torch.finfo(torch.float32).tiny)
-    valid = scale64 >= tiny
-    scale64 = torch.where(valid, scale64, torch.ones_like(scale64))
-    # in float32 whatever x is (fp16 under CUDA autocast in QAT would round x / scale coarsely)
-    zp = torch.zeros((), dtype=torch.float32, device=x.device) if symmetric else \
-        torch.where(valid, torch.round(-lo.detach() / scale64.detach()), torch.zeros_like(lo)).float()
-    scale = scale64.float()
-    q = torch.clamp(_round_ste(x.float() / scale) + zp, qmin, qmax)
-    return ((q - zp) * scale).to(x.dtype)
-
-
-def weight_scales(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric int8 scales of `w` (dim 0 = output channels): max|w| / 127, 1 where
-    a channel is all zeros (onnxruntime's convention for a zero range)."""
-    amax = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).double()
-    scale = amax / 127.0  # float64, then float32, as onnxruntime's compute_scale_zp
-    return torch.where(scale >= torch.finfo(torch.float32).tiny, scale, torch.ones_like(scale)).to(w.dtype)
-
-
-def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
-    shape = (-1,) + (1,) * (w.dim() - 1)
-    w32 = w.float()
-    scale = weight_scales(w32).reshape(shape)
-    return (torch.clamp(_round_ste(w32 / scale), -127, 127) * scale).to(w.dtype)
-
-
-class Int8Layer(nn.Module):
-    """A Conv1d/Conv2d/Linear run with int8 fake quantization of its input (unless tied to the quantized
-    output of the layer before it), its weight (per output channel) and, for convolutions, its output.
-    `in_range`/`out_range` are (lo, hi) buffers (parameters during QAT)."""
-
-    int8_weight = True  # ModelIR.state_bytes counts `inner.weight` at one byte per element
-
-    def __init__(self, inner: nn.Module, in_range: list[float] | None, out_range: list[float] | None,
-                 symmetric: bool) -> None:
-        super().__init__()
-        self.inner = inner
-        self.symmetric = symmetric
-        self.quant_input = in_range is not None
-        self.quant_output = out_range is not None
-        self.register_buffer("in_range", torch.tensor(in_range if in_range is not None else [0.0, 0.0]))
-        self.register_buffer("out_range", torch.tensor(out_range if out_range is not None else [0.0, 0.0]))
-        self.enabled = True  # off: the float layer (sensitivity analysis)
-
-    # models read their layers' attributes (HF ViT: `projection.weight.dtype`): the float layer's
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.inner.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.inner.bias
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            modules = self.__dict__.get("_modules")
-            if name.startswith("__") or not modules or "inner" not in modules:
-                raise
-            return getattr(modules["inner"], name)  # in_channels, out_features, ...
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.enabled:
-            return self.inner(x)
-        if self.quant_input:
-            x = fake_quant_act(x, self.in_range, self.symmetric)
-        w = fake_quant_weight(self.inner.weight)
-        if isinstance(self.inner, nn.Linear):
-            y = F.linear(x, w, self.inner.bias)
-        else:
-            y = self.inner._conv_forward(x, w, self.inner.bias)
-        if self.quant_output:
-            y = fake_quant_act(y, self.out_range, self.symmetric)
-        return y
-
-    def extra_repr(self) -> str:
-        return (f"{'symmetric int8' if self.symmetric else 'uint8'} activations, input "
-                f"{'quantized' if self.quant_input else 'tied'}, output {'quantized' if self.quant_output else 'float'}")
-
-
-def int8_layers(module: nn.Module) -> dict[str, Int8Layer]:
-    return {n: m for n, m in module.named_modules() if isinstance(m, Int8Layer)}
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """`module` with every Int8Layer replaced by its float layer (in place; the export path)."""
-    for name, layer in list(int8_layers(module).items()):
-        module = set_submodule(module, name, layer.inner)
-    return module
-
-
-def wrap(module: nn.Module, layers: dict[str, dict[str, Any]], symmetric: bool) -> nn.Module:
-    for name, spec in layers.items():
-        module = set_submodule(module, name, Int8Layer(module.get_submodule(name), spec.get("in"),
-                                                       spec.get("out"), symmetric))
-    return module
-
-
 @register_edit("int8")
 def _replay_int8(module: nn.Module, edit: dict[str, Any], example: tuple) -> nn.Module:
-    return wrap(module, dict(edit["layers"]), edit["activations"] == "int8")
+    return wrap(module, dict(edit["layers"]), ACTIVATION_SYMMETRIC[edit["activations"]])
 
 
 # ---- BatchNorm folding ----------------------------------------------------------------------------
@@ -438,21 +310,13 @@ class Int8(Pass):
     packages = ("torch", "onnx", "onnxruntime")
 
     accepts = ("fp32",)
-
-    def produces(self, precision: str) -> str:
-        return "int8"
+    produces = "int8"
 
     def needs_data(self) -> bool:
         return True
 
     def data_reason(self) -> str:
         return "calibrates on the training split"
-
-    def precision_error(self, precision: str) -> str:
-        if precision == "int8":
-            return "int8: the IR is already int8; remove the second int8 from the pipeline"
-        return (f"int8 takes an fp32 IR but gets {precision}; run int8 instead of fp16 (layers it leaves "
-                f"unquantized stay fp32)")
 
     def run(self, ir: ModelIR, ctx: PassContext) -> PassResult:
         o = self.options
@@ -472,7 +336,7 @@ class Int8(Pass):
         batches = calibration_batches(ctx, o.calib_batches, o.batch_size)
         ranges = calibrate(module, layers, batches, o.method, o.percentile, symmetric)
         stats: dict[str, Any] = {"bytes_before": before, "folded_bn": len(folded), "method": o.method,
-                                 "calib_batches": len(batches), "activations": "int8" if symmetric else "uint8"}
+                                 "calib_batches": len(batches), "activations": activation_type(symmetric)}
         if o.mixed is not None:
             from compressor.passes.int8_mixed import choose_layers
 
@@ -493,10 +357,10 @@ class Int8(Pass):
         if o.qat is not None and o.qat.epochs > 0:
             stats["qat"] = run_qat(module, ir, ctx, o.qat)
             layer_specs = learned_ranges(module)
-        meta = {**ir.meta, "int8": {"activations": "int8" if symmetric else "uint8", "backend": o.backend,
+        meta = {**ir.meta, "int8": {"activations": activation_type(symmetric), "backend": o.backend,
                                     "method": o.method, "layers": len(layer_specs), "qat": o.qat is not None,
                                     "format": "qdq"}}
-        ir = ir.replace(module=module, precision="int8", meta=meta)
+        ir = ir.replace(module=module, precision=self.produces, meta=meta)
         fmt, timings = self._format(ir, module)
         ir.meta["int8"]["format"] = fmt
         stats["format"] = fmt
@@ -504,7 +368,7 @@ class Int8(Pass):
             stats["format_latency_ms"] = timings
         if folded:
             ir = ir.with_edit("fold-bn", pairs=folded)
-        ir = ir.with_edit("int8", activations="int8" if symmetric else "uint8", method=o.method, layers=layer_specs)
+        ir = ir.with_edit("int8", activations=activation_type(symmetric), method=o.method, layers=layer_specs)
         stats.update({"bytes_after": ir.state_bytes(), "quantized_layers": len(layer_specs),
                       "fp32_layers": len(float_layers(module))})
         return PassResult(ir, changed=True, stats=stats)
@@ -524,19 +388,6 @@ class Int8(Pass):
 
         timings = format_latencies(ir, rounds=o.mixed.rounds if o.mixed is not None else 5)
         return min(("qdq", "qoperator"), key=lambda f: timings[f]), timings
-
-
-def retie(ranges: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A tied layer whose producer is not quantized (left out by `mixed`) quantizes its own input again,
-    with the producer's calibrated output range (the same tensor)."""
-    out = {}
-    for n, r in ranges.items():
-        r = dict(r)
-        src = r.get("tied_to")
-        if r["in"] is None and src not in ranges:
-            r["in"] = list(r["own_in"]) if r.get("own_in") else None
-        out[n] = r
-    return out
 
 
 # ---- QAT ------------------------------------------------------------------------------------------
@@ -576,15 +427,3 @@ def run_qat(module: nn.Module, ir: ModelIR, ctx: PassContext, opts: TrainOptions
                     r.copy_(torch.stack([lo.clamp(max=0.0), hi.clamp(min=0.0)]))
     return {"epochs": result.epochs_run, "final_loss": round(result.final_loss, 5),
             "losses": [round(x, 5) for x in result.losses]}
-
-
-def learned_ranges(module: nn.Module) -> dict[str, dict[str, Any]]:
-    return {n: {"in": [float(v) for v in m.in_range] if m.quant_input else None,
-                "out": [float(v) for v in m.out_range] if m.quant_output else None}
-            for n, m in int8_layers(module).items()}
-
-
-def scale_zero_point(rng: list[float], symmetric: bool) -> tuple[float, int]:
-    """(scale, zero point) of a recorded range: what the exporter hands to onnxruntime."""
-    return quant_params(float(rng[0]), float(rng[1]), symmetric)
-

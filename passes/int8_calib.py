@@ -18,8 +18,8 @@ the entropy threshold down (pytorch-quantization patches bin 0 for the same reas
 count the zeros as values at or below the first bin's upper edge.
 
 Every range contains 0 (lo <= 0 <= hi). A tensor that is all zeros gives (0.0, 0.0); callers handle
-that (``quant_params`` gives it scale 1.0, as onnxruntime does). ``quant_params`` turns a range into the
-(scale, zero_point) that onnxruntime's ``compute_scale_zp`` computes for it.
+that (``compressor.quant.quant_params`` gives it scale 1.0, as onnxruntime does, and turns a range into the
+(scale, zero_point) that onnxruntime's ``compute_scale_zp`` computes for it).
 """
 from __future__ import annotations
 
@@ -199,27 +199,3 @@ class RangeObserver:
             a = self._threshold(self._hist["abs"], max(-self._min, self._max))
             return _range(-a, a)
         return _range(-self._threshold(self._hist["neg"], -self._min), self._threshold(self._hist["pos"], self._max))
-
-
-def quant_params(lo: float, hi: float, symmetric: bool) -> tuple[float, int]:
-    """(scale, zero_point) for the range [lo, hi], exactly as onnxruntime computes them.
-
-    Symmetric int8: qmin -127, qmax 127, zero_point 0, scale = max(|lo|, |hi|) / 127. Asymmetric uint8:
-    qmin 0, qmax 255, scale = (hi - lo) / 255, zero_point = round(-lo / scale) with round-half-to-even
-    (numpy.round); it cannot leave [0, 255] because the range contains 0. The range is first widened to
-    contain 0. lo and hi are taken as float32 (onnxruntime's calibrators keep ranges in float32), the
-    scale is computed in float64 and returned rounded to float32. A zero-width range (scale below
-    float32's smallest normal) gives scale 1.0 and zero_point 0, as onnxruntime does.
-    """
-    # Mirrors onnxruntime 1.32 quantization/quant_utils.py: get_qmin_qmax_for_qType (INT8 symmetric range
-    # [-127, 127], UINT8 [0, 255]) and compute_scale_zp.
-    qmin, qmax = (-127, 127) if symmetric else (0, 255)
-    rmin, rmax = min(np.float32(lo), np.float32(0)), max(np.float32(hi), np.float32(0))
-    if symmetric:
-        rmax = max(abs(rmin), abs(rmax))
-        rmin = -rmax
-    scale = (np.float64(rmax) - np.float64(rmin)) / np.float64(qmax - qmin)
-    if scale < np.finfo(np.float32).tiny:
-        return 1.0, 0
-    zero_point = 0 if symmetric else int(np.round(qmin - rmin / scale))
-    return float(np.float32(scale)), zero_point

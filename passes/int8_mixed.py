@@ -49,8 +49,7 @@ def layer_kind(m: nn.Module) -> str:
 
 
 def _metric(module: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], ir: ModelIR) -> tuple[float, list]:
-    from compressor.evaluate.metrics import TaskMetrics
-    from compressor.passes.int8 import main_metric
+    from compressor.evaluate.metrics import TaskMetrics, main_metric
 
     metrics = TaskMetrics(ir.task)
     outs = []
@@ -65,8 +64,8 @@ def _metric(module: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
 def sensitivities(wrapped: nn.Module, names: list[str], batches: list, ir: ModelIR,
                   progress: bool = False) -> dict[str, dict[str, float]]:
     """{layer: {"drop": metric points lost with only it quantized, "error": added logit MSE / logit variance}}."""
-    from compressor.passes.int8 import int8_layers
     from compressor.progress import progress_bar
+    from compressor.quant import int8_layers
 
     layers = int8_layers(wrapped)
     for m in layers.values():
@@ -87,7 +86,7 @@ def sensitivities(wrapped: nn.Module, names: list[str], batches: list, ir: Model
 
 def _int8_ir(ir: ModelIR, module: nn.Module, ranges: dict[str, dict[str, Any]], keep: set[str],
              symmetric: bool) -> ModelIR:
-    from compressor.passes.int8 import retie, wrap
+    from compressor.quant import retie, wrap
 
     chosen = retie({n: r for n, r in ranges.items() if n in keep})
     wrapped = wrap(copy.deepcopy(module), {n: {"in": r["in"], "out": r["out"]} for n, r in chosen.items()}, symmetric)
@@ -104,29 +103,29 @@ def _latencies(paths: dict[str, Path], rounds: int, iters: int = 20) -> dict[str
 def group_speedups(ir: ModelIR, module: nn.Module, ranges: dict[str, dict[str, Any]], groups: dict[str, list[str]],
                    symmetric: bool, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
     """(fp32 ms / int8 ms per group, the latencies) on onnxruntime CPU: each group quantized alone."""
-    from compressor.exporters.onnx import OnnxOptions, _export
+    from compressor.exporters.onnx import OnnxOptions, export_onnx
 
     opts = OnnxOptions(verify=False)
     with tempfile.TemporaryDirectory(prefix="int8-mixed-") as tmp:
         paths = {"fp32": Path(tmp) / "fp32.onnx"}
-        _export(_int8_ir(ir, module, ranges, set(), symmetric), paths["fp32"], opts)
+        export_onnx(_int8_ir(ir, module, ranges, set(), symmetric), paths["fp32"], opts)
         for g, names in groups.items():
             paths[g] = Path(tmp) / f"{g.replace(' ', '_')}.onnx"
-            _export(_int8_ir(ir, module, ranges, set(names), symmetric), paths[g], opts)
+            export_onnx(_int8_ir(ir, module, ranges, set(names), symmetric), paths[g], opts)
         lat = _latencies(paths, rounds)
     return {g: lat["fp32"] / lat[g] for g in groups}, lat
 
 
 def format_latencies(ir: ModelIR, rounds: int) -> dict[str, float]:
     """Median ms per call (onnxruntime CPU, batch 1, interleaved) of the int8 IR exported in each format."""
-    from compressor.exporters.onnx import OnnxOptions, _export
+    from compressor.exporters.onnx import OnnxOptions, export_onnx
 
     opts = OnnxOptions(verify=False)
     with tempfile.TemporaryDirectory(prefix="int8-format-") as tmp:
         paths = {}
         for fmt in ("qdq", "qoperator"):
             paths[fmt] = Path(tmp) / f"{fmt}.onnx"
-            _export(ir.replace(meta={**ir.meta, "int8": {**ir.meta["int8"], "format": fmt}}), paths[fmt], opts)
+            export_onnx(ir.replace(meta={**ir.meta, "int8": {**ir.meta["int8"], "format": fmt}}), paths[fmt], opts)
         return {k: round(v, 4) for k, v in _latencies(paths, rounds).items()}
 
 
@@ -134,7 +133,7 @@ def choose_layers(module: nn.Module, ir: ModelIR, ranges: dict[str, dict[str, An
                   ctx: PassContext) -> tuple[set[str], list[dict[str, Any]], dict[str, Any]]:
     """(layers to quantize, the per-layer table, a summary) for the int8 pass's `mixed` options."""
     from compressor.data import make_loader
-    from compressor.passes.int8 import wrap
+    from compressor.quant import wrap
 
     m = o.mixed
     data = ctx.require_data("int8 mixed precision")

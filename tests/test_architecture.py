@@ -16,28 +16,6 @@ REPO = Path(__file__).resolve().parent.parent
 ROOTS = {"compressor": "compressor", "passes": "compressor.passes", "exporters": "compressor.exporters",
          "frontends": "compressor.frontends"}
 
-# The precision branch (another engineer) owns these files and is removing their cycles and private imports.
-# What they still have is excluded below, and only while it still occurs; remove these entries (and the two
-# sets) when that branch lands.
-OTHER_BRANCH_FILES = {
-    "compressor.exporters.onnx", "compressor.exporters.onnx_int8", "compressor.exporters.tensorrt",
-    "compressor.exporters", "compressor.passes.int8", "compressor.passes.int8_mixed", "compressor.passes.fp16",
-    "compressor.ir", "compressor.bench",
-}
-PENDING_OTHER_BRANCH = {
-    "cycles": {
-        frozenset({"compressor.exporters.onnx", "compressor.exporters.onnx_int8", "compressor.passes.int8",
-                   "compressor.passes.int8_mixed"}),
-        frozenset({"compressor.exporters", "compressor.exporters.tensorrt"}),
-    },
-    "private": {  # (importer, module, name)
-        ("compressor.exporters.onnx_int8", "compressor.exporters.onnx", "_node_scopes"),
-        ("compressor.exporters.onnx_int8", "compressor.exporters.onnx", "_first_line"),
-        ("compressor.exporters.tensorrt", "compressor.evaluate.metrics", "_split_batch"),
-        ("compressor.passes.int8_mixed", "compressor.exporters.onnx", "_export"),
-    },
-}
-
 
 def package_modules(repo: Path, roots: dict[str, str]) -> dict[str, Path]:
     """Module name -> file, for every .py file under the roots."""
@@ -121,25 +99,11 @@ def package() -> tuple[dict[str, set[str]], set[tuple[str, str, str]]]:
 
 def test_no_import_cycle(package):
     found = cycles(package[0])
-    new = [sorted(c) for c in found - PENDING_OTHER_BRANCH["cycles"]]
-    assert not new, f"import cycles: {new}"
-    gone = [sorted(c) for c in PENDING_OTHER_BRANCH["cycles"] - found]
-    assert not gone, f"PENDING_OTHER_BRANCH lists cycles that no longer occur; remove them: {gone}"
+    assert not found, f"import cycles: {[sorted(c) for c in found]}"
 
 
 def test_no_import_of_another_modules_private_name(package):
-    found = package[1]
-    new = sorted(found - PENDING_OTHER_BRANCH["private"])
-    assert not new, f"imports of private names (importer, module, name): {new}"
-    gone = sorted(PENDING_OTHER_BRANCH["private"] - found)
-    assert not gone, f"PENDING_OTHER_BRANCH lists private imports that no longer occur; remove them: {gone}"
-
-
-def test_pending_entries_are_only_the_other_branchs_files():
-    for cycle in PENDING_OTHER_BRANCH["cycles"]:
-        assert cycle <= OTHER_BRANCH_FILES, sorted(cycle - OTHER_BRANCH_FILES)
-    for importer, _module, _name in PENDING_OTHER_BRANCH["private"]:
-        assert importer in OTHER_BRANCH_FILES, importer
+    assert not package[1], f"imports of private names (importer, module, name): {sorted(package[1])}"
 
 
 def test_roots_match_pyproject():

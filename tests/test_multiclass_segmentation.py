@@ -17,7 +17,7 @@ from compressor.context import PassContext
 from compressor.data import ArrayDataset, DataBundle
 from compressor.evaluate.metrics import TaskMetrics, evaluate_module
 from compressor.exporters.onnx import OnnxExporter
-from compressor.exporters.onnx_int8 import agreement
+from compressor.evaluate.agreement import agreement
 from compressor.frontend import input_spec_from, lower
 from compressor.frontends.zoo import Zoo
 from compressor.ir import TaskSpec

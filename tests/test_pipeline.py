@@ -113,10 +113,10 @@ def test_training_without_data_is_rejected():
 
 
 @pytest.mark.parametrize("passes, fragment", [
-    ("[fp16, prune-l1]", "passes[1] prune-l1: prune-l1 takes a fp32 IR but gets fp16; run prune-l1 before fp16"),
+    ("[fp16, prune-l1]", "passes[1] prune-l1: prune-l1 takes an fp32 IR but gets fp16; run prune-l1 before fp16"),
     ("[fp16, fp16]", "passes[1] fp16: fp16: the IR is already fp16"),
-    ("[int8, prune-l1]", "passes[1] prune-l1: prune-l1 takes a fp32 IR but gets int8; run prune-l1 before int8"),
-    ("[int8, finetune]", "passes[1] finetune: finetune takes a fp32 IR but gets int8; run finetune before int8"),
+    ("[int8, prune-l1]", "passes[1] prune-l1: prune-l1 takes an fp32 IR but gets int8; run prune-l1 before int8"),
+    ("[int8, finetune]", "passes[1] finetune: finetune takes an fp32 IR but gets int8; run finetune before int8"),
     ("[fp16, int8]", "passes[1] int8: int8 takes an fp32 IR but gets fp16; run int8 instead of fp16"),
     ("[int8, int8]", "passes[1] int8: int8: the IR is already int8"),
     ("[{distill: {teacher: finetune}}, finetune]",

@@ -174,11 +174,13 @@ def test_without_the_distributions_metadata_the_builtins_still_load(tmp_path):
         assert load_plugins() == []
         print(sorted(p.name for p in loaded()), "prune-l1" in PASSES, "onnx" in EXPORTERS, "zoo" in FRONTENDS,
               "digits" in DATASETS)
+        from compressor.precision import precision_names
+        print("int8-dynamic" in precision_names())
     """)
     r = run([sys.executable, "-c", code], tmp_path, tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["['data',", "'exporters',", "'frontends',", "'passes']", "True", "True", "True",
-                                "True"]
+    assert r.stdout.split() == ["['data',", "'exporters',", "'frontends',", "'passes',", "'precisions']", "True",
+                                "True", "True", "True", "True"]
 
 
 def test_discover_orders_the_builtins_first_and_falls_back_only_without_them():

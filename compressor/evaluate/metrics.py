@@ -55,7 +55,8 @@ from compressor.errors import ConfigError, DataError, ExportError
 from compressor.ir import TaskSpec
 from compressor.train import class_map
 
-__all__ = ["TaskMetrics", "evaluate_module", "evaluate_onnx", "per_class_names", "segmentation_scores"]
+__all__ = ["TaskMetrics", "evaluate_module", "evaluate_onnx", "main_metric", "per_class_names", "segmentation_scores",
+           "split_batch"]
 
 TOP_K = 5  # classification reports top-5 accuracy when it has more classes than this
 
@@ -82,6 +83,15 @@ def segmentation_scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
         "f1": f1,
         "iou": ratio(tp, tp + fp + fn),
     }
+
+
+def main_metric(task: TaskSpec | str) -> str:
+    """The task metric a budget (a quantization's metric drop) is measured in: mIoU for multi-class
+    segmentation, IoU for binary segmentation (a kind string means binary), else accuracy."""
+    if isinstance(task, TaskSpec) and task.multiclass_segmentation:
+        return "miou"
+    kind = task.kind if isinstance(task, TaskSpec) else task
+    return "iou" if kind == "segmentation" else "accuracy"
 
 
 def per_class_names(task: TaskSpec) -> list[str]:

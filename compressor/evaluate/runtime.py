@@ -17,11 +17,10 @@ class TorchRuntime:
 
     def evaluate(self, artifact: Path | None, loader: Any, ir: ModelIR, *, threads: int | None,
                  progress: bool) -> tuple[dict[str, Any], str | None]:
-        import torch
-
         from compressor.evaluate.metrics import evaluate_module
+        from compressor.precision import get_precision
 
-        dtype = torch.float16 if ir.precision == "fp16" else None
+        dtype = get_precision(ir.precision).torch_input_dtype()
         return evaluate_module(ir.module, loader, ir.task, device="cpu", dtype=dtype, progress=progress,
                                desc=f"evaluate {self.name}".strip()), None
 

@@ -18,8 +18,8 @@ from compressor.context import PassContext
 from compressor.data import ArrayDataset, DataBundle, build_data, make_loader
 from compressor.errors import ConfigError, ExportError, PassError
 from compressor.ir import ModelIR, TaskSpec
-from compressor.passes.int8 import Int8, Int8Layer, calibrate, fold_batchnorm, int8_layers
-from compressor.passes.int8_calib import quant_params
+from compressor.passes.int8 import Int8, calibrate, fold_batchnorm
+from compressor.quant import Int8Layer, int8_layers, quant_params
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -257,7 +257,7 @@ def test_qdq_onnx_matches_fake_quant(seg_ir, insar32, tmp_path, backend, zp_dtyp
 def test_export_metric_check(seg_ir, insar32, tmp_path, monkeypatch):
     import compressor.evaluate.metrics as metrics
     from compressor.exporters.onnx import OnnxOptions, _export
-    from compressor.passes.int8 import unwrap
+    from compressor.quant import unwrap
 
     q = _int8(seg_ir, insar32, backend="onnxruntime-cpu")
     res = _export(q, tmp_path / "ok" / "model.onnx", OnnxOptions(max_metric_drop=100), data=insar32)
@@ -645,7 +645,7 @@ def test_qat_on_cuda_learns_ranges_and_exports(seg_ir, insar32, tmp_path):
 
 
 def test_agreement_ignores_near_ties_only():
-    from compressor.exporters.onnx_int8 import agreement
+    from compressor.evaluate.agreement import agreement
 
     ref = np.array([[-3.0, -1.0, 0.01, 1.0, 3.0]])  # std ≈ 2: the band is ≈ 0.1
     assert agreement("segmentation", np.array([[-3.0, -1.0, -0.01, 1.0, 3.0]]), ref) == 1.0  # the tie flipped
@@ -674,7 +674,7 @@ def test_mixed_that_keeps_no_layer_leaves_an_fp32_model(seg_ir, insar32, tmp_pat
 def test_compact_drops_default_conv_attributes_and_shortens_names():
     from onnx import TensorProto, helper
 
-    from compressor.exporters.onnx_int8 import compact
+    from compressor.precisions.int8 import compact
 
     w = helper.make_tensor("a_long_weight_name_QuantizeLinear_Output", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])
     node = helper.make_node("Conv", ["input", w.name], ["some_long_intermediate_name"], name="conv_node",

@@ -4,7 +4,8 @@ import torch
 from onnx import TensorProto
 from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
 
-from compressor.passes.int8_calib import METHODS, RangeObserver, _entropy_threshold, quant_params
+from compressor.passes.int8_calib import METHODS, RangeObserver, _entropy_threshold
+from compressor.quant import quant_params
 
 
 def calibrate(batches, method, symmetric, percentile=99.99, bins=2048):

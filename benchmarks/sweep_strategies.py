@@ -48,8 +48,9 @@ def _smallest_params(spec: Any) -> int:
 
 
 def mfactor(trials: int, out: Path) -> None:
+    from compressor.sweep.figures import all_figures, completed
     from compressor.sweep.objectives import m_factor
-    from compressor.sweep.study import all_figures, completed, run_sweep
+    from compressor.sweep.study import run_sweep
 
     path = ROOT / "samples" / "sweep_mfactor.yaml"
     rows, curves = [], {}
@@ -117,9 +118,10 @@ def _plot_curves(curves: dict[str, list[float]], path: Path) -> None:
 def insar(trials: int, out: Path) -> None:
     import math
 
+    from compressor.sweep.figures import all_figures, completed
     from compressor.sweep.objectives import hypervolume, normalize_for_hv, pareto_front
     from compressor.sweep.report import feasible, trial_values
-    from compressor.sweep.study import all_figures, completed, run_sweep
+    from compressor.sweep.study import run_sweep
 
     path = ROOT / "samples" / "sweep_insar.yaml"
     results = {}

@@ -8,14 +8,13 @@ still works: the first access imports the defining module.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from compressor.errors import CompressError, ConfigError, DataError, ExportError, FrontendError, PassError
 
-if TYPE_CHECKING:  # for type checkers and IDEs only; nothing here runs at import time
-    from compressor.context import PassContext
-    from compressor.ir import InputSpec, ModelIR, PassRecord, TaskSpec
-
+# No `if TYPE_CHECKING:` imports of the lazy names: compressor.ir imports this package (`from compressor import
+# schema`), so they would close an import cycle. Type checkers read the defining modules directly
+# (`from compressor.ir import ModelIR`).
 __version__ = "0.1.0"
 
 __all__ = [

@@ -14,17 +14,19 @@ import torch
 import torch.nn as nn
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
+def first_tensor(value: Any) -> torch.Tensor | None:
+    """The first tensor in `value` (a tensor, nested tuples / lists / dicts, or an output object with
+    `logits` or `last_hidden_state`), or None."""
     if torch.is_tensor(value):
         return value
     if isinstance(value, (tuple, list)):
         for v in value:
-            t = _first_tensor(v)
+            t = first_tensor(v)
             if t is not None:
                 return t
     if isinstance(value, dict):
         for v in value.values():
-            t = _first_tensor(v)
+            t = first_tensor(v)
             if t is not None:
                 return t
     for attr in ("logits", "last_hidden_state"):
@@ -33,7 +35,7 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
-def _walk(start: Iterable[Any], stop: dict[Any, str]) -> set[str]:
+def walk(start: Iterable[Any], stop: dict[Any, str]) -> set[str]:
     """Names in `stop` reached from the grad_fns `start`, without walking past a stop."""
     found: set[str] = set()
     seen: set[Any] = set()
@@ -70,7 +72,7 @@ class ForwardRecord:
             # x·1 gives the input a grad_fn of its own, so the first module's input can be told apart
             xs = tuple(x.detach().float().requires_grad_(True) * 1.0 if x.is_floating_point() else x for x in example)
             with torch.enable_grad():
-                self.output = _first_tensor(module(*xs))
+                self.output = first_tensor(module(*xs))
         finally:
             for h in handles:
                 h.remove()
@@ -79,8 +81,8 @@ class ForwardRecord:
     def _hook(self, name: str) -> Any:
         def hook(_m: nn.Module, args: tuple, kwargs: dict, out: Any) -> None:
             self.calls[name] = self.calls.get(name, 0) + 1
-            inp = _first_tensor(args) if args else _first_tensor(kwargs)
-            o = _first_tensor(out)
+            inp = first_tensor(args) if args else first_tensor(kwargs)
+            o = first_tensor(out)
             self.inputs[name] = inp.grad_fn if inp is not None else None
             self.outputs[name] = o.grad_fn if o is not None else None
             self.shapes[name] = (tuple(inp.shape) if inp is not None else None,
@@ -93,15 +95,15 @@ def output_layers(module: nn.Module, example: tuple[torch.Tensor, ...], types: t
     module: the layers that produce the logits."""
     rec = ForwardRecord(module, example, types)
     stop = {fn: name for name, fn in rec.outputs.items() if fn is not None}
-    return _walk([rec.output.grad_fn] if rec.output is not None else [], stop)
+    return walk([rec.output.grad_fn] if rec.output is not None else [], stop)
 
 
 def penultimate_layers(module: nn.Module, example: tuple[torch.Tensor, ...], types: tuple[type, ...]) -> set[str]:
     """The modules of `types` that feed an output layer (its nearest producers of that kind)."""
     rec = ForwardRecord(module, example, types)
     stop = {fn: name for name, fn in rec.outputs.items() if fn is not None}
-    outs = _walk([rec.output.grad_fn] if rec.output is not None else [], stop)
-    return _walk([rec.inputs.get(n) for n in outs], stop) - outs
+    outs = walk([rec.output.grad_fn] if rec.output is not None else [], stop)
+    return walk([rec.inputs.get(n) for n in outs], stop) - outs
 
 
 def is_residual(grad_in: Any, grad_out: Any, through: dict[Any, Any] | None = None) -> bool:

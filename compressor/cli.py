@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from compressor.errors import CompressError, ConfigError
+from compressor.errors import CompressError, ConfigError, one_line
 from compressor.precision import cast_names
 
 EPILOG = """\b
@@ -33,11 +33,6 @@ Examples:
   compress bench runs/quickstart/04_onnx/model.onnx     # latency (onnxruntime; no torch needed)
   compress genotype distance DARTS_V2 PDARTS            # architecture distance (D-DARTS metric M)
 """
-
-
-def one_line(text: str) -> str:
-    """An error message as one line (a message that quotes another tool's output may span several)."""
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _release(exc: BaseException) -> None:
@@ -277,14 +272,16 @@ def validate(pipeline: Path, overrides: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("pattern", default="*")
 def passes(pattern: str) -> None:
-    """List passes, exporters, frontends, datasets and the pipeline's option blocks with their options
-    (PATTERN filters names)."""
-    from compressor.frontends.darts.search import SearchOptions
+    """List passes, exporters, frontends, datasets (each with its options and the package and module it comes
+    from), search algorithms, and the pipeline's option blocks (PATTERN filters names)."""
+    from compressor.frontends.darts.search_base import SEARCHES, SearchOptions
     from compressor.options import describe_options
     from compressor.pipeline import EvaluateOptions
+    from compressor.plugins import load_plugins
     from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
     from compressor.train import TrainOptions
 
+    load_plugins()
     sections = [("passes", PASSES), ("exporters", EXPORTERS), ("frontends", FRONTENDS), ("datasets", DATASETS)]
     for title, reg in sections:
         names = reg.names(pattern)
@@ -292,10 +289,18 @@ def passes(pattern: str) -> None:
             continue
         click.echo(f"{title}:")
         for name in names:
-            obj = reg[name]
+            obj, origin = reg[name], reg.origin(name)
             doc = (sys.modules[obj.__module__].__doc__ or obj.__doc__ or "").strip().splitlines()
-            click.echo(f"  {name}  {doc[0] if doc else ''}")
+            click.echo(f"  {name}  {doc[0] if doc else ''}  [{origin.package}: {origin.module}]")
             _echo_options(describe_options(obj.Options), "      ")
+        click.echo("")
+    algorithms = SEARCHES.names(pattern)  # their options are the search block's (below)
+    if algorithms:
+        click.echo("search algorithms (search.algorithm):")
+        for name in algorithms:
+            origin = SEARCHES.origin(name)
+            doc = (SEARCHES[name].__doc__ or "").strip().splitlines()
+            click.echo(f"  {name}  {doc[0] if doc else ''}  [{origin.package}: {origin.module}]")
         click.echo("")
     # option blocks that are no registered object: (path in the YAML, declaration, what it configures)
     blocks = [("model.train", TrainOptions, "baseline training"),
@@ -496,10 +501,11 @@ def inspect(artifact: Path) -> None:
     its weights.safetensors, so inspecting a stage never runs the code a recipe names. Pickled files
     (.pt) are refused.
     """
-    from compressor.registry import EXPORTERS, _load_builtins
+    from compressor.plugins import load_plugins
+    from compressor.registry import EXPORTERS
 
     integrity = _verify(artifact)
-    _load_builtins()
+    load_plugins()
     if artifact.is_file():  # an exporter's artifact: that exporter describes it
         for name in EXPORTERS.names():
             exporter = EXPORTERS.get(name)

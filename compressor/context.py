@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from compressor.data import DataBundle
+    from compressor.data.base import DataBundle
     from compressor.ir import ModelIR
 
 
@@ -28,7 +28,7 @@ class PassContext:
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str):
-            from compressor.data import build_data
+            from compressor.data.base import build_data
 
             self.data = build_data(self.data, None, seed=self.seed)
         if self.run_dir is not None:

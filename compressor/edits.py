@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from compressor.errors import FrontendError
+from compressor.plugins import load_plugins
 
 EditFn = Callable[[nn.Module, dict[str, Any], tuple[torch.Tensor, ...]], "nn.Module | None"]
 EDITS: dict[str, EditFn] = {}
@@ -31,9 +32,7 @@ def register_edit(kind: str) -> Callable[[EditFn], EditFn]:
 
 
 def apply_edit(module: nn.Module, edit: dict[str, Any], example: tuple[torch.Tensor, ...]) -> nn.Module:
-    from compressor.registry import _load_builtins
-
-    _load_builtins()  # the passes register their edits on import
+    load_plugins()  # the passes register their edits on import
     kind = edit.get("kind") if isinstance(edit, dict) else None
     fn = EDITS.get(str(kind))
     if fn is None:

@@ -8,6 +8,11 @@ from __future__ import annotations
 import re
 
 
+def one_line(text: str) -> str:
+    """An error message as one line (a message that quotes another tool's output may span several)."""
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 class CompressError(Exception):
     """Base class of every error the compiler raises on purpose."""
 

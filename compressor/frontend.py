@@ -13,7 +13,7 @@ from compressor.passes_base import Configurable
 
 if TYPE_CHECKING:
     from compressor.context import PassContext
-    from compressor.data import DataBundle
+    from compressor.data.base import DataBundle
 
 log = logging.getLogger(__name__)
 

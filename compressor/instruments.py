@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from compressor.manager import Instrument, Run, StageRun, stable_hash
+from compressor.steps import Instrument, Run, StageRun, stable_hash
 from compressor.options import options_dict
 from compressor.precision import get_precision
 from compressor.errors import StoreError
@@ -135,7 +135,7 @@ class MeasureInstrument(Instrument):
     measuring it differently do not overwrite each other."""
 
     def __init__(self, evaluate: Any = None) -> None:
-        from compressor.pipeline import EvaluateOptions
+        from compressor.evaluate.options import EvaluateOptions
 
         self.ev = evaluate if evaluate is not None else EvaluateOptions()
         self.lat = self.ev.latency_options()

@@ -15,6 +15,27 @@ passes:
 export: [onnx]
 evaluate: {split: val, latency: {iters: 30}}
 ```
+
+`Pipeline.run` compiles it to a `compressor.manager.Sequential` (frontend, passes, exporters) and runs that
+with the default instruments (`compressor.instruments`). Stages live in the content-addressed store
+(`compressor.store`, default `.store` beside the run directory, e.g. `runs/.store/<key>/`); the run
+directory is the human view:
+```
+runs/<name>/
+  pipeline.txt             the pipeline, one line
+  00_baseline -> ../.store/<key>/   ir.json  weights.safetensors  stage.json  metrics-<eval key>.json
+  01_prune-l1 -> ../.store/<key>/
+  03_onnx     -> ../.store/<key>/   model.onnx  stage.json  metrics-<eval key>.json
+  report.json  report.md  report.png  timing.json
+  reproduce/               only after a failed stage: replay it with `compress run --reproduce`
+```
+Each stage has a key: a hash of (previous stage's key, stage name, options, the stage's own code
+version, the versions of the packages it uses); the first stage hashes the data and model spec. A
+stage whose key is in the store, finished and intact (every file's sha256 as recorded), is loaded
+instead of recomputed; a changed option changes that stage's key and every later key. Two runs sharing a
+prefix of stages share those stages; concurrent runs compute a stage once (per-key lock). A kill in the
+middle of a stage leaves it unfinished in the store, and the next run of that key resumes it from its
+training checkpoints.
 """
 from __future__ import annotations
 
@@ -27,55 +48,16 @@ from typing import Any, Literal, Mapping, Sequence
 from compressor.context import PassContext
 from compressor.config import LineDict, apply_override, load_yaml, load_yaml_text
 from compressor.errors import ConfigError
+from compressor.evaluate.options import EvaluateOptions, LatencyOptions  # the evaluate: block (re-exported)
 from compressor.options import (format_options, option, options_dict, parse_options, prefix,
                                 unknown_key_message)
 from compressor.passes_base import Exporter, Pass, check_chain
+from compressor.plugins import load_plugins
 from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
 from compressor.train import TrainOptions
 
 TOP_KEYS = ["name", "seed", "device", "data", "model", "passes", "export", "evaluate"]
 SEED_MAX = 2**32 - 1
-
-
-@dataclass(frozen=True)
-class LatencyOptions:
-    enabled: bool = option(True, "measure latency after every stage")
-    backends: list[str] = option(
-        ["torch-cpu", "onnxruntime-cpu"],
-        "torch-cpu / torch-cuda time IR stages (at the IR's precision), onnxruntime-cpu / -cuda / -tensorrt "
-        "time .onnx artifacts, tensorrt times .engine artifacts; one that cannot run here is recorded as "
-        "skipped (old names: torch, onnxruntime)")
-    batch: int = option(1, "batch size of the latency measurement", min=1, max=10**6)
-    threads: int | None = option(None, "intra-op threads (null: the runtime's default)", min=1, max=4096)
-    warmup: int = option(5, "untimed warm-up runs", min=0, max=10**6)
-    iters: int = option(30, "timed runs", min=1, max=10**7)
-    min_seconds: float = option(0.0, "keep timing until this many seconds (at most 10 x iters runs)", min=0)
-    cuda_graphs: bool = option(False, "torch-cuda: time a CUDA-graph replay of the forward")
-
-    def __post_init__(self) -> None:
-        from compressor.evaluate.latency import normalize_backend  # numpy only, no torch
-
-        names: list[str] = []
-        for b in self.backends:
-            try:
-                name = normalize_backend(b)
-            except ConfigError as exc:  # parse_options prefixes ValueErrors with the file and line
-                raise ValueError(str(exc)) from None
-            if name not in names:
-                names.append(name)
-        object.__setattr__(self, "backends", names)
-
-
-@dataclass(frozen=True)
-class EvaluateOptions:
-    split: Literal["val", "test"] = option("val", "split the task metrics are measured on")
-    batch_size: int = option(64, "evaluation batch size", min=1, max=10**6)
-    max_samples: int = option(0, "evaluate on the first N samples only (0 = the whole split)", min=0, max=10**9)
-    macs: bool = option(True, "count multiply-accumulates with torch's FLOP counter")
-    latency: LatencyOptions = option(LatencyOptions(), "latency measurement")
-
-    def latency_options(self) -> LatencyOptions:
-        return self.latency
 
 
 @dataclass
@@ -153,9 +135,7 @@ class Pipeline:
 
     @classmethod
     def from_dict(cls, doc: Any, source: str = "<dict>") -> "Pipeline":
-        from compressor.registry import _load_builtins
-
-        _load_builtins()
+        load_plugins()
         _check_keys(doc, TOP_KEYS, source, "a pipeline")
         if "model" not in doc:
             raise ConfigError(f"{prefix(doc, '') or source}: missing 'model:' (e.g. model: {{frontend: zoo, "
@@ -194,12 +174,14 @@ class Pipeline:
 
     def run(self, out: str | Path | None = None, progress: bool = True, force: bool = False,
             store: str | Path | None = None, dump_ir: bool = False) -> "Any":
-        """Run into `out` (default runs/<name>); stages live in `store` (default `.store` beside `out`)."""
-        from compressor.runner import run_pipeline
-
+        """Run into `out` (default runs/<name>); stages live in `store` (default `.store` beside `out`): the
+        compiled chain with the default instruments (see the module docstring for what it writes)."""
         check_device(self.device, self.device_location or "device")
-        check_run_dir(self.run_dir(out))
-        return run_pipeline(self, out=out, progress=progress, force=force, store=store, dump_ir=dump_ir)
+        run_dir = self.run_dir(out)
+        check_run_dir(run_dir)
+        return self.compile().run(ctx=self.context(progress=progress), out=run_dir, store=store,
+                                  evaluate=self.evaluate, progress=progress, force=force, dump_ir=dump_ir,
+                                  title=f"{self.name}: {self.to_line()}", pipeline=self)
 
     # ---- compilation ----------------------------------------------------------------------
     def compile(self) -> "Any":
@@ -254,9 +236,8 @@ class SearchJob:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "SearchJob":
         from compressor.frontends.darts.search import SearchOptions
-        from compressor.registry import _load_builtins
 
-        _load_builtins()
+        load_plugins()
         doc = load_yaml(path)
         source = str(path)
         _check_keys(doc, SEARCH_KEYS, source, "a search file")

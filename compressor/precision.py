@@ -17,24 +17,22 @@ name: it looks the IR's precision up here (`get_precision(ir.precision)`) and ca
   `report_sections` (markdown tables rendered from that row).
 
 This module is ground level: it imports nothing from passes or exporters, and nothing heavy (an edge
-device running `compress bench` has numpy and onnxruntime only). The built-in precision modules (and any
-registered under the `compressor.precisions` entry-point group) are imported on the first lookup.
+device running `compress bench` has numpy and onnxruntime only). The precisions are plugins
+(`compressor.plugins`): the built-in package `compressor.precisions` and any third-party package that declares
+the entry point are loaded on the first lookup.
 """
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, TypeVar
 
 from compressor.errors import ConfigError, ExportError
 from compressor.options import unknown_key_message
+from compressor.plugins import load_plugins
 
 log = logging.getLogger(__name__)
 
-BUILTIN_PACKAGE = "compressor.precisions"
-ENTRY_POINT_GROUP = "compressor.precisions"
 
 
 # ---- what the hooks return ---------------------------------------------------------------------------
@@ -211,26 +209,10 @@ def register_precision(name: str) -> Callable[[P], P]:
     return deco
 
 
-_loaded = False
-
-
 def _load() -> None:
-    """Import the built-in precision modules and the entry points of the `compressor.precisions` group, once."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    package = importlib.import_module(BUILTIN_PACKAGE)
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{BUILTIN_PACKAGE}.{info.name}")
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken plugin must not take the built-ins down with it
-            log.warning("precision plugin %s could not be loaded: %s", ep.value, exc)
+    """Load the plugins (once per process): the built-in precisions are the `precisions` entry of the
+    `compressor.plugins` entry points, and a third-party package adds its own the same way."""
+    load_plugins()
 
 
 def get_precision(name: str) -> Precision:

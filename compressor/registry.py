@@ -1,29 +1,42 @@
 """Registries of passes, exporters, frontends and datasets: module-level dicts filled by decorators.
 
 Registering a name twice raises. Lookups of an unknown name raise a ConfigError that names the
-closest registered name.
+closest registered name. A registry imports no module that registers into it: the built-ins and
+third-party packages are plugins (`compressor.plugins`), loaded once when the composition roots ask, or at
+the first lookup (`get_or_error`, `names`) of a process that never did. Each entry remembers the module that
+defined it; `origin(name)` adds the distribution that provides it (what `compress passes` shows).
 """
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, NamedTuple, TypeVar
 
 from compressor.errors import ConfigError
 from compressor.options import unknown_key_message
+from compressor.plugins import load_plugins, package_of
 
 T = TypeVar("T")
+
+
+class Origin(NamedTuple):
+    """Where a registry entry came from: the distribution (package) and the module that defined it."""
+
+    package: str
+    module: str
 
 
 class Registry(dict):
     def __init__(self, kind: str) -> None:
         super().__init__()
         self.kind = kind
+        self.modules: dict[str, str] = {}  # name -> the module that defined the registered object
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
             if name in self:
                 raise ValueError(f"{self.kind} '{name}' is registered twice ({self[name]!r} and {obj!r})")
             self[name] = obj
+            self.modules[name] = str(getattr(obj, "__module__", None) or "?")
             try:
                 obj.name = name  # type: ignore[attr-defined]
             except (AttributeError, TypeError):
@@ -32,16 +45,27 @@ class Registry(dict):
 
         return deco
 
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        self.modules.pop(name, None)
+
     def get_or_error(self, name: str, where: str = "") -> Any:
-        _load_builtins()
+        load_plugins()
         if name not in self:
             prefix = f"{where}: " if where else ""
             raise ConfigError(prefix + unknown_key_message(name, sorted(self), self.kind))
         return self[name]
 
     def names(self, pattern: str = "*") -> list[str]:
-        _load_builtins()
+        load_plugins()
         return sorted(n for n in self if fnmatch.fnmatch(n, pattern))
+
+    def origin(self, name: str) -> Origin:
+        """The package and module that registered `name` (KeyError if nothing did)."""
+        load_plugins()
+        obj = self[name]
+        module = self.modules.get(name) or str(getattr(obj, "__module__", None) or "?")
+        return Origin(package_of(module), module)
 
 
 PASSES = Registry("pass")
@@ -53,17 +77,3 @@ register_pass = PASSES.register
 register_exporter = EXPORTERS.register
 register_frontend = FRONTENDS.register
 register_dataset = DATASETS.register
-
-_loaded = False
-
-
-def _load_builtins() -> None:
-    """Import the built-in modules so that their decorators fill the registries."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import compressor.data  # noqa: F401
-    import compressor.exporters  # noqa: F401
-    import compressor.frontends  # noqa: F401
-    import compressor.passes  # noqa: F401

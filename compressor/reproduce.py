@@ -14,6 +14,7 @@ from typing import Any
 from compressor.errors import ConfigError
 from compressor.instruments import default_instruments, read_reproducer
 from compressor.manager import RunResult, Sequential
+from compressor.plugins import load_plugins
 
 
 def replay(path: str | Path, progress: bool = True, trust_factory: bool = False) -> RunResult:
@@ -26,11 +27,11 @@ def replay(path: str | Path, progress: bool = True, trust_factory: bool = False)
     from compressor.data import build_data, data_factory
     from compressor.ir import ModelIR
     from compressor.pipeline import EvaluateOptions, Pipeline
-    from compressor.registry import EXPORTERS, PASSES, _load_builtins
+    from compressor.registry import EXPORTERS, PASSES
 
     root = Path(path)
     doc = read_reproducer(root)
-    _load_builtins()
+    load_plugins()
     out = root / "replay"
     evaluate = EvaluateOptions() if doc.get("evaluate") is None else \
         _options(EvaluateOptions, doc["evaluate"], "evaluate")

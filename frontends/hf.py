@@ -44,11 +44,11 @@ import torch.nn.functional as F
 from compressor import schema
 from compressor.errors import FrontendError
 from compressor.frontend import Frontend, input_spec_from, lower
-from compressor.frontends.torch import _describe
 from compressor.ir import ModelIR, TaskSpec
 from compressor.options import option
 from compressor.registry import register_frontend
 from compressor.store import sha256_file
+from compressor.usercode import describe_failure
 
 if TYPE_CHECKING:
     from compressor.context import PassContext
@@ -366,7 +366,7 @@ def load_pretrained(d: Path, task: str, labels: dict[int, str] | None, seed: int
             model, info = auto.from_pretrained(str(d), local_files_only=True, use_safetensors=True,
                                                trust_remote_code=False, output_loading_info=True, **kwargs)
         except Exception as exc:  # transformers' and safetensors' own errors (a corrupt file, a missing tensor)
-            raise FrontendError(f"transformers cannot load {d} as {AUTO_CLASSES[task]}: {_describe(exc)}") from None
+            raise FrontendError(f"transformers cannot load {d} as {AUTO_CLASSES[task]}: {describe_failure(exc)}") from None
     return model.float().eval(), info
 
 
@@ -382,7 +382,7 @@ def model_from_config(d: Path, task: str, num_labels: int) -> nn.Module:
             model = getattr(transformers, AUTO_CLASSES[task]).from_config(config)
         except Exception as exc:  # e.g. a model_type this transformers does not know
             raise FrontendError(f"transformers cannot build {AUTO_CLASSES[task]} from {d / CONFIG}: "
-                                f"{_describe(exc)}") from None
+                                f"{describe_failure(exc)}") from None
     return model.float().eval()
 
 

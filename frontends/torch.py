@@ -5,9 +5,7 @@ the file may hold a state_dict or a dict with a `state_dict` / `model` entry.
 """
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from compressor.frontend import Frontend, input_spec_from, lower
 from compressor.ir import ModelIR, TaskSpec
 from compressor.options import option
 from compressor.registry import register_frontend
+from compressor.usercode import describe_failure, resolve_factory
 
 if TYPE_CHECKING:
     from compressor.context import PassContext
@@ -46,45 +45,6 @@ class TorchOptions:
             raise ValueError(f"factory must look like 'package.module:callable', got {self.factory!r}")
 
 
-def resolve_factory(spec: str, search_path: str | None = None) -> Any:
-    module_name, attr = spec.split(":")
-    if search_path:
-        path = str(Path(search_path).resolve())
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    try:
-        module = importlib.import_module(module_name)
-    except SyntaxError as exc:
-        raise FrontendError(f"factory '{spec}': {exc.filename}:{exc.lineno}: syntax error: {exc.msg}; "
-                            f"fix the module") from None
-    except ImportError as exc:
-        missing = getattr(exc, "name", None)
-        if missing and module_name != missing and not module_name.startswith(f"{missing}."):
-            raise FrontendError(f"'{module_name}' (factory '{spec}') imports '{missing}', which cannot be imported: "
-                                f"{exc}; install it") from None
-        raise FrontendError(f"cannot import '{module_name}' for factory '{spec}': {exc}; install the package "
-                            f"or set search_path to the folder that holds it") from None
-    except (Exception, SystemExit) as exc:  # user code at import time: any failure, even sys.exit()
-        raise FrontendError(f"importing '{module_name}' for factory '{spec}' failed: {_describe(exc)}; "
-                            f"fix the module (run `python -c \"import {module_name}\"` to see the traceback)") from None
-    obj = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise FrontendError(f"'{module_name}' has no attribute '{attr}' (factory '{spec}')")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise FrontendError(f"factory '{spec}' is not callable")
-    return obj
-
-
-def _describe(exc: BaseException) -> str:
-    """'RuntimeError: boom' (first line), or what a SystemExit means."""
-    if isinstance(exc, SystemExit):
-        return f"it called sys.exit({exc.code!r}); a factory and its module must return, not exit"
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def load_weights(model: nn.Module, path: str) -> None:
     p = Path(path)
     if not p.is_file():
@@ -95,7 +55,7 @@ def load_weights(model: nn.Module, path: str) -> None:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = _describe(exc)
+        first = describe_failure(exc)
         raise FrontendError(f"cannot load {p} with weights_only=True: {first}; save a plain state_dict "
                             f"(torch.save(model.state_dict(), path))") from None
     if isinstance(state, dict):
@@ -109,7 +69,7 @@ def load_weights(model: nn.Module, path: str) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = _describe(exc).removeprefix("RuntimeError: ")
+        first = describe_failure(exc).removeprefix("RuntimeError: ")
         missing = [ln.strip() for ln in str(exc).splitlines()[1:3]]
         raise FrontendError(f"weights in {p} do not fit the model: {first} {' '.join(missing)}"[:400]) from None
 
@@ -151,7 +111,7 @@ class TorchModel(Frontend):
         try:
             model = factory(**spec.get("kwargs", {}))
         except (Exception, SystemExit) as exc:  # user code: any failure, even sys.exit()
-            raise FrontendError(f"factory '{spec['factory']}' failed: {_describe(exc)}") from None
+            raise FrontendError(f"factory '{spec['factory']}' failed: {describe_failure(exc)}") from None
         if not isinstance(model, nn.Module):
             raise FrontendError(f"factory '{spec['factory']}' returned {type(model).__name__}, not a torch.nn.Module")
         return model

@@ -45,7 +45,7 @@ import torch_pruning as tp
 from compressor.adapters.attention import AttentionAdapter, find_attention
 from compressor.adapters.blocks import output_shape, run_error
 from compressor.adapters.merges import MergeError, MergePruning, find_merges
-from compressor.analysis import output_layers, penultimate_layers
+from compressor.analysis import first_tensor, output_layers, penultimate_layers
 from compressor.context import PassContext
 from compressor.edits import register_edit
 from compressor.errors import PassError
@@ -349,9 +349,7 @@ def convert_mha(model: nn.Module) -> list[dict[str, Any]]:
 
 def _first_output(out: Any) -> torch.Tensor:
     """The tensor torch-pruning traces from (a model may return a tuple or an HF output)."""
-    from compressor.analysis import _first_tensor
-
-    return _first_tensor(out)
+    return first_tensor(out)
 
 
 def _plain(value: Any) -> Any:

@@ -129,9 +129,9 @@ def test_folder_examples_read_back_as_their_datasets(tmp_path, kind, task, class
     import yaml
 
     from compressor.data import DATASETS, build_data
-    from compressor.registry import _load_builtins
+    from compressor.plugins import load_plugins
 
-    _load_builtins()
+    load_plugins()
     if kind not in DATASETS:
         pytest.skip(f"the {kind} dataset is not registered in this checkout")
     make_example(kind, tmp_path / "d", n_train=6, n_val=3, n_test=3)

@@ -219,7 +219,7 @@ def test_inspect_asks_the_exporter_of_the_suffix(tmp_path):
 
 
 def test_no_core_file_names_a_pass_exporter_or_suffix():
-    """The manager, instruments, runner, store and reproducer know no pass, exporter or artifact suffix: every
+    """The manager, steps, instruments, store and reproducer know no pass, exporter or artifact suffix: every
     string and name in their code (docstrings and comments aside) is checked."""
     import ast
     import pathlib
@@ -228,7 +228,7 @@ def test_no_core_file_names_a_pass_exporter_or_suffix():
 
     core = pathlib.Path(compressor.__file__).parent
     banned = (".onnx", ".engine", "onnx", "tensorrt", "prune", "distill", "finetune", "fp16", "dario")
-    for name in ("manager.py", "instruments.py", "runner.py", "store.py", "reproduce.py"):
+    for name in ("manager.py", "steps.py", "instruments.py", "store.py", "reproduce.py"):
         tree = ast.parse((core / name).read_text())
         docstrings = {id(n.body[0].value) for n in ast.walk(tree)
                       if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body

@@ -233,9 +233,10 @@ class _ToyData:
 
 def test_sweeps_validate_miou_against_the_task(tmp_path, monkeypatch) -> None:
     from compressor.errors import ConfigError
-    from compressor.registry import DATASETS, _load_builtins
+    from compressor.plugins import load_plugins
+    from compressor.registry import DATASETS
 
-    _load_builtins()
+    load_plugins()
     monkeypatch.setitem(DATASETS, "mc-toy", _ToyData)
     base = {"name": "b", "seed": 0, "data": {"name": "mc-toy"},
             "model": {"frontend": "zoo", "model": "seg-cnn", "width": 4},

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import torch
 import torch.nn as nn
 
-from compressor.analysis import ForwardRecord, _first_tensor, is_residual
+from compressor.analysis import ForwardRecord, first_tensor, is_residual
 from compressor.edits import set_submodule
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def run_error(root: nn.Module, example: tuple[torch.Tensor, ...], shape: tuple[i
     was_training = root.training
     try:
         with torch.no_grad():
-            out = _first_tensor(root.eval()(*example))
+            out = first_tensor(root.eval()(*example))
     except Exception as exc:  # any failure of the user's forward is the answer, not an error here
         where = next((n for n in reversed(stack) if n), "")
         owner = f"{where} ({type(root.get_submodule(where)).__name__})" if where else "the model's own forward"
@@ -199,7 +199,7 @@ def run_error(root: nn.Module, example: tuple[torch.Tensor, ...], shape: tuple[i
 
 def output_shape(root: nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
     with torch.no_grad():
-        out = _first_tensor(root.eval()(*example))
+        out = first_tensor(root.eval()(*example))
     return None if out is None else tuple(out.shape)
 
 

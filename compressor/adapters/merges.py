@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch_pruning as tp
 
-from compressor.analysis import ForwardRecord, _first_tensor, _walk
+from compressor.analysis import ForwardRecord, first_tensor, walk
 from compressor.adapters.blocks import call_order
 
 _fn = tp.pruner.function
@@ -77,7 +77,7 @@ def _copies_channels(root: nn.Module, example: tuple[torch.Tensor, ...], produce
                      channels: int, copies: int) -> bool:
     """The probe of the module docstring, at the first, middle and last channel."""
     seen: list[torch.Tensor] = []
-    grab = layer.register_forward_pre_hook(lambda _m, args: seen.append(_first_tensor(args).detach().clone()))
+    grab = layer.register_forward_pre_hook(lambda _m, args: seen.append(first_tensor(args).detach().clone()))
     try:
         with torch.no_grad():
             root.eval()(*example)
@@ -113,7 +113,7 @@ def find_merges(root: nn.Module, example: tuple[torch.Tensor, ...]) -> list[Merg
                 any(m.path == name or name.startswith(m.path + ".") for m in merges):
             continue
         width = (rec.shapes.get(name, (None, None))[0] or (0,))[-1]
-        producers = _walk([rec.inputs.get(name)], by_output)  # the modules feeding it through plain ops
+        producers = walk([rec.inputs.get(name)], by_output)  # the modules feeding it through plain ops
         if len(producers) != 1:
             continue
         producer = next(iter(producers))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from compressor.data import ArrayDataset, DataBundle, DataOptions, register_dataset, stratified_split
+from compressor.data.base import ArrayDataset, DataBundle, DataOptions, register_dataset, stratified_split
 from compressor.errors import DataError
 from compressor.ir import TaskSpec
 from compressor.options import option

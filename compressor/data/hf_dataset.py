@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from compressor.data import SPLITS, DataBundle, register_dataset
+from compressor.data.base import SPLITS, DataBundle, register_dataset
 from compressor.data.images import ImageDataOptions, ImageSamples, fill_splits
 from compressor.data.labels import TaskOptions, check_label
 from compressor.data.preprocess import channels, natural_mode, resolve

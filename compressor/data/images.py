@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from compressor.data import SPLITS, DataBundle, DataOptions, stratified_split
+from compressor.data.base import SPLITS, DataBundle, DataOptions, stratified_split
 from compressor.data.labels import check_label, mask_target
 from compressor.data.preprocess import Preprocess, PreprocessOptions, channels, natural_mode
 from compressor.errors import DataError

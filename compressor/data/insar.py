@@ -77,7 +77,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from compressor.data import SPLITS, DataBundle, DataOptions, register_dataset
+from compressor.data.base import SPLITS, DataBundle, DataOptions, register_dataset
 from compressor.errors import DataError
 from compressor.ir import TaskSpec
 from compressor.options import option

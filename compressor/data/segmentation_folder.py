@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from compressor.data import SPLITS, DataBundle, register_dataset
+from compressor.data.base import SPLITS, DataBundle, register_dataset
 from compressor.data.images import (EXTENSIONS_TEXT, ImageDataOptions, check_images, existing_root, fill_splits,
                                     folder_bundle, list_images, read_header)
 from compressor.data.labels import TaskOptions

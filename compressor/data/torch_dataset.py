@@ -22,11 +22,12 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from compressor.data import SPLITS, DataBundle, DataOptions, register_dataset
+from compressor.data.base import SPLITS, DataBundle, DataOptions, register_dataset
 from compressor.data.labels import TaskOptions, check_label, mask_target
 from compressor.errors import DataError
 from compressor.ir import TaskSpec
 from compressor.options import option
+from compressor.usercode import describe_failure, resolve_factory
 
 RANGE_SAMPLES = 16  # train items whose values give the default input_range
 
@@ -51,17 +52,11 @@ class TorchDatasetOptions(TaskOptions, DataOptions):
         super().__post_init__()
 
 
-def _describe(exc: BaseException) -> str:
-    from compressor.frontends.torch import _describe as describe  # the frontend's wording of a user-code failure
-
-    return describe(exc)
-
-
 def _call(fn: Any, what: str, **kwargs: Any) -> Any:
     try:
         return fn(**kwargs)
     except (Exception, SystemExit) as exc:  # user code: any failure, even sys.exit()
-        raise DataError(f"{what} failed: {_describe(exc)}; fix it (run it in Python to see the traceback)") from None
+        raise DataError(f"{what} failed: {describe_failure(exc)}; fix it (run it in Python to see the traceback)") from None
 
 
 class CheckedSplit(Dataset):
@@ -82,7 +77,7 @@ class CheckedSplit(Dataset):
         try:
             item = self.ds[int(index)]
         except (Exception, SystemExit) as exc:
-            raise DataError(f"{where}: the dataset raised {_describe(exc)}; fix the dataset") from None
+            raise DataError(f"{where}: the dataset raised {describe_failure(exc)}; fix the dataset") from None
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise DataError(f"{where} is a {type(item).__name__}, not an (x, y) pair; return (input, label)")
         x = torch.as_tensor(item[0]).float()
@@ -116,8 +111,6 @@ class TorchDataset:
 
     @staticmethod
     def build(options: TorchDatasetOptions, seed: int = 0) -> DataBundle:
-        from compressor.frontends.torch import resolve_factory  # here: importing the frontends imports this package
-
         factory = resolve_factory(options.factory, options.search_path)
         torch.manual_seed(seed)  # a factory that draws random numbers (a random split) draws the same ones
         result = _call(factory, f"data factory '{options.factory}'", **options.kwargs)

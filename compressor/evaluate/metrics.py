@@ -217,9 +217,13 @@ class TaskMetrics:
 
 
 def split_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a loader batch; a DataError for anything else."""
     if isinstance(batch, (list, tuple)) and len(batch) >= 2:
         return batch[0], batch[1]
     raise DataError(f"a data loader batch must be (inputs, targets); got {type(batch).__name__}")
+
+
+_split_batch = split_batch  # the old name, still imported by exporters/tensorrt.py until the precision branch lands
 
 
 def _progress(loader: Iterable, progress: bool, desc: str) -> Iterable:

@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from compressor.errors import CompressError, ConfigError
-from compressor.evaluate.latency import LatencyStats, summarize
+from compressor.evaluate.timing import LatencyStats, summarize
 
 __all__ = ["EngineRunner", "TensorInfo", "latency_tensorrt", "evaluate_engine"]
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compressor.errors import CompressError, ConfigError
+from compressor.errors import CompressError, ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,6 @@ log = logging.getLogger(__name__)
 def run_trial(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one trial's pipeline (`payload`: doc, out, store, threads) into the shared store. Returns the
     report rows, or the trial's one-line error: a failing trial never stops the sweep."""
-    from compressor.cli import one_line
     from compressor.pipeline import Pipeline
 
     start = time.perf_counter()

@@ -22,7 +22,7 @@ from typing import Any
 from compressor.errors import ConfigError
 from compressor.store import write_json
 from compressor.sweep.spec import SweepSpec
-from compressor.sweep.study import all_figures, completed
+from compressor.sweep.figures import all_figures, completed
 
 FIG_COLUMNS = ["params", "size_mb", "macs", "latency_ms"]
 

@@ -42,6 +42,7 @@ from typing import Any, Literal, Mapping, Sequence
 from compressor.config import apply_override, load_yaml, set_path
 from compressor.errors import ConfigError
 from compressor.options import Range, closest, option, parse_options, prefix, search_space, unknown_key_message
+from compressor.plugins import load_plugins
 
 SWEEP_KEYS = ["name", "base", "space", "objectives", "constraints", "budgets", "sampler", "trials", "executor",
               "m_factor", "weighted", "stage"]
@@ -253,10 +254,9 @@ def _distribution(key: str, raw: Any, where: str) -> tuple[Any, dict[str, Any]]:
 def declared_space(doc: Mapping[str, Any], path: list[str], where: str) -> Any:
     """The sweep space the option at `path` declares (`option(..., search=...)`)."""
     from compressor.pipeline import EvaluateOptions
-    from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES, _load_builtins
+    from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
     from compressor.train import TrainOptions
 
-    _load_builtins()
     head, rest = path[0], path[1:]
     cls: Any = None
     if head in LIST_BLOCKS and len(rest) >= 2:
@@ -441,6 +441,7 @@ class SweepSpec:
     def from_dict(cls, doc: Any, source: str = "<dict>") -> "SweepSpec":
         from compressor.pipeline import Pipeline
 
+        load_plugins()
         if not isinstance(doc, Mapping):
             raise ConfigError(f"{source}: a sweep is a mapping with keys {', '.join(SWEEP_KEYS)}")
         for key in doc:

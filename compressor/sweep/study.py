@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from compressor.errors import ConfigError
-from compressor.sweep.spec import TASK_METRICS, SweepSpec, row_figures
+from compressor.sweep.figures import completed, direction_of, p_min_of, trial_figures
+from compressor.sweep.spec import SweepSpec, row_figures
 
 log = logging.getLogger(__name__)
 
@@ -42,47 +43,6 @@ class SweepResult:
 
 # ---- figures ------------------------------------------------------------------------------------------
 
-def completed(study: Any) -> list[Any]:
-    import optuna
-
-    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-
-
-def trial_figures(spec: SweepSpec, figures: dict[str, float], p_min: float | None) -> dict[str, float]:
-    """A trial's raw figures plus the sweep-level ones: m_factor (P_min over the trials given) and the
-    weighted sum of seed 002's eq. 2."""
-    from compressor.sweep.objectives import m_factor, weighted_sum
-
-    out = dict(figures)
-    acc, params = out.get(spec.m_factor.accuracy), out.get("params")
-    if acc is not None and params and p_min:
-        out["m_factor"] = m_factor(min(max(acc, 0.0), 1.0), params, min(p_min, params), spec.m_factor.alpha)
-    if spec.weights and all(k in out for k in spec.weights):
-        directions = {k: _direction_of(spec, k) for k in spec.weights}
-        out["weighted"] = weighted_sum({k: out[k] for k in spec.weights}, spec.weights, directions)
-    return out
-
-
-def _direction_of(spec: SweepSpec, figure: str) -> str:
-    """A weighted term adds a figure that is maximized (task metrics) and subtracts one that is minimized."""
-    for o in spec.objectives:
-        if o.metric.text == figure:
-            return o.direction
-    return "maximize" if figure.split("@")[0] in TASK_METRICS else "minimize"
-
-
-def p_min_of(trials: list[Any]) -> float | None:
-    sizes = [t.user_attrs.get("figures", {}).get("params") for t in trials]
-    sizes = [s for s in sizes if s]
-    return min(sizes) if sizes else None
-
-
-def all_figures(spec: SweepSpec, trials: list[Any]) -> dict[int, dict[str, float]]:
-    """Figures of each completed trial, m_factor with P_min over all of them (the final ranking)."""
-    p_min = p_min_of(trials)
-    return {t.number: trial_figures(spec, t.user_attrs.get("figures", {}), p_min) for t in trials}
-
-
 def make_fitness(spec: SweepSpec) -> Callable[[Any, Any], float | None]:
     """The scalar evolution and RL maximize: the sampler's `fitness` figure, else the first objective (negated
     when minimized). Recomputed over all completed trials at each call, so the M-factor's P_min follows the
@@ -91,7 +51,7 @@ def make_fitness(spec: SweepSpec) -> Callable[[Any, Any], float | None]:
 
     text = getattr(spec.sampler_options, "fitness", None)
     metric = Metric.parse(text, "sampler fitness") if text else spec.objectives[0].metric
-    sign = -1.0 if _direction_of(spec, metric.text) == "minimize" else 1.0
+    sign = -1.0 if direction_of(spec, metric.text) == "minimize" else 1.0
 
     def fitness(study: Any, trial: Any) -> float | None:
         import optuna

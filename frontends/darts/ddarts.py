@@ -37,12 +37,13 @@ import torch
 import torch.nn as nn
 
 from compressor.errors import ConfigError
-from compressor.frontends.darts.algorithms import SearchAlgorithm, register_search
-from compressor.frontends.darts.genotypes import CellsGenotype
+# expand_cell_indices (Algorithm 2) lives with the genotypes that use it; re-exported here with the rest of D-DARTS
+from compressor.frontends.darts.genotypes import CellsGenotype, expand_cell_indices  # noqa: F401
+from compressor.frontends.darts.search_base import SearchAlgorithm, register_search
 from compressor.frontends.darts.search_space import CONCAT, NUM_EDGES, SearchNetwork, derive_cell
 
 if TYPE_CHECKING:
-    from compressor.frontends.darts.search import SearchOptions, Stage
+    from compressor.frontends.darts.search_base import SearchOptions, Stage
 
 
 def zero_one_loss(alpha: torch.Tensor) -> torch.Tensor:
@@ -100,38 +101,6 @@ def total_loss_alpha_grads(grad_all: Sequence[torch.Tensor], grad_without: Seque
             dmean = torch.stack(dm).mean(0)
             g = g + w_ab * (dm[i] * mean - m[i] * dmean) / mean ** 2
         out.append(g)
-    return out
-
-
-def expand_cell_indices(searched: int, cells: int) -> list[int]:
-    """Algorithm 2: for each of `cells` cells of the expanded network, the index of the searched cell
-    it copies. The reductions stay at cells//3 and 2·cells//3 (the searched ones at searched//3 and
-    2·searched//3); cell i of a segment copies searched normal cell (i mod k) + first, where k is the
-    segment's number of searched normal cells: the thesis's formula, which indexes by the position
-    i in the whole network, not in the segment. **Choice:** the thesis loops over i in [0, n]; we
-    build exactly `cells` cells (0 ≤ i < cells), and refuse to shrink (cells < searched)."""
-    m, m2 = searched // 3, (2 * searched) // 3
-    if searched < 5 or m < 1 or m2 - 1 - m < 1 or searched - 1 - m2 < 1:
-        raise ConfigError(f"Algorithm 2 needs a searched network with a normal cell before, between and after "
-                          f"its two reductions (at {m} and {m2}); {searched} cells has not: search at least 5")
-    if cells < searched:
-        raise ConfigError(f"Algorithm 2 expands a searched network; {cells} cells is fewer than the {searched} "
-                          f"searched: ask for at least {searched}")
-    if cells == searched:
-        return list(range(cells))
-    out = []
-    r1, r2 = cells // 3, (2 * cells) // 3
-    for i in range(cells):
-        if i < r1:
-            out.append(i % m)
-        elif i == r1:
-            out.append(m)
-        elif i < r2:
-            out.append(i % (m2 - 1 - m) + m + 1)
-        elif i == r2:
-            out.append(m2)
-        else:
-            out.append(i % (searched - 1 - m2) + m2 + 1)
     return out
 
 

@@ -23,7 +23,7 @@ What runs (`algorithm: evolution`):
    time makes the search irreproducible). Costs are cached per genotype; the metric too (the
    weights are fixed during the evolution and the BN batches are the same for every candidate).
    `evo_objectives` picks the objectives that rank; `evo_scalarize` ranks instead by the weighted
-   sum of eq. 2 (`sweep.objectives.weighted_sum`).
+   sum of eq. 2 (`evaluate.pareto.weighted_sum`).
 4. Genome operators: uniform crossover over whole (op, input) pairs (per position the child takes
    parent A's pair or parent B's, with probability 1/2), then per-pair mutation with probability
    `evo_mutation_prob` (its op, or, as often, its input, changes to another valid value), then
@@ -45,7 +45,7 @@ What runs (`algorithm: evolution`):
    seen); or `evo_budgets: [macs, ...]`. `evolution.json` holds the final population (genotype,
    objectives, rank, crowding), the per-generation hypervolume of the population and the winners.
 
-Hypervolume (`sweep.objectives.hypervolume`): of each generation's population in the ranking
+Hypervolume (`evaluate.pareto.hypervolume`): of each generation's population in the ranking
 objectives, after `normalize_for_hv` with bounds = the min and max of each objective over every
 candidate scored in the run (so all generations share one scale), best = 0, reference point 1.1 in
 every objective: the worst scored value still adds volume. It is computed once the evolution ends.
@@ -84,16 +84,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from compressor.errors import ConfigError
-from compressor.frontends.darts.algorithms import SearchAlgorithm, register_search, step_weights
+from compressor.evaluate.pareto import crowding_distance, hypervolume, non_dominated_sort, normalize_for_hv, weighted_sum
 from compressor.frontends.darts.genotypes import Genotype, Pair
 from compressor.frontends.darts.ops import PRIMITIVES
+from compressor.frontends.darts.search_base import SearchAlgorithm, register_search, step_weights
 from compressor.frontends.darts.search_space import CONCAT, STEPS, SearchNetwork
-from compressor.sweep.objectives import (crowding_distance, hypervolume, non_dominated_sort, normalize_for_hv,
-                                         weighted_sum)
 
 if TYPE_CHECKING:
-    from compressor.data import DataBundle
-    from compressor.frontends.darts.search import SearchOptions, Stage
+    from compressor.data.base import DataBundle
+    from compressor.frontends.darts.search_base import SearchOptions, Stage
 
 log = logging.getLogger(__name__)
 

@@ -176,8 +176,6 @@ class CellsGenotype:
 
     def cell_gene(self, index: int, reduction: bool, layers: int) -> tuple[tuple[Pair, ...], tuple[int, ...]]:
         """(pairs, concat) of cell `index` of a `layers`-cell network (Algorithm 2 when it is deeper)."""
-        from compressor.frontends.darts.ddarts import expand_cell_indices
-
         n = len(self.cells)
         if layers == n:
             source = index
@@ -316,3 +314,35 @@ def get_genotype(name_or_path: "str | os.PathLike[str] | Genotype | CellsGenotyp
     if s.lower().endswith(".json") or os.sep in s or "/" in s or Path(s).is_file():
         return Genotype.load(s)
     raise ConfigError(f"{unknown_key_message(s, list(GENOTYPES), 'genotype')} (or the path of a genotype .json)")
+
+
+def expand_cell_indices(searched: int, cells: int) -> list[int]:
+    """Algorithm 2: for each of `cells` cells of the expanded network, the index of the searched cell
+    it copies. The reductions stay at cells//3 and 2·cells//3 (the searched ones at searched//3 and
+    2·searched//3); cell i of a segment copies searched normal cell (i mod k) + first, where k is the
+    segment's number of searched normal cells: the thesis's formula, which indexes by the position
+    i in the whole network, not in the segment. **Choice:** the thesis loops over i in [0, n]; we
+    build exactly `cells` cells (0 ≤ i < cells), and refuse to shrink (cells < searched)."""
+    m, m2 = searched // 3, (2 * searched) // 3
+    if searched < 5 or m < 1 or m2 - 1 - m < 1 or searched - 1 - m2 < 1:
+        raise ConfigError(f"Algorithm 2 needs a searched network with a normal cell before, between and after "
+                          f"its two reductions (at {m} and {m2}); {searched} cells has not: search at least 5")
+    if cells < searched:
+        raise ConfigError(f"Algorithm 2 expands a searched network; {cells} cells is fewer than the {searched} "
+                          f"searched: ask for at least {searched}")
+    if cells == searched:
+        return list(range(cells))
+    out = []
+    r1, r2 = cells // 3, (2 * cells) // 3
+    for i in range(cells):
+        if i < r1:
+            out.append(i % m)
+        elif i == r1:
+            out.append(m)
+        elif i < r2:
+            out.append(i % (m2 - 1 - m) + m + 1)
+        elif i == r2:
+            out.append(m2)
+        else:
+            out.append(i % (searched - 1 - m2) + m2 + 1)
+    return out

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from compressor.errors import ConfigError
-from compressor.frontends.darts.algorithms import SearchAlgorithm, register_search
 from compressor.frontends.darts.ops import PRIMITIVES
+from compressor.frontends.darts.search_base import SearchAlgorithm, register_search
 
 
 def removal_counts(ops_per_edge: Sequence[int], n_ops: int) -> list[int]:

@@ -297,9 +297,9 @@ def test_segmenter_on_the_segmentation_folder_example_with_its_processor(models,
     """The examples together: the data preprocessed by the model's own preprocessor_config.json is not
     warned about, and the task (ignore_index, class names) is the data's and the checkpoint's."""
     from compressor.data import DATASETS, build_data
-    from compressor.registry import _load_builtins
+    from compressor.plugins import load_plugins
 
-    _load_builtins()
+    load_plugins()
     if "segmentation-folder" not in DATASETS:
         pytest.skip("the segmentation-folder dataset is not registered in this checkout")
     make_example("segmentation-folder", tmp_path / "seg", n_train=6, n_val=3, n_test=3)

@@ -1,0 +1,49 @@
+"""A sweep's figures per trial: the raw figures its run measured plus the sweep-level ones (the M-factor with
+P_min over the trials given, the weighted sum). The study driver, its samplers' fitness and the report read
+them from here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from compressor.sweep.objectives import m_factor, weighted_sum
+from compressor.sweep.spec import TASK_METRICS, SweepSpec
+
+
+def completed(study: Any) -> list[Any]:
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def trial_figures(spec: SweepSpec, figures: dict[str, float], p_min: float | None) -> dict[str, float]:
+    """A trial's raw figures plus the sweep-level ones: m_factor (P_min over the trials given) and the
+    weighted sum of seed 002's eq. 2."""
+    out = dict(figures)
+    acc, params = out.get(spec.m_factor.accuracy), out.get("params")
+    if acc is not None and params and p_min:
+        out["m_factor"] = m_factor(min(max(acc, 0.0), 1.0), params, min(p_min, params), spec.m_factor.alpha)
+    if spec.weights and all(k in out for k in spec.weights):
+        directions = {k: direction_of(spec, k) for k in spec.weights}
+        out["weighted"] = weighted_sum({k: out[k] for k in spec.weights}, spec.weights, directions)
+    return out
+
+
+def direction_of(spec: SweepSpec, figure: str) -> str:
+    """A weighted term adds a figure that is maximized (task metrics) and subtracts one that is minimized."""
+    for o in spec.objectives:
+        if o.metric.text == figure:
+            return o.direction
+    return "maximize" if figure.split("@")[0] in TASK_METRICS else "minimize"
+
+
+def p_min_of(trials: list[Any]) -> float | None:
+    sizes = [t.user_attrs.get("figures", {}).get("params") for t in trials]
+    sizes = [s for s in sizes if s]
+    return min(sizes) if sizes else None
+
+
+def all_figures(spec: SweepSpec, trials: list[Any]) -> dict[int, dict[str, float]]:
+    """Figures of each completed trial, m_factor with P_min over all of them (the final ranking)."""
+    p_min = p_min_of(trials)
+    return {t.number: trial_figures(spec, t.user_attrs.get("figures", {}), p_min) for t in trials}

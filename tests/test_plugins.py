@@ -1,0 +1,213 @@
+"""Plugins: third-party packages add passes and datasets through the `compressor.plugins` entry points, with
+no change to this repository; a plugin that fails to load is one warning line and the rest keeps working; a
+copy of the sources without the compressor distribution's metadata keeps its built-ins.
+
+The plugin packages are "installed" the way pip installs them: a module on sys.path (PYTHONPATH of the
+subprocess) beside a `<name>-<version>.dist-info` directory holding METADATA and entry_points.txt.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from compressor import plugins
+
+COMPRESS = Path(sys.executable).with_name("compress")
+
+DEMO_PLUGIN = '''
+"""demo_plugin: a pass and a dataset from outside the compiler."""
+from dataclasses import dataclass
+
+import torch
+
+from compressor.data import ArrayDataset, DataBundle, DataOptions
+from compressor.ir import TaskSpec
+from compressor.options import option
+from compressor.passes_base import Pass, PassResult
+from compressor.registry import register_dataset, register_pass
+
+
+@dataclass(frozen=True)
+class ScaleOptions:
+    module: str = option("classifier", "the module whose weights are scaled")
+    factor: float = option(2.0, "the constant they are multiplied by")
+
+
+@register_pass("plugin-scale")
+class PluginScale(Pass):
+    """Multiply one layer's parameters by a constant."""
+
+    Options = ScaleOptions
+
+    def run(self, ir, ctx):
+        with torch.no_grad():
+            for p in ir.module.get_submodule(self.options.module).parameters():
+                p.mul_(self.options.factor)
+        return PassResult(ir, stats={"factor": self.options.factor})
+
+
+class Blobs:
+    """Two classes of 3x8x8 noise around -1 and +1."""
+
+    Options = DataOptions
+
+    @staticmethod
+    def build(options, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        def split(n):
+            y = torch.arange(n) % 2
+            return ArrayDataset(torch.randn(n, 3, 8, 8, generator=g) + (2.0 * y - 1.0).view(-1, 1, 1, 1), y)
+        return DataBundle(name="plugin-blobs", task=TaskSpec("classification", 2), input_shape=(3, 8, 8),
+                          input_range=(-4.0, 4.0), train=split(16), val=split(8), test=split(8))
+
+
+def register_data():
+    """The second entry point names this function: loading it registers the dataset."""
+    register_dataset("plugin-blobs")(Blobs)
+'''
+
+BROKEN_PLUGIN = 'raise RuntimeError("boom: this plugin cannot load")\n'
+
+CLASHING_PLUGIN = '''
+from compressor.passes_base import Pass
+from compressor.registry import register_pass
+
+
+@register_pass("finetune")
+class NotFinetune(Pass):
+    """Reuses a built-in pass's name."""
+'''
+
+PIPELINE = """\
+name: plugged
+seed: 0
+data: {name: plugin-blobs}
+model: {frontend: zoo, model: cls-cnn, width: 4}
+passes:
+  - plugin-scale: {factor: 3.0}
+evaluate: {macs: false, latency: {backends: []}}
+"""
+
+
+def install(site: Path, dist: str, module: str, source: str, entry_points: dict[str, str]) -> None:
+    """Write `module`.py and the dist-info pip would write for distribution `dist` into `site`."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[compressor.plugins]\n{lines}")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    site = tmp_path_factory.mktemp("site")
+    install(site, "compressor-demo-plugin", "demo_plugin", DEMO_PLUGIN,
+            {"demo": "demo_plugin", "demo-data": "demo_plugin:register_data"})  # a module, and a function
+    install(site, "compressor-broken-plugin", "broken_plugin", BROKEN_PLUGIN, {"broken": "broken_plugin"})
+    install(site, "compressor-clashing-plugin", "clashing_plugin", CLASHING_PLUGIN, {"clash": "clashing_plugin"})
+    return site
+
+
+def run(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_compress_passes_lists_plugins_with_their_package_and_warns_once_per_failed_plugin(site, tmp_path):
+    r = run([str(COMPRESS), "passes"], site, tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith("  ") and line[2] != " "}
+    assert lines["plugin-scale"].endswith("  [compressor-demo-plugin: demo_plugin]")
+    assert lines["plugin-blobs"].endswith("  [compressor-demo-plugin: demo_plugin]")
+    assert "factor: float = 2  the constant they are multiplied by" in r.stdout
+    assert lines["prune-l1"].endswith("  [compressor: compressor.passes.prune_l1]")
+    assert lines["finetune"].endswith("  [compressor: compressor.passes.finetune]")  # the built-in kept its name
+    warnings = [line for line in r.stderr.splitlines() if line.strip()]
+    broken = [line for line in warnings if "'broken'" in line]
+    clash = [line for line in warnings if "'clash'" in line]
+    assert len(warnings) == 2 and len(broken) == 1 and len(clash) == 1, r.stderr
+    assert "compressor-broken-plugin" in broken[0] and "RuntimeError: boom: this plugin cannot load" in broken[0]
+    assert "compressor-clashing-plugin" in clash[0] and "pass 'finetune' is registered twice" in clash[0]
+
+
+def test_compress_run_uses_a_plugin_pass_and_dataset(site, tmp_path):
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    r = run([str(COMPRESS), "run", "p.yaml", "--quiet"], site, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "plugin-scale{factor=3}" in (tmp_path / "runs/plugged/pipeline.txt").read_text()
+    before = load_file(tmp_path / "runs/plugged/00_baseline/weights.safetensors")
+    after = load_file(tmp_path / "runs/plugged/01_plugin-scale/weights.safetensors")
+    assert after["classifier.weight"].allclose(3.0 * before["classifier.weight"])
+    assert after["features.0.0.weight"].equal(before["features.0.0.weight"])
+    stages = json.loads((tmp_path / "runs/plugged/report.json").read_text())["stages"]
+    assert [s["name"] for s in stages] == ["baseline", "plugin-scale"] and "accuracy" in stages[1]["metrics"]
+
+
+def test_the_python_api_finds_plugins_without_a_composition_root(site, tmp_path):
+    """A registry lookup loads the plugins: a script that never imported the CLI or a Pipeline sees them."""
+    code = ("from compressor.registry import DATASETS, PASSES; "
+            "print(PASSES.get_or_error('plugin-scale').__name__, DATASETS.origin('plugin-blobs').package, "
+            "'prune-l1' in PASSES.names())")
+    r = run([sys.executable, "-c", code], site, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["PluginScale", "compressor-demo-plugin", "True"]
+
+
+def test_without_the_distributions_metadata_the_builtins_still_load(tmp_path):
+    """A copy of the sources on sys.path whose compressor distribution declares no entry points (metadata
+    missing or older than the entry points) falls back to BUILTIN_PLUGINS."""
+    code = textwrap.dedent("""
+        from importlib import metadata
+        real = metadata.entry_points
+        metadata.entry_points = lambda **kw: [ep for ep in real(**kw) if ep.dist.name != "compressor"]
+        from compressor.plugins import load_plugins, loaded
+        from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
+        assert load_plugins() == []
+        print(sorted(p.name for p in loaded()), "prune-l1" in PASSES, "onnx" in EXPORTERS, "zoo" in FRONTENDS,
+              "digits" in DATASETS)
+        from compressor.precision import precision_names
+        print("int8-dynamic" in precision_names())
+    """)
+    r = run([sys.executable, "-c", code], tmp_path, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["['data',", "'exporters',", "'frontends',", "'passes',", "'precisions']", "True",
+                                "True", "True", "True", "True"]
+
+
+def test_discover_orders_the_builtins_first_and_falls_back_only_without_them():
+    ep = metadata.EntryPoint
+    theirs = [ep("b", "pkg_b", plugins.GROUP), ep("a", "pkg_a:register", plugins.GROUP)]
+    found = plugins.discover(theirs)  # no dist attached: neither is compressor's, so the fallback applies
+    assert [(p.name, p.package) for p in found] == [(n, "compressor") for n, _ in plugins.BUILTIN_PLUGINS] + \
+        [("a", "?"), ("b", "?")]
+    assert found[-2].module == "pkg_a"
+    installed = plugins.discover()
+    assert [p.value for p in installed if p.package == "compressor"] == [v for _, v in plugins.BUILTIN_PLUGINS]
+
+
+def test_pyproject_declares_the_builtin_plugins():
+    tomllib = pytest.importorskip("tomllib")
+    doc = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    declared = doc["project"]["entry-points"][plugins.GROUP]
+    assert sorted(declared.items()) == sorted(plugins.BUILTIN_PLUGINS)
+
+
+def test_every_registry_entry_knows_its_package_and_module():
+    from compressor.frontends.darts.algorithms import SEARCHES
+    from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
+
+    assert PASSES.origin("prune-l1") == ("compressor", "compressor.passes.prune_l1")
+    assert SEARCHES.origin("hpe-darts") == ("compressor", "compressor.frontends.darts.hpe")
+    for reg in (PASSES, EXPORTERS, FRONTENDS, DATASETS, SEARCHES):
+        for name in reg.names():
+            origin = reg.origin(name)
+            assert origin.package == "compressor" and origin.module.startswith("compressor."), (name, origin)

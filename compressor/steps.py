@@ -174,6 +174,9 @@ class ModelStep(Step):
                             "version": self.obj.version, "versions": versions(self.obj.packages)})
 
     def compute(self, ir: ModelIR | None, ctx: PassContext, out_dir: Path) -> StepOutput:
+        # every RNG seeded from the pipeline's seed: a frontend that initializes weights without seeding (a
+        # plugin's, a user factory's) still builds the same model on every run (the built-ins seed themselves)
+        ctx.seed_everything()
         ir = self.model.frontend.build(ctx.data, ctx)
         if ctx.data is not None and ctx.data.preprocess is not None:  # the deployment side needs it (ONNX metadata)
             ir.meta["preprocess"] = ctx.data.preprocess

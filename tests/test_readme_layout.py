@@ -47,3 +47,13 @@ def test_every_file_the_layout_names_exists():
             assert all((folder / n).is_file() for n in named), [n for n in named if not (folder / n).is_file()]
         else:
             assert (REPO / first).is_dir(), first
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """README and BENCHMARKS name only files this repository holds (a moved or deleted module, or a file of
+    another repository, is caught here)."""
+    pattern = r"(?<![\w/.-])((?:compressor|passes|frontends|exporters|samples|benchmarks|tests)/[\w./-]*\w)"
+    for doc in ("README.md", "BENCHMARKS.md"):
+        named = set(re.findall(pattern, (REPO / doc).read_text()))
+        assert named, doc
+        assert not [p for p in sorted(named) if not (REPO / p).exists()], doc

@@ -170,17 +170,17 @@ def test_without_the_distributions_metadata_the_builtins_still_load(tmp_path):
         real = metadata.entry_points
         metadata.entry_points = lambda **kw: [ep for ep in real(**kw) if ep.dist.name != "compressor"]
         from compressor.plugins import load_plugins, loaded
-        from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
+        from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES, SAMPLERS
         assert load_plugins() == []
         print(sorted(p.name for p in loaded()), "prune-l1" in PASSES, "onnx" in EXPORTERS, "zoo" in FRONTENDS,
-              "digits" in DATASETS)
+              "digits" in DATASETS, "tpe" in SAMPLERS)
         from compressor.precision import precision_names
         print("int8-dynamic" in precision_names())
     """)
     r = run([sys.executable, "-c", code], tmp_path, tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["['data',", "'exporters',", "'frontends',", "'passes',", "'precisions']", "True",
-                                "True", "True", "True", "True"]
+    assert r.stdout.split() == ["['data',", "'exporters',", "'frontends',", "'passes',", "'precisions',", "'sweep']",
+                                "True", "True", "True", "True", "True", "True"]
 
 
 def test_discover_orders_the_builtins_first_and_falls_back_only_without_them():

@@ -125,6 +125,12 @@ class SearchOptions:
 
     # ---- YAML, one-line form, stage keys -------------------------------------------------------
     @classmethod
+    def of(cls, **options: Any) -> "SearchOptions":
+        """The options from keywords as the YAML block gives them, blocks as mappings:
+        `SearchOptions.of(algorithm="hpe-darts", epochs=4, hpe={"batch": 32})`."""
+        return parse_options(cls, options, "search", "search option")
+
+    @classmethod
     def __parse_options__(cls, raw: Mapping[str, Any], context: str, what: str) -> "SearchOptions":
         """The common keys, the selected algorithm's block under its block name (or the algorithm's name),
         and for one version the flat keys of the built-in algorithms' blocks (`hpe_batch`), each warned about

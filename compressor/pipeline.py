@@ -252,7 +252,7 @@ class SearchJob:
                 raise ConfigError(f"{prefix(doc, '') or source}: missing '{key}:' (see samples/pcdarts_search.yaml)")
         base = _parse_common(doc, source)
         name = doc.get("frontend", "darts")
-        frontend = search_frontend(str(name), prefix(doc, "frontend", "frontend") or "frontend")
+        frontend = search_frontend(str(name), prefix(doc, "", "frontend") or source)
         data = _parse_data(doc["data"], doc)
         options = parse_options(frontend.search_options, doc["search"], "search", "search option")
         return cls(name=base["name"], data=data, options=options, seed=base["seed"], device=base["device"],

@@ -140,3 +140,16 @@ def test_students_come_from_the_teachers_frontend(digits):
     with pytest.raises(ConfigError, match="student: 'torch' is not valid; choose current or a frontend that builds "
                                           "students: darts, zoo"):
         Distill(student="torch")
+
+
+def test_the_readme_lists_what_the_registries_hold():
+    import re
+    from pathlib import Path
+
+    from compressor.registry import EXECUTORS, SAMPLERS, SEARCHES
+
+    text = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    for label, registry in [("Registered samplers:", SAMPLERS), ("Registered executors:", EXECUTORS),
+                            ("Registered search algorithms:", SEARCHES)]:
+        listed = text.split(label, 1)[1].split(".", 1)[0]
+        assert re.findall(r"`([^`]+)`", listed) == registry.names(), label

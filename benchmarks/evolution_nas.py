@@ -101,9 +101,9 @@ def main() -> None:
     bundle = build_data(data["name"], {k: v for k, v in data.items() if k != "name"}, seed=0)
 
     # 1. the evolutionary search (writes genotype_budget{k}.json and evolution.json)
-    opts = SearchOptions(algorithm="evolution", epochs=args.epochs, batch_size=32, init_channels=C, layers=LAYERS,
-                         evo_population=args.population, evo_generations=args.generations,
-                         max_steps=2 if args.quick else 0)
+    opts = SearchOptions.of(algorithm="evolution", epochs=args.epochs, batch_size=32, init_channels=C, layers=LAYERS,
+                            evolution={"population": args.population, "generations": args.generations},
+                            max_steps=2 if args.quick else 0)
     search = run_search(opts, bundle, args.out / "evolution-search", progress=not args.quick)
     evo_seconds = search.seconds  # the search's own time (also when a finished search is reused)
     evo = json.loads((search.out_dir / "evolution.json").read_text())

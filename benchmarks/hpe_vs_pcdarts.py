@@ -29,7 +29,7 @@ def main() -> None:
 
     data = {"name": "insar-synthetic", "size": 32, "n_train": 256, "n_val": 64, "n_test": 64}
     searches = {
-        "hpe-darts": {"algorithm": "hpe-darts", "epochs": max(1, args.epochs // 4), "hpe_batch": 32},
+        "hpe-darts": {"algorithm": "hpe-darts", "epochs": max(1, args.epochs // 4), "hpe": {"batch": 32}},
         "pc-darts": {"algorithm": "pc-darts", "epochs": args.epochs, "warmup_epochs": max(1, args.epochs // 4)},
     }
     rows = []

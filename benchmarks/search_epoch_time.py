@@ -54,8 +54,8 @@ def main() -> None:
           f"{args.layers} cells, batch {args.batch_size}, device {args.device}, torch threads "
           f"{torch.get_num_threads()}\n")
     with tempfile.TemporaryDirectory() as tmp:  # warm-up: imports (matplotlib), allocator, kernels
-        run_search(SearchOptions(algorithm="darts", epochs=1, batch_size=args.batch_size, init_channels=args.init_channels,
-                                 layers=args.layers, max_steps=1), data, Path(tmp), device=args.device, progress=False)
+        run_search(SearchOptions.of(algorithm="darts", epochs=1, batch_size=args.batch_size,
+                                    init_channels=args.init_channels, layers=args.layers, max_steps=1), data, Path(tmp), device=args.device, progress=False)
     if args.reference:
         print("| algorithm | order | steps | s / epoch | s / step | reference ops: s / step | speed-up |")
         print("|---|---|---|---|---|---|---|")
@@ -65,13 +65,13 @@ def main() -> None:
     for algorithm, order in RUNS:
         if args.only and algorithm not in args.only:
             continue
-        extra = {"pdarts_stages": (args.layers,), "pdarts_keep": (1,), "pdarts_skip_dropout": (0.1,)} \
+        extra = {"pdarts": {"stages": (args.layers,), "keep": (1,), "skip_dropout": (0.1,)}} \
             if algorithm == "p-darts" else {}
         if algorithm == "hpe-darts":  # the warm-up epoch and one hybrid epoch (with its op scoring), 8 -> 1
-            extra = {"hpe_ops_per_edge": (8, 1), "hpe_importance": "netperf"}
-        opts = SearchOptions(algorithm=algorithm, order=order, epochs=1, batch_size=args.batch_size,
-                             init_channels=args.init_channels, layers=args.layers, warmup_epochs=0,
-                             max_steps=args.steps, **extra)
+            extra = {"hpe": {"ops_per_edge": (8, 1), "importance": "netperf"}}
+        opts = SearchOptions.of(algorithm=algorithm, order=order, epochs=1, batch_size=args.batch_size,
+                                init_channels=args.init_channels, layers=args.layers, warmup_epochs=0,
+                                max_steps=args.steps, **extra)
         n_weight = int(len(data.train) * opts.train_portion)
         steps = -(-n_weight // args.batch_size)
         steps = min(steps, args.steps) if args.steps else steps

@@ -77,8 +77,8 @@ def main() -> None:
     t_w = torch.optim.SGD(theirs.parameters(), 0.1, momentum=0.9, weight_decay=3e-4)
     t_a = torch.optim.Adam(theirs.arch_parameters(), lr=6e-4, betas=(0.5, 0.999), weight_decay=1e-3)
 
-    opts = SearchOptions(algorithm="pc-darts", init_channels=C, layers=L, batch_size=B, w_lr=0.1,
-                         a_lr=6e-4, grad_clip=5.0)
+    opts = SearchOptions.of(algorithm="pc-darts", init_channels=C, layers=L, batch_size=B, w_lr=0.1,
+                            a_lr=6e-4, grad_clip=5.0)
     data = DataBundle("random", TaskSpec("classification", classes), (3, 32, 32), (-3.0, 3.0),
                       ArrayDataset(x, y), ArrayDataset(xv, yv), ArrayDataset(xv, yv))
     algo = opts.algorithm_class(opts, task_loss_fn("classification"))

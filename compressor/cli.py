@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterator
 
 import click
 
-from compressor.errors import CompressError, ConfigError, one_line
+from compressor.clikit import OneLineGroup, handle_errors
+from compressor.errors import ConfigError
 from compressor.precision import cast_names
 
 EPILOG = """\b
@@ -33,33 +34,6 @@ Examples:
   compress bench runs/quickstart/04_onnx/model.onnx     # latency (onnxruntime; no torch needed)
   compress genotype distance DARTS_V2 PDARTS            # architecture distance (D-DARTS metric M)
 """
-
-
-def _release(exc: BaseException) -> None:
-    """Drop the frames of the failed call now, so that progress bars still open in them close (and
-    clear their line) before the error line is printed, not at exit after it."""
-    traceback.clear_frames(exc.__traceback__)
-    gc.collect()
-    sys.stderr.flush()
-
-
-def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = click.get_current_context().find_root().params.get("debug", False)
-        try:
-            return fn(*args, **kwargs)
-        except CompressError as exc:
-            if debug:
-                raise
-            _release(exc)
-            click.echo(f"error: {one_line(str(exc))}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; finished stages are kept, re-run to resume", err=True)
-            sys.exit(130)
-
-    return wrapper
 
 
 @contextlib.contextmanager
@@ -79,43 +53,53 @@ def writes_to(run_dir: Path) -> Iterator[None]:
                           f"free space") from exc
 
 
-class OneLineGroup(click.Group):
-    """Usage errors (unknown command or option, missing argument, bad value) become one line,
-    `error: ...`, and exit code 2, like every other error. `--help`, and `compress` alone, print the
-    help as click does."""
+class CompressGroup(OneLineGroup):
+    """`compress`: its own commands, and the command groups plugins register (`register_command`: the darts
+    frontend's `genotype`). Plugins load only when a name is not one of the own commands, or for the listing,
+    so that `compress bench` stays free of torch."""
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        name = args[0] if args else None
-        if name is not None and not name.startswith("-") and self.get_command(ctx, name) is None:
-            commands = self.list_commands(ctx)
-            guess = difflib.get_close_matches(name, commands, n=1)
-            hint = f"did you mean '{guess[0]}'? " if guess else ""
-            ctx.fail(f"no such command '{name}'; {hint}valid: {', '.join(commands)}")
-        return super().resolve_command(ctx, args)
+    def _mount_plugins(self) -> None:
+        from compressor.plugins import load_plugins
+        from compressor.registry import COMMANDS
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        load_plugins()
+        for name in COMMANDS.names():
+            if name not in self.commands:
+                self.add_command(COMMANDS[name], name)
+
+    def get_command(self, ctx: click.Context, name: str) -> Any:
+        if name not in self.commands:
+            self._mount_plugins()
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._mount_plugins()
+        return super().list_commands(ctx)
+
+
+class RegistryHelp(click.Command):
+    """A command whose help names registry entries: `{searches}`, `{search_frontends}`, `{samplers}` and
+    `{executors}` in its docstring are filled from the registries (after loading the plugins) when the help
+    is shown."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from compressor.frontend import searching
+        from compressor.registry import EXECUTORS, SAMPLERS, SEARCHES
+
+        lists = {"searches": SEARCHES.names, "search_frontends": searching, "samplers": SAMPLERS.names,
+                 "executors": EXECUTORS.names}
+        text = self.help or ""
+        for key, names in lists.items():
+            if "{" + key + "}" in text:
+                text = text.replace("{" + key + "}", " | ".join(names()))
+        original, self.help = self.help, text
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            message = one_line(exc.format_message()).rstrip(".")
-            ctx = getattr(exc, "ctx", None)
-            hint = f"; see '{ctx.command_path} --help'" if isinstance(exc, click.UsageError) and ctx else ""
-            click.echo(f"error: {message}{hint}", err=True)
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
-            sys.exit(1)
-        # non-standalone click returns the exit code of --help / --version / ctx.exit(n)
-        sys.exit(rv if isinstance(rv, int) else 0)
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = original
 
 
-@click.group(cls=OneLineGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CompressGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="compressor")
@@ -181,7 +165,7 @@ def run(pipeline: Path | None, out: Path | None, overrides: tuple[str, ...], for
     click.echo(report)
 
 
-@main.command()
+@main.command(cls=RegistryHelp)
 @click.argument("sweep", type=click.Path(path_type=Path), required=False)
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Sweep directory (default: runs/<name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -200,7 +184,7 @@ def sweep(sweep: Path | None, out: Path | None, overrides: tuple[str, ...], tria
     SWEEP names a base pipeline (a file or inline), a space over pipeline paths (lists, ranges,
     'declared' for an option's declared space, or named pass-list variants), objectives (iou,
     accuracy, params, size_mb, macs, latency_ms@backend, m_factor, weighted), constraints and
-    budgets, a sampler (grid, random, tpe, nsga2, evolution, rl) and an executor (local, ray).
+    budgets, a sampler ({samplers}) and an executor ({executors}).
     Everything is validated before the first trial. Trials share the stage store, so trials
     that differ only in a late pass reuse the earlier stages. The study lives in the sweep
     directory: re-running continues a killed sweep, and a finished one only rewrites its report.
@@ -231,7 +215,7 @@ def sweep(sweep: Path | None, out: Path | None, overrides: tuple[str, ...], tria
     click.echo(result.report["md"].read_text())
 
 
-@main.command()
+@main.command(cls=RegistryHelp)
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Search directory (default: runs/<name>).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -239,22 +223,21 @@ def sweep(sweep: Path | None, out: Path | None, overrides: tuple[str, ...], tria
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @handle_errors
 def search(config: Path, out: Path | None, overrides: tuple[str, ...], quiet: bool) -> None:
-    """Run a DARTS-family architecture search alone and write genotype.json.
+    """Run an architecture search alone (DARTS family by default) and write genotype.json.
 
-    CONFIG holds name, seed, device, a data: block and a search: block (algorithm: darts |
-    pc-darts | p-darts | lambda-darts | em-darts, epochs, init_channels, layers, ...; `compress
-    passes search` lists them). The search checkpoints every epoch: re-running resumes it. Build the
-    result with `model: {frontend: darts, genotype: DIR/genotype.json}` in a pipeline.
+    CONFIG holds name, seed, device, a data: block, optionally frontend: (one that searches:
+    {search_frontends}; default darts) and a search: block (algorithm: {searches}; epochs,
+    init_channels, layers, ..., and the algorithm's own block, e.g. hpe: {ops_per_edge: [8, 5, 3,
+    1]}; `compress passes search` lists them). The search checkpoints every epoch: re-running resumes
+    it. Build the result with `model: {frontend: darts, genotype: DIR/genotype.json}` in a pipeline.
     """
     from compressor.pipeline import SearchJob
 
     job = SearchJob.from_yaml(config, overrides)
     with writes_to(job.run_dir(out)):
         result = job.run(out=out, progress=not quiet)
-    click.echo(f"genotype: {result.genotype_path}")
-    click.echo(f"alpha history: {result.alpha_history_path} ({result.plot_path.name})")
-    click.echo(f"epochs run: {result.epochs_run} (resumed after {result.resumed_from}); {result.seconds:.1f} s")
-    click.echo(result.genotype.to_json() if hasattr(result.genotype, "to_json") else str(result.genotype))
+    for line in result.summary():
+        click.echo(line)
 
 
 @main.command()
@@ -272,17 +255,19 @@ def validate(pipeline: Path, overrides: tuple[str, ...]) -> None:
 @main.command()
 @click.argument("pattern", default="*")
 def passes(pattern: str) -> None:
-    """List passes, exporters, frontends, datasets (each with its options and the package and module it comes
-    from), search algorithms, and the pipeline's option blocks (PATTERN filters names)."""
-    from compressor.frontends.darts.search_base import SEARCHES, SearchOptions
+    """List passes, exporters, frontends, datasets, sweep samplers and executors (each with its options and the
+    package and module it comes from), search algorithms with their option blocks, and the pipeline's option
+    blocks (PATTERN filters names)."""
+    from compressor.frontend import searching
     from compressor.options import describe_options
     from compressor.pipeline import EvaluateOptions
     from compressor.plugins import load_plugins
-    from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
+    from compressor.registry import DATASETS, EXECUTORS, EXPORTERS, FRONTENDS, PASSES, SAMPLERS, SEARCHES
     from compressor.train import TrainOptions
 
     load_plugins()
-    sections = [("passes", PASSES), ("exporters", EXPORTERS), ("frontends", FRONTENDS), ("datasets", DATASETS)]
+    sections = [("passes", PASSES), ("exporters", EXPORTERS), ("frontends", FRONTENDS), ("datasets", DATASETS),
+                ("sweep samplers (sampler:)", SAMPLERS), ("sweep executors (executor:)", EXECUTORS)]
     for title, reg in sections:
         names = reg.names(pattern)
         if not names:
@@ -290,22 +275,29 @@ def passes(pattern: str) -> None:
         click.echo(f"{title}:")
         for name in names:
             obj, origin = reg[name], reg.origin(name)
-            doc = (sys.modules[obj.__module__].__doc__ or obj.__doc__ or "").strip().splitlines()
-            click.echo(f"  {name}  {doc[0] if doc else ''}  [{origin.package}: {origin.module}]")
+            doc = (obj.__doc__ if reg in (SAMPLERS, EXECUTORS) else None) or \
+                (sys.modules[obj.__module__].__doc__ or obj.__doc__ or "")
+            doc_lines = doc.strip().splitlines()
+            click.echo(f"  {name}  {doc_lines[0] if doc_lines else ''}  [{origin.package}: {origin.module}]")
             _echo_options(describe_options(obj.Options), "      ")
         click.echo("")
-    algorithms = SEARCHES.names(pattern)  # their options are the search block's (below)
+    algorithms = SEARCHES.names(pattern)  # the common options are the search block's (below); each has its own block
     if algorithms:
-        click.echo("search algorithms (search.algorithm):")
+        click.echo("search algorithms (search.algorithm; each one's own options go in its block, search.<block>):")
         for name in algorithms:
-            origin = SEARCHES.origin(name)
-            doc = (SEARCHES[name].__doc__ or "").strip().splitlines()
+            cls, origin = SEARCHES[name], SEARCHES.origin(name)
+            doc = (cls.__doc__ or "").strip().splitlines()
             click.echo(f"  {name}  {doc[0] if doc else ''}  [{origin.package}: {origin.module}]")
+            infos = describe_options(cls.Options)
+            if infos:
+                click.echo(f"      {cls.block_name()}:")
+                _echo_options(infos, "          ")
         click.echo("")
     # option blocks that are no registered object: (path in the YAML, declaration, what it configures)
     blocks = [("model.train", TrainOptions, "baseline training"),
-              ("evaluate", EvaluateOptions, "metrics and latency of every stage"),
-              ("search", SearchOptions, "the search block of compress search")]
+              ("evaluate", EvaluateOptions, "metrics and latency of every stage")]
+    blocks += [("search", FRONTENDS[name].search_options, f"the search block of compress search, frontend {name}")
+               for name in searching()]
     for path, cls, what in blocks:
         if fnmatch.fnmatch(path, pattern) or fnmatch.fnmatch(path.rsplit(".", 1)[-1], pattern):
             click.echo(f"{path} ({what}):")
@@ -395,64 +387,6 @@ def cache_prune(store: Path, dry_run: bool, quiet: bool) -> None:
             click.echo(f"{verb if d.delete else 'keep':<12} {d.key}  {d.name:<14} {d.bytes / 1e6:9.3f} MB  {d.why}")
     gone = [d for d in decisions if d.delete]
     click.echo(f"{verb} {len(gone)} stages, {sum(d.bytes for d in gone) / 1e6:.3f} MB; kept {len(decisions) - len(gone)}")
-
-
-@main.group(cls=OneLineGroup)
-def genotype() -> None:
-    """DARTS genotypes (the discrete result of a search): compare them."""
-
-
-@genotype.command("distance")
-@click.argument("a", required=False)
-@click.argument("b", required=False)
-@click.option("--history", type=click.Path(path_type=Path), default=None, metavar="PATH",
-              help="A search's alpha_history.json: one line per epoch instead of A and B.")
-@click.option("--encoding", type=click.Choice(["edge", "positional"]), default="edge", show_default=True,
-              help="edge: a cell is the set of its used edges' op vectors (the thesis's reading); positional: "
-                   "every edge's position is in its vector (a true metric: any change shows).")
-@handle_errors
-def genotype_distance(a: str | None, b: str | None, history: Path | None, encoding: str) -> None:
-    """Distance M between genotypes A and B (D-DARTS, seed 001 section 4.1.5), or along a search.
-
-    A and B are published genotype names (DARTS_V1, DARTS_V2, PC_DARTS_cifar, PC_DARTS_image,
-    PDARTS) or genotype .json paths, also per-cell (D-DARTS) ones. Prints M(A, B), the mean over cell
-    positions of the cell distances (for two-cell genotypes: the normal and reduce cells), in
-    distance units; 0 means equal.
-
-    Each op weighs its Table 4.1 score / 100; points (binary op vectors) are compared with Algorithm
-    3's weighted Hamming distance and cells with the symmetric Hausdorff distance, which measures the
-    heaviest change in a cell, not how many edges changed. With the default encoding one changed op
-    on one edge gives about 0.14 for that cell (the thesis reports 0.08-0.2 between architectures;
-    its exact encoding is unpublished, so compare our values with each other). --encoding positional
-    detects every change but its values are near-constant (about 0.005 per changed cell).
-
-    --history PATH prints, for every epoch of a search (runs/<name>/search-<hash>/alpha_history.json),
-    the distance of the genotype derived at that epoch to the previous epoch's ('-' for the first)
-    and to the first epoch's: the thesis stops searching once it stays flat.
-    """
-    from compressor.frontends.darts.distance import cell_distance, history_distances, load_history, network_distance
-    from compressor.frontends.darts.genotypes import Genotype, get_genotype
-
-    if history is not None:
-        if a is not None or b is not None:
-            raise ConfigError("--history PATH measures one search on its own; give it without A and B")
-        entries = load_history(history)
-        to_previous = history_distances(entries, to="previous", encoding=encoding)
-        to_first = history_distances(entries, to="first", encoding=encoding)
-        click.echo(f"{'epoch':>5}  {'stage':>5}  {'to previous':>11}  {'to first':>9}")
-        for i, (entry, prev, first) in enumerate(zip(entries, to_previous, to_first)):
-            prev_text = "-" if prev is None else f"{prev:.6f}"
-            epoch, stage = entry.get("epoch", i + 1), entry.get("stage", 0)
-            click.echo(f"{epoch!s:>5}  {stage!s:>5}  {prev_text:>11}  {first:>9.6f}")
-        return
-    if a is None or b is None:
-        raise ConfigError("missing A or B; give two genotypes (e.g. compress genotype distance DARTS_V2 PDARTS) "
-                          "or --history PATH")
-    ga, gb = get_genotype(a), get_genotype(b)
-    click.echo(f"distance {a} -> {b}: {network_distance(ga, gb, encoding):.6f} distance units ({encoding} encoding)")
-    if isinstance(ga, Genotype) and isinstance(gb, Genotype):
-        click.echo(f"  normal {cell_distance(ga.normal, gb.normal, encoding):.6f}  "
-                   f"reduce {cell_distance(ga.reduce, gb.reduce, encoding):.6f}")
 
 
 @main.group(cls=OneLineGroup)

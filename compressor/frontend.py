@@ -1,15 +1,28 @@
-"""Frontend protocol and lowering: an eager nn.Module becomes a ModelIR (the module + specs + recipe)."""
+"""Frontend protocol and lowering: an eager nn.Module becomes a ModelIR (the module + specs + recipe).
+
+Beyond `build` and `rebuild`, a frontend may offer two capabilities, looked up by name by the code that needs
+them (which never imports a frontend):
+- search (`compress search`, a pipeline's search block): `search_options` (the options class of the search
+  file's `search:` block) and `run_search(options, data, out_dir, device, progress)`, whose result has
+  `summary()` (the lines `compress search` prints);
+- students (the distill pass's `student: <frontend>`): `student(teacher, width, depth)`, a fresh, smaller
+  network of the teacher's kind, built from the teacher IR's recipe.
+A frontend may also bring command-line groups: it registers them with `compressor.registry.register_command`
+(the darts frontend's `compress genotype`).
+"""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
 
-from compressor.errors import FrontendError
+from compressor.errors import ConfigError, FrontendError
 from compressor.ir import InputSpec, ModelIR, Recipe, TaskSpec
 from compressor.passes_base import Configurable
+from compressor.registry import FRONTENDS
 
 if TYPE_CHECKING:
     from compressor.context import PassContext
@@ -33,6 +46,47 @@ class Frontend(Configurable):
         """Digests of the files the frontend reads beyond its options (a checkpoint directory), or None.
         They are part of the model stage's key, so that editing those files rebuilds the stage."""
         return None
+
+    def key_options(self) -> dict[str, Any]:
+        """The options as the model stage's key hashes them (default: `options_dict()`); a frontend whose options
+        changed shape overrides it to keep the keys of unchanged options."""
+        return self.options_dict()
+
+    # ---- optional capabilities -----------------------------------------------------------------
+    search_options: ClassVar[type | None] = None  # the search block's options; None: this frontend does not search
+    offers_students: ClassVar[bool] = False  # True when `student` is implemented
+
+    @classmethod
+    def run_search(cls, options: Any, data: "DataBundle", out_dir: Path, device: str = "cpu",
+                   progress: bool = True) -> Any:
+        """Search on `data` with `options` (a `search_options` instance), writing into `out_dir`; the result has
+        `summary() -> list[str]`."""
+        raise FrontendError(f"frontend {cls.name} does not search; frontends that do: {', '.join(searching())}")
+
+    @classmethod
+    def student(cls, teacher: ModelIR, width: int | None = None, depth: int | None = None) -> ModelIR:
+        """A fresh network of the teacher's kind (the teacher was built by this frontend: its recipe says how),
+        at `width` / `depth` (None: the teacher's), with the teacher's inputs and task."""
+        raise FrontendError(f"frontend {cls.name} offers no student network; frontends that do: "
+                            f"{', '.join(offering_students()) or 'none'}")
+
+
+def searching() -> list[str]:
+    """The registered frontends that search (`compress search`)."""
+    return [n for n in FRONTENDS.names() if getattr(FRONTENDS[n], "search_options", None) is not None]
+
+
+def offering_students() -> list[str]:
+    """The registered frontends that build distillation students."""
+    return [n for n in FRONTENDS.names() if getattr(FRONTENDS[n], "offers_students", False)]
+
+
+def search_frontend(name: str, where: str = "frontend") -> type[Frontend]:
+    """The frontend class `name`, which must search; a one-line ConfigError otherwise."""
+    cls = FRONTENDS.get_or_error(name, where)
+    if getattr(cls, "search_options", None) is None:
+        raise ConfigError(f"{where}: frontend {name} does not search; frontends that do: {', '.join(searching())}")
+    return cls
 
 
 def check_output(out: Any, task: TaskSpec, spec: InputSpec, batch: int) -> None:

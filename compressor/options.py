@@ -6,6 +6,12 @@ From that one declaration come YAML validation (`parse_options`), the `compress 
 
 An option whose type is itself an options dataclass (or `SomeOptions | None`) is a nested block:
 YAML gives it as a mapping, validated by the same rules, with errors that name the nested path.
+
+A block whose keys depend on another option's value (the search block: its algorithm's own options) declares
+two hooks on its class: `__parse_options__(raw, context, what)` (a classmethod that parses the mapping, with
+`parse_values` and `build_options` for its plain fields) and `__option_items__()` (the (name, value, default)
+triples that `options_dict`, `changed_options` and the one-line form show). A field declared with
+`option(..., hidden=True)` is filled by such a hook, never a YAML key, and `describe_options` leaves it out.
 """
 from __future__ import annotations
 
@@ -71,13 +77,16 @@ def option(
     min_exclusive: bool = False,
     max_exclusive: bool = False,
     search: Space | None = None,
+    hidden: bool = False,
 ) -> Any:
     """A dataclass field with a one-line help text, optional numeric bounds and an optional sweep space
     (`search=[v1, v2]`, categorical, or `search=Range(low, high)`).
 
     Lists, dicts and nested options as defaults are copied per instance (no shared mutable defaults).
+    `hidden`: not a YAML key and not listed; a `__parse_options__` hook fills it (see the module docstring).
     """
     meta = {
+        "hidden": hidden,
         "help": help,
         "min": min,
         "max": max,
@@ -301,13 +310,23 @@ def parse_options(cls: type, raw: Mapping[str, Any] | None, context: str, what: 
 
     `context` names what is being configured (e.g. "prune-l1"); when `raw` was loaded from YAML
     by `config.load_yaml`, every error also names the file and line of the offending key. A nested
-    options block is parsed the same way, as `context: key` (e.g. "evaluate: latency").
+    options block is parsed the same way, as `context: key` (e.g. "evaluate: latency"); a class with a
+    `__parse_options__` hook parses its own mapping.
     """
     raw = raw if raw is not None else {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{context}: expected a mapping of options, got {raw!r}")
+    hook = getattr(cls, "__parse_options__", None)
+    if hook is not None:
+        return hook(raw, context, what)
+    return build_options(cls, parse_values(cls, raw, context, what), raw, context)
+
+
+def parse_values(cls: type, raw: Mapping[str, Any], context: str, what: str = "option") -> dict[str, Any]:
+    """The validated values of `raw`'s keys, which must be fields of `cls` (hidden ones excluded); a required
+    field that `raw` lacks is an error."""
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("hidden")}
     values: dict[str, Any] = {}
     for key, value in raw.items():
         where = prefix(raw, context, key)
@@ -335,6 +354,12 @@ def parse_options(cls: type, raw: Mapping[str, Any] | None, context: str, what: 
         if name not in values and field.default is _MISSING and field.default_factory is _MISSING:
             help_text = field.metadata.get("help", "")
             raise ConfigError(f"{prefix(raw, context)}: missing required {what} '{name}' ({help_text})")
+    return values
+
+
+def build_options(cls: type, values: Mapping[str, Any], raw: Mapping[str, Any], context: str) -> Any:
+    """`cls(**values)`; a cross-field check of its `__post_init__` (ValueError, TypeError) becomes a ConfigError
+    placed at `raw`."""
     try:
         return cls(**values)
     except (ValueError, TypeError) as exc:  # __post_init__ cross-field checks
@@ -361,6 +386,8 @@ def describe_options(cls: type) -> list[OptionInfo]:
     hints = get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
+        if f.metadata.get("hidden"):
+            continue
         default = _default(f)
         nested = options_class(hints[f.name])
         out.append(OptionInfo(f.name, type_name(hints[f.name]), None if default is _MISSING else default,
@@ -416,7 +443,16 @@ def options_dict(opts: Any) -> dict[str, Any]:
     """All option values as plain data (tuples become lists, nested options dicts), for hashing and reports."""
     if opts is None:
         return {}
-    return {f.name: options_dict_value(getattr(opts, f.name)) for f in dataclasses.fields(opts)}
+    return {name: options_dict_value(value) for name, value, _ in option_items(opts)}
+
+
+def option_items(opts: Any) -> list[tuple[str, Any, Any]]:
+    """(name, value, default) of every option of `opts` in declaration order (default `_MISSING` when required);
+    an options class with an `__option_items__` hook says itself what it holds."""
+    hook = getattr(opts, "__option_items__", None)
+    if hook is not None:
+        return list(hook())
+    return [(f.name, getattr(opts, f.name), _default(f)) for f in dataclasses.fields(opts)]
 
 
 def options_dict_value(v: Any) -> Any:
@@ -439,14 +475,13 @@ def changed_options(opts: Any) -> dict[str, Any]:
     if opts is None:
         return {}
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(opts):
-        value, default = getattr(opts, f.name), _default(f)
+    for name, value, default in option_items(opts):
         if _is_options(value):
             changed = changed_options(value)
             if changed or type(value) is not type(default):
-                out[f.name] = changed
+                out[name] = changed
         elif default is _MISSING or options_dict_value(value) != options_dict_value(default):
-            out[f.name] = options_dict_value(value)
+            out[name] = options_dict_value(value)
     return out
 
 
@@ -472,14 +507,13 @@ def _shown(opts: Any, always: Sequence[str]) -> dict[str, Any]:
     (when not null); `always` reaches into nested blocks with dotted names, e.g. `search.algorithm`."""
     changed = changed_options(opts)
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(opts):
-        value = getattr(opts, f.name)
-        inner = [a.split(".", 1)[1] for a in always if a.startswith(f"{f.name}.")]
+    for name, value, _ in option_items(opts):
+        inner = [a.split(".", 1)[1] for a in always if a.startswith(f"{name}.")]
         if _is_options(value):
-            if f.name in changed or f.name in always or inner:
-                out[f.name] = _shown(value, inner)
-        elif f.name in changed or (f.name in always and value is not None):
-            out[f.name] = options_dict_value(value)
+            if name in changed or name in always or inner:
+                out[name] = _shown(value, inner)
+        elif name in changed or (name in always and value is not None):
+            out[name] = options_dict_value(value)
     return out
 
 

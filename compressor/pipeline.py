@@ -84,7 +84,8 @@ class ModelSpec:
         return " | ".join(parts)
 
     def as_data(self) -> dict:
-        data = {"frontend": self.frontend.name, "options": self.frontend.options_dict(),
+        """What the model stage's key hashes (the frontend's `key_options`), and its report row."""
+        data = {"frontend": self.frontend.name, "options": self.frontend.key_options(),
                 "train": options_dict(self.train) if self.train else None}
         source = self.frontend.source_digest()
         if source is not None:  # files the frontend reads (a checkpoint): the stage key follows their content
@@ -218,24 +219,26 @@ class Pipeline:
         return doc
 
 
-SEARCH_KEYS = ["name", "seed", "device", "data", "search"]
+SEARCH_KEYS = ["name", "seed", "device", "data", "frontend", "search"]
 
 
 @dataclass
 class SearchJob:
-    """`compress search search.yaml`: a data block and a search block, nothing else."""
+    """`compress search search.yaml`: a data block and a search block for a frontend that searches (`frontend:`,
+    default darts), nothing else."""
 
     name: str
     data: DataSpec
-    options: Any  # frontends.darts.search.SearchOptions
+    options: Any  # the frontend's search_options
     seed: int = 0
     device: str = "cpu"
     source: str = ""
     device_location: str = ""
+    frontend: str = "darts"
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "SearchJob":
-        from compressor.frontends.darts.search import SearchOptions
+        from compressor.frontend import search_frontend
 
         load_plugins()
         doc = load_yaml(path)
@@ -248,23 +251,25 @@ class SearchJob:
             if key not in doc:
                 raise ConfigError(f"{prefix(doc, '') or source}: missing '{key}:' (see samples/pcdarts_search.yaml)")
         base = _parse_common(doc, source)
+        name = doc.get("frontend", "darts")
+        frontend = search_frontend(str(name), prefix(doc, "", "frontend") or source)
         data = _parse_data(doc["data"], doc)
-        options = parse_options(SearchOptions, doc["search"], "search", "search option")
+        options = parse_options(frontend.search_options, doc["search"], "search", "search option")
         return cls(name=base["name"], data=data, options=options, seed=base["seed"], device=base["device"],
-                   source=source, device_location=prefix(doc, "device", "device"))
+                   source=source, device_location=prefix(doc, "device", "device"), frontend=frontend.name)
 
     def run_dir(self, out: str | Path | None = None) -> Path:
         return Path(out) if out is not None else Path("runs") / self.name
 
     def run(self, out: str | Path | None = None, progress: bool = True) -> Any:
         from compressor.data import build_data
-        from compressor.frontends.darts.search import run_search
 
         check_device(self.device, self.device_location or "device")
         out_dir = self.run_dir(out)
         check_run_dir(out_dir)
         data = build_data(self.data.name, options_dict(self.data.options), seed=self.seed)
-        return run_search(self.options, data, out_dir, device=self.device, progress=progress)
+        return FRONTENDS[self.frontend].run_search(self.options, data, out_dir, device=self.device,
+                                                   progress=progress)
 
 
 def check_device(device: str, where: str) -> None:

@@ -1,7 +1,7 @@
 """Plugins: the packages whose modules fill the registries (passes, exporters, frontends, datasets, search
-algorithms, ...), found through `importlib.metadata` entry points.
+algorithms, sweep samplers and executors, command groups), found through `importlib.metadata` entry points.
 
-A plugin is an entry point in the group `compressor.plugins`. The compiler's own built-ins are five of them
+A plugin is an entry point in the group `compressor.plugins`. The compiler's own built-ins are six of them
 (pyproject.toml); a third-party package declares its own the same way, with no change to this repository:
 
     [project.entry-points."compressor.plugins"]
@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("frontends", "compressor.frontends"),
     ("passes", "compressor.passes"),
     ("precisions", "compressor.precisions"),
+    ("sweep", "compressor.sweep.builtin"),
 )
 
 

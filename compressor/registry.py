@@ -1,10 +1,16 @@
-"""Registries of passes, exporters, frontends and datasets: module-level dicts filled by decorators.
+"""Registries of passes, exporters, frontends, datasets, search algorithms, sweep samplers and executors, and
+command-line groups: module-level dicts filled by decorators.
 
 Registering a name twice raises. Lookups of an unknown name raise a ConfigError that names the
 closest registered name. A registry imports no module that registers into it: the built-ins and
 third-party packages are plugins (`compressor.plugins`), loaded once when the composition roots ask, or at
 the first lookup (`get_or_error`, `names`) of a process that never did. Each entry remembers the module that
 defined it; `origin(name)` adds the distribution that provides it (what `compress passes` shows).
+
+A sampler or an executor is a `Factory`: its options class (declared with `compressor.options.option`, the
+sweep file's block) and the function that builds it from those options (`register_sampler("tpe", TPEOptions)`
+on the function). A search algorithm is a class with its own `Options` (the frontend that searches defines
+the base class); a command-line group is a click group that `compress` mounts under its name.
 """
 from __future__ import annotations
 
@@ -68,12 +74,44 @@ class Registry(dict):
         return Origin(package_of(module), module)
 
 
+class Factory:
+    """A registry entry built from options: `Options` (a frozen options dataclass) and `make(options, *args)`."""
+
+    def __init__(self, Options: type, make: Callable[..., Any], help: str = "") -> None:
+        self.Options, self.make = Options, make
+        self.__module__ = make.__module__  # where it was defined: Registry.origin reads it
+        self.__doc__ = help or (make.__doc__ or "").strip()
+
+    def __repr__(self) -> str:
+        return f"Factory({self.Options.__name__}, {self.make.__module__}.{self.make.__qualname__})"
+
+
+def factory_registrar(registry: Registry) -> Callable[[str, type], Callable[[T], T]]:
+    """`register(name, Options)`: a decorator that registers the function it decorates as a Factory."""
+    def register(name: str, Options: type, help: str = "") -> Callable[[T], T]:
+        def deco(make: T) -> T:
+            registry.register(name)(Factory(Options, make, help))  # type: ignore[arg-type]
+            return make
+
+        return deco
+
+    return register
+
+
 PASSES = Registry("pass")
 EXPORTERS = Registry("exporter")
 FRONTENDS = Registry("frontend")
 DATASETS = Registry("dataset")
+SEARCHES = Registry("search algorithm")
+SAMPLERS = Registry("sampler")
+EXECUTORS = Registry("executor")
+COMMANDS = Registry("command")
 
 register_pass = PASSES.register
 register_exporter = EXPORTERS.register
 register_frontend = FRONTENDS.register
 register_dataset = DATASETS.register
+register_search = SEARCHES.register
+register_sampler = factory_registrar(SAMPLERS)
+register_executor = factory_registrar(EXECUTORS)
+register_command = COMMANDS.register

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from compressor.errors import FrontendError
+from compressor.errors import ConfigError, FrontendError
 from compressor.frontend import Frontend, input_spec_from, lower
 from compressor.frontends.vision import MobileNetV2, ResNet, VisionTransformer
 from compressor.ir import ModelIR
@@ -190,6 +190,29 @@ class ZooOptions:
 class Zoo(Frontend):
     Options = ZooOptions
     label_keys = ("model",)
+    offers_students = True
+
+    @classmethod
+    def student(cls, teacher: ModelIR, width: int | None = None, depth: int | None = None) -> ModelIR:
+        """The teacher's zoo model at `width` and `depth` (None: the teacher's; depth only for the models that
+        take it), freshly initialized, with the teacher's inputs and task."""
+        recipe = dict(teacher.recipe.frontend) if teacher.recipe is not None else {}
+        raw = dict(recipe.get("options", {}))
+        if width is not None:
+            raw["width"] = width
+        if depth is not None:
+            if raw.get("model") not in MODEL_OPTIONS["depth"]:
+                raise FrontendError(f"zoo model '{raw.get('model')}' has no depth; leave student_layers unset "
+                                    f"(models with a depth: {', '.join(MODEL_OPTIONS['depth'])})")
+            raw["depth"], raw["kernels"] = depth, None  # per-block kernels belong to the teacher's depth
+        try:
+            opts = parse_options(ZooOptions, raw, "distill student (zoo)")
+        except ConfigError as exc:
+            raise FrontendError(str(exc)) from None
+        recipe["options"] = options_dict(opts)
+        meta = {"frontend": "zoo", "model": opts.model, "width": opts.width}
+        meta.update({k: getattr(opts, k) for k in MODEL_OPTIONS if getattr(opts, k) is not None})
+        return lower(cls.rebuild(recipe), list(teacher.inputs), teacher.task, meta=meta, recipe=recipe)
 
     def build(self, data: "DataBundle | None", ctx: "PassContext") -> ModelIR:
         entry = ZOO[self.options.model]

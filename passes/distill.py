@@ -1,4 +1,4 @@
-"""distill: knowledge distillation from a teacher IR into the current IR or a smaller DARTS student.
+"""distill: knowledge distillation from a teacher IR into the current IR or a fresh, smaller student.
 
 Loss (Hinton et al.), with α = `alpha` and T = `temperature`:
 
@@ -20,24 +20,27 @@ Loss (Hinton et al.), with α = `alpha` and T = `temperature`:
   are not part of the result.
 
 The teacher is the IR before compression (`teacher: baseline`) or any named earlier stage. The student
-is the current IR (`student: current`) or a fresh network of the teacher's DARTS genotype with
-`student_init_channels` / `student_layers` (the paper's 16/36 × 8/14 students).
+is the current IR (`student: current`) or a fresh network that the teacher's frontend builds
+(`student: <that frontend>`, `Frontend.student`) at `student_init_channels` (width) / `student_layers`
+(depth): for darts a network of the teacher's genotype (the paper's 16/36 × 8/14 students), for zoo the
+teacher's zoo model at another width and depth.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from compressor.context import PassContext
-from compressor.errors import PassError
+from compressor.errors import FrontendError, PassError
+from compressor.frontend import offering_students
 from compressor.ir import ModelIR, TaskSpec
 from compressor.options import option
 from compressor.passes_base import Pass, PassResult
-from compressor.registry import register_pass
+from compressor.registry import FRONTENDS, register_pass
 from compressor.train import TrainOptions, class_map, multiclass_segmentation_loss, segmentation_loss, train_stage
 
 Task = TaskSpec | str  # a TaskSpec, or a kind: "classification" or "segmentation" (binary)
@@ -46,16 +49,24 @@ Task = TaskSpec | str  # a TaskSpec, or a kind: "classification" or "segmentatio
 @dataclass(frozen=True)
 class DistillOptions(TrainOptions):
     teacher: str = option("baseline", "stage whose model teaches: baseline (the IR before compression) or a pass name")
-    student: Literal["current", "darts"] = option(
-        "current", "current: distill into the current IR; darts: a new network of the teacher's genotype")
-    student_init_channels: int | None = option(None, "student: darts init channels (default: the teacher's)", min=1)
-    student_layers: int | None = option(None, "student: darts cells (default: the teacher's)", min=3)
+    student: str = option(
+        "current", "current: distill into the current IR; or the teacher's frontend (e.g. darts: a new network of "
+                   "the teacher's genotype), which builds a fresh student")
+    student_init_channels: int | None = option(None, "student width: darts init channels, zoo width (default: the "
+                                                     "teacher's)", min=1)
+    student_layers: int | None = option(None, "student depth: darts cells, zoo depth (default: the teacher's)",
+                                        min=3)
     alpha: float = option(0.7, "weight of the soft (teacher) loss; 1 − alpha weighs the labels", min=0, max=1,
                           search=[0.3, 0.5, 0.7, 0.9])
     temperature: float = option(4.0, "softening temperature T", min=0, min_exclusive=True,
                                 search=[1.0, 2.0, 4.0, 8.0])
     feature_layers: list[str] = option([], "module names whose outputs are aligned to the teacher's (1×1 adapters)")
     feature_weight: float = option(1.0, "weight β of the feature-alignment loss", min=0)
+
+    def __post_init__(self) -> None:
+        if self.student != "current" and self.student not in offering_students():
+            raise ValueError(f"student: {self.student!r} is not valid; choose current or a frontend that builds "
+                             f"students: {', '.join(offering_students()) or '(none)'}")
 
 
 def _spec(task: Task) -> TaskSpec:
@@ -171,22 +182,20 @@ class Distill(Pass):
                         f"or the name of an earlier pass, or give PassContext(teacher=ir)")
 
     def _student(self, ir: ModelIR, teacher: ModelIR) -> ModelIR:
+        """The current IR, or a fresh student from the teacher's frontend (the one its recipe names)."""
         o = self.options
         if o.student == "current":
             return ir
-        from compressor.frontends.darts.frontend import lower_genotype
-        from compressor.frontends.darts.genotypes import Genotype
-
-        geno = teacher.meta.get("genotype_json")
-        if geno is None:
-            raise PassError("distill: student: darts needs a teacher built by the darts frontend (its genotype); "
-                            "use student: current for other models")
-        spec = teacher.inputs[0]
-        student = lower_genotype(Genotype.from_dict(geno), task=teacher.task, in_channels=spec.shape[1],
-                                 input_size=tuple(spec.shape[2:]),
-                                 init_channels=o.student_init_channels or teacher.meta.get("init_channels", 16),
-                                 layers=o.student_layers or teacher.meta.get("layers", 8),
-                                 value_range=spec.value_range, network=teacher.meta.get("network", "auto"))
+        built_by = (teacher.recipe.frontend if teacher.recipe is not None else {}).get("name")
+        if built_by != o.student:
+            raise PassError(f"distill: student: {o.student} needs a teacher built by the {o.student} frontend, but "
+                            f"teacher '{o.teacher}' comes from {built_by or 'no frontend'}; use student: current, "
+                            f"or student: <the teacher's frontend> (frontends that build students: "
+                            f"{', '.join(offering_students())})")
+        try:
+            student = FRONTENDS[built_by].student(teacher, o.student_init_channels, o.student_layers)
+        except FrontendError as exc:
+            raise PassError(f"distill: {exc}") from None
         student.history = list(ir.history)
         return student
 

@@ -123,7 +123,7 @@ def test_old_darts_search_block():
     with pytest.raises(ConfigError, match=r"^d\.yaml:6: model \(darts\): search: unknown search option 'epoch'; "
                                           r"did you mean 'epochs'\?"):
         Pipeline.from_text(text.replace("epochs", "epoch"), "d.yaml")
-    with pytest.raises(ConfigError, match="pc-darts needs init_channels divisible by pc_k"):
+    with pytest.raises(ConfigError, match="pc-darts needs init_channels divisible by pc.k"):
         Pipeline.from_text("data: digits\nmodel: {frontend: darts, search: {init_channels: 6}}\n")
 
 

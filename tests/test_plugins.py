@@ -23,16 +23,18 @@ from compressor import plugins
 COMPRESS = Path(sys.executable).with_name("compress")
 
 DEMO_PLUGIN = '''
-"""demo_plugin: a pass and a dataset from outside the compiler."""
+"""demo_plugin: a pass, a dataset, a search algorithm, a sweep sampler and executor from outside the compiler."""
 from dataclasses import dataclass
 
 import torch
 
 from compressor.data import ArrayDataset, DataBundle, DataOptions
+from compressor.frontends.darts.algorithms import Darts as PlainDarts
 from compressor.ir import TaskSpec
 from compressor.options import option
 from compressor.passes_base import Pass, PassResult
-from compressor.registry import register_dataset, register_pass
+from compressor.registry import (register_dataset, register_executor, register_pass, register_sampler,
+                                 register_search)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,54 @@ class Blobs:
 def register_data():
     """The second entry point names this function: loading it registers the dataset."""
     register_dataset("plugin-blobs")(Blobs)
+
+
+@dataclass(frozen=True)
+class NoteOptions:
+    note_every: int = option(1, "record a note in the alpha history every this many epochs", min=1)
+
+
+@register_search("plugin-darts")
+class PluginDarts(PlainDarts):
+    """Plain DARTS that notes its epochs, with an options block of its own."""
+
+    Options = NoteOptions
+    block = "note"
+
+    def epoch_start(self, model, stage, epoch):
+        return {"note": float(epoch % self.opts.note.note_every == 0)}
+
+
+@dataclass(frozen=True)
+class CountingOptions:
+    seed: int = option(0, "seed of the random draws")
+
+
+@register_sampler("plugin-random", CountingOptions)
+def plugin_random(options, spec):
+    """Optuna's random sampler, announced on stderr."""
+    import sys
+
+    import optuna
+
+    print(f"PLUGIN-SAMPLER seed={options.seed} objectives={len(spec.objectives)}", file=sys.stderr)
+    return optuna.samplers.RandomSampler(seed=options.seed)
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    label: str = option("demo", "a label printed when the executor starts")
+
+
+@register_executor("plugin-inline", LabelOptions)
+def plugin_inline(options):
+    """Trials one at a time in this process, announced on stderr."""
+    import sys
+
+    from compressor.sweep.executors import InlineExecutor
+
+    print(f"PLUGIN-EXECUTOR {options.label}", file=sys.stderr)
+    return InlineExecutor()
 '''
 
 BROKEN_PLUGIN = 'raise RuntimeError("boom: this plugin cannot load")\n'
@@ -94,6 +144,21 @@ model: {frontend: zoo, model: cls-cnn, width: 4}
 passes:
   - plugin-scale: {factor: 3.0}
 evaluate: {macs: false, latency: {backends: []}}
+"""
+
+
+SWEEP = """\
+name: plugged-sweep
+base:
+  seed: 0
+  data: {name: plugin-blobs}
+  model: {frontend: zoo, model: cls-cnn, width: 4}
+  evaluate: {macs: false, latency: {backends: []}}
+space: {model.width: [2, 4]}
+objectives: {params: minimize}
+sampler: {plugin-random: {seed: 3}}
+executor: {plugin-inline: {label: tiny}}
+trials: 2
 """
 
 
@@ -135,6 +200,12 @@ def test_compress_passes_lists_plugins_with_their_package_and_warns_once_per_fai
     broken = [line for line in warnings if "'broken'" in line]
     clash = [line for line in warnings if "'clash'" in line]
     assert len(warnings) == 2 and len(broken) == 1 and len(clash) == 1, r.stderr
+    # the plugin's sampler, executor and search algorithm (with its options block) are listed like the built-ins'
+    assert lines["plugin-random"].endswith("  [compressor-demo-plugin: demo_plugin]")
+    assert lines["plugin-inline"].endswith("  [compressor-demo-plugin: demo_plugin]")
+    assert lines["plugin-darts"].endswith("  [compressor-demo-plugin: demo_plugin]")
+    assert lines["tpe"].endswith("  [compressor: compressor.sweep.builtin]")
+    assert "note:" in r.stdout and "note_every: int = 1  record a note" in r.stdout
     assert "compressor-broken-plugin" in broken[0] and "RuntimeError: boom: this plugin cannot load" in broken[0]
     assert "compressor-clashing-plugin" in clash[0] and "pass 'finetune' is registered twice" in clash[0]
 
@@ -150,6 +221,34 @@ def test_compress_run_uses_a_plugin_pass_and_dataset(site, tmp_path):
     assert after["features.0.0.weight"].equal(before["features.0.0.weight"])
     stages = json.loads((tmp_path / "runs/plugged/report.json").read_text())["stages"]
     assert [s["name"] for s in stages] == ["baseline", "plugin-scale"] and "accuracy" in stages[1]["metrics"]
+
+
+def test_a_plugin_search_algorithm_is_listed_and_its_block_validates(site, tmp_path):
+    r = run([str(COMPRESS), "search", "--help"], site, tmp_path)
+    assert r.returncode == 0, r.stderr
+    help_text = " ".join(r.stdout.split())
+    assert "plugin-darts" in help_text and "hpe-darts" in help_text and "d-darts" in help_text
+    (tmp_path / "s.yaml").write_text("data: digits\nsearch:\n  algorithm: plugin-darts\n  note: {note_every: 2}\n")
+    code = ("from compressor.pipeline import SearchJob; o = SearchJob.from_yaml('s.yaml').options; "
+            "print(type(o.block).__name__, o.note.note_every, o.key_data()['note'], o.key_data()['hpe_batch'])")
+    r = run([sys.executable, "-c", code], site, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["NoteOptions", "2", "{'note_every':", "2}", "64"]
+    (tmp_path / "s.yaml").write_text("data: digits\nsearch:\n  algorithm: plugin-darts\n  note:\n    note_every: 0\n")
+    r = run([str(COMPRESS), "search", "s.yaml"], site, tmp_path)
+    assert r.returncode == 2 and "s.yaml:5: search: note: note_every: 0 is out of range; valid: [1, " in r.stderr
+
+
+def test_a_plugin_sampler_and_executor_run_a_tiny_sweep(site, tmp_path):
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    r = run([str(COMPRESS), "sweep", "s.yaml", "--quiet"], site, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "PLUGIN-SAMPLER seed=3 objectives=1" in r.stderr and "PLUGIN-EXECUTOR tiny" in r.stderr
+    rows = (tmp_path / "runs/plugged-sweep/trials.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",complete," in row for row in rows[1:]), rows
+    (tmp_path / "s.yaml").write_text(SWEEP.replace("plugin-random: {seed: 3}", "plugin-random: {sed: 3}"))
+    r = run([str(COMPRESS), "sweep", "s.yaml"], site, tmp_path)
+    assert r.returncode == 2 and "unknown plugin-random option 'sed'; did you mean 'seed'?" in r.stderr
 
 
 def test_the_python_api_finds_plugins_without_a_composition_root(site, tmp_path):
@@ -170,17 +269,17 @@ def test_without_the_distributions_metadata_the_builtins_still_load(tmp_path):
         real = metadata.entry_points
         metadata.entry_points = lambda **kw: [ep for ep in real(**kw) if ep.dist.name != "compressor"]
         from compressor.plugins import load_plugins, loaded
-        from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES
+        from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES, SAMPLERS
         assert load_plugins() == []
         print(sorted(p.name for p in loaded()), "prune-l1" in PASSES, "onnx" in EXPORTERS, "zoo" in FRONTENDS,
-              "digits" in DATASETS)
+              "digits" in DATASETS, "tpe" in SAMPLERS)
         from compressor.precision import precision_names
         print("int8-dynamic" in precision_names())
     """)
     r = run([sys.executable, "-c", code], tmp_path, tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["['data',", "'exporters',", "'frontends',", "'passes',", "'precisions']", "True",
-                                "True", "True", "True", "True"]
+    assert r.stdout.split() == ["['data',", "'exporters',", "'frontends',", "'passes',", "'precisions',", "'sweep']",
+                                "True", "True", "True", "True", "True", "True"]
 
 
 def test_discover_orders_the_builtins_first_and_falls_back_only_without_them():

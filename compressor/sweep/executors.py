@@ -1,5 +1,8 @@
 """Where trials run: in this process, in N worker processes, or on a Ray cluster. All three hand back
-`concurrent.futures.Future`s of `run_trial`'s result, so the sweep loop is one."""
+`concurrent.futures.Future`s of `run_trial`'s result, so the sweep loop is one.
+
+The executors are registered with their options (`compressor.registry.EXECUTORS`: `local`, `ray`); a third-party
+package registers its own with `@register_executor("name", Options)` on a function `make(options) -> Executor`."""
 from __future__ import annotations
 
 import abc
@@ -7,10 +10,13 @@ import concurrent.futures as cf
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from compressor.errors import CompressError, ConfigError, one_line
+from compressor.options import option
+from compressor.registry import EXECUTORS, register_executor
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +109,35 @@ class RayExecutor(Executor):
         pass  # a cluster Ray started for this sweep goes when the process exits; a joined one stays
 
 
-def make_executor(kind: str, opts: Any) -> Executor:
-    if kind == "ray":
-        return RayExecutor(opts)
+@dataclass(frozen=True)
+class LocalOptions:
+    workers: int = option(1, "trials run at once, each in its own process when > 1", min=1, max=256)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = option(None, "Ray cluster address ('auto' joins a running cluster; null starts a local one)")
+    cpus: float = option(1.0, "CPUs per trial", min=0)
+    gpus: float = option(0.0, "GPUs per trial", min=0)
+    max_retries: int = option(2, "retries of a trial whose worker died", min=0, max=100)
+    max_concurrent: int = option(0, "trials in flight (0 = the cluster's CPUs / cpus)", min=0, max=10_000)
+
+
+@register_executor("local", LocalOptions)
+def local(opts: LocalOptions) -> Executor:
+    """Trials on this machine: one at a time in this process, or `workers` worker processes."""
     return ProcessExecutor(opts.workers) if opts.workers > 1 else InlineExecutor()
+
+
+@register_executor("ray", RayOptions)
+def ray(opts: RayOptions) -> Executor:
+    """Trials as tasks on a Ray cluster (pip install 'compressor[ray]')."""
+    return RayExecutor(opts)
+
+
+def make_executor(kind: str, opts: Any) -> Executor:
+    """The executor `kind`, built by its registered factory from its options."""
+    return EXECUTORS.get_or_error(kind, "executor").make(opts)
 
 
 def trial_payload(doc: dict[str, Any], out: Path, store: Path, threads: int | None) -> dict[str, Any]:

@@ -13,9 +13,9 @@ space:                             # pipeline paths, as --set writes them
 objectives: {iou: maximize, latency_ms@onnxruntime-cpu: minimize, size_mb: minimize}
 constraints: ["latency_ms@onnxruntime-cpu <= 5"]          # infeasible trials never make the front
 budgets: {edge: ["size_mb <= 0.5", "latency_ms@onnxruntime-cpu <= 3"]}
-sampler: {name: nsga2, seed: 0}    # grid | random | tpe | nsga2 | evolution | rl
+sampler: {name: nsga2, seed: 0}    # a registered sampler: compress passes lists them with their options
 trials: 20
-executor: {local: {workers: 1}}    # or {ray: {address: auto, cpus: 1}}
+executor: {local: {workers: 1}}    # a registered executor, e.g. {ray: {address: auto, cpus: 1}}
 m_factor: {alpha: 1, accuracy: iou}
 ```
 
@@ -43,6 +43,7 @@ from compressor.config import apply_override, load_yaml, set_path
 from compressor.errors import ConfigError
 from compressor.options import Range, closest, option, parse_options, prefix, search_space, unknown_key_message
 from compressor.plugins import load_plugins
+from compressor.registry import EXECUTORS, SAMPLERS, Registry
 
 SWEEP_KEYS = ["name", "base", "space", "objectives", "constraints", "budgets", "sampler", "trials", "executor",
               "m_factor", "weighted", "stage"]
@@ -331,79 +332,11 @@ class Constraint:
 
 
 @dataclass(frozen=True)
-class GridOptions:
-    pass
-
-
-@dataclass(frozen=True)
-class RandomOptions:
-    seed: int = option(0, "sampler seed", min=0)
-
-
-@dataclass(frozen=True)
-class TPEOptions:
-    seed: int = option(0, "sampler seed", min=0)
-    n_startup_trials: int = option(10, "random trials before TPE models the space", min=0, max=10_000)
-    multivariate: bool = option(True, "model the parameters jointly (optuna's multivariate TPE)")
-
-
-@dataclass(frozen=True)
-class NSGA2Options:
-    seed: int = option(0, "sampler seed", min=0)
-    population_size: int = option(10, "individuals per generation", min=2, max=10_000)
-    mutation_prob: float | None = option(None, "per-parameter mutation probability (default 1/params)", min=0, max=1)
-    crossover_prob: float = option(0.9, "probability of crossover", min=0, max=1)
-
-
-@dataclass(frozen=True)
-class EvolutionOptions:
-    seed: int = option(0, "sampler seed", min=0)
-    population_size: int = option(10, "population: the most recent completed trials (aging)", min=2, max=10_000)
-    sample_size: int = option(3, "tournament size: the parent is the fittest of this many", min=1, max=10_000)
-    mutation_prob: float | None = option(None, "per-parameter mutation probability (default: exactly one)",
-                                         min=0, max=1, min_exclusive=True)
-    fitness: str | None = option(None, "figure maximized (minimized when it is a minimize objective); default the "
-                                       "first objective")
-
-    def __post_init__(self) -> None:
-        if self.sample_size > self.population_size:
-            raise ValueError(f"sample_size {self.sample_size} exceeds population_size {self.population_size}")
-
-
-@dataclass(frozen=True)
-class RLOptions:
-    seed: int = option(0, "sampler seed", min=0)
-    lr: float = option(0.5, "policy learning rate (rewards such as the M-factor lie in [0, 1])", min=0,
-                       min_exclusive=True, max=100)
-    baseline_decay: float = option(0.9, "moving-average decay of the reward baseline", min=0, max=1,
-                                   max_exclusive=True)
-    fitness: str | None = option(None, "figure used as the reward; default the first objective")
-
-
-SAMPLER_OPTIONS: dict[str, type] = {"grid": GridOptions, "random": RandomOptions, "tpe": TPEOptions,
-                                    "nsga2": NSGA2Options, "evolution": EvolutionOptions, "rl": RLOptions}
-
-
-@dataclass(frozen=True)
 class MFactorOptions:
     alpha: float = option(1.0, "weight of size against accuracy (seed 003 eq. 8): 1 balanced, >1 favours small "
                                "models", min=0)
     accuracy: str = option("accuracy", "task metric used as A (in [0, 1]): accuracy, f1, iou, miou, ... (default "
                                        "accuracy; miou where the task has no accuracy: multi-class segmentation)")
-
-
-@dataclass(frozen=True)
-class LocalExecutor:
-    workers: int = option(1, "trials run at once, each in its own process when > 1", min=1, max=256)
-
-
-@dataclass(frozen=True)
-class RayExecutor:
-    address: str | None = option(None, "Ray cluster address ('auto' joins a running cluster; null starts a local one)")
-    cpus: float = option(1.0, "CPUs per trial", min=0)
-    gpus: float = option(0.0, "GPUs per trial", min=0)
-    max_retries: int = option(2, "retries of a trial whose worker died", min=0, max=100)
-    max_concurrent: int = option(0, "trials in flight (0 = the cluster's CPUs / cpus)", min=0, max=10_000)
 
 
 # ---- the spec -----------------------------------------------------------------------------------------
@@ -477,10 +410,9 @@ class SweepSpec:
                    [Constraint.parse(c, f"{prefix(budgets_raw, 'budgets', k)}: {k}")
                     for c in _as_list(v, prefix(budgets_raw, "budgets", k))]
                    for k, v in budgets_raw.items()}
-        sampler, sampler_options = _parse_choice(doc.get("sampler", "tpe"), SAMPLER_OPTIONS, "sampler",
+        sampler, sampler_options = _parse_choice(doc.get("sampler", "tpe"), SAMPLERS, "sampler",
                                                  prefix(doc, "sampler", "sampler") or source)
-        executor, executor_options = _parse_choice(doc.get("executor", "local"),
-                                                   {"local": LocalExecutor, "ray": RayExecutor}, "executor",
+        executor, executor_options = _parse_choice(doc.get("executor", "local"), EXECUTORS, "executor",
                                                    prefix(doc, "executor", "executor") or source)
         trials = doc.get("trials", 20)
         if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= 100_000:
@@ -571,15 +503,12 @@ class SweepSpec:
         fitness = getattr(self.sampler_options, "fitness", None)
         if fitness is not None:  # evolution / rl: default the first objective
             Metric.parse(fitness, f"{where}: fitness")
-        if self.sampler == "grid":
+        if getattr(self.sampler_options, "finite_space", False):  # the sampler enumerates each key's values
             for p in self.params:
                 d = p.distribution
                 if isinstance(d, FloatDistribution) and d.step is None:
-                    raise ConfigError(f"{p.where}: the grid sampler needs finite values; give a list or a step")
-        if self.sampler == "rl":
-            for p in self.params:
-                if isinstance(p.distribution, FloatDistribution) and p.distribution.step is None:
-                    raise ConfigError(f"{p.where}: the rl sampler needs finite choices; give a list or a step")
+                    raise ConfigError(f"{p.where}: the {self.sampler} sampler needs finite values; give a list or "
+                                      f"a step")
 
     def _check_space(self) -> None:
         """Every value of every key gives a valid pipeline (on each pass-list variant the key applies to)."""
@@ -680,8 +609,9 @@ def _parse_objectives(raw: Any, where: str) -> list[Objective]:
     return out
 
 
-def _parse_choice(raw: Any, table: Mapping[str, type], what: str, where: str) -> tuple[str, Any]:
-    """`name`, `{name: {options}}` or `{name: name, ...options}` against a table of option classes."""
+def _parse_choice(raw: Any, registry: Registry, what: str, where: str) -> tuple[str, Any]:
+    """`name`, `{name: {options}}` or `{name: name, ...options}` against a registry of Factory entries."""
+    table = registry.names()
     if isinstance(raw, str):
         name, opts = raw, {}
     elif isinstance(raw, Mapping) and "name" in raw:
@@ -693,7 +623,7 @@ def _parse_choice(raw: Any, table: Mapping[str, type], what: str, where: str) ->
         raise ConfigError(f"{where}: expected a {what} name or {{{what}: {{options}}}}; valid: {', '.join(table)}")
     if not isinstance(name, str) or name not in table:
         raise ConfigError(f"{where}: {unknown_key_message(str(name), list(table), what)}")
-    return str(name), parse_options(table[name], opts, f"{what} {name}", f"{name} option")
+    return str(name), parse_options(registry[name].Options, opts, f"{what} {name}", f"{name} option")
 
 
 def _parse_weights(raw: Any, where: str) -> dict[str, float]:

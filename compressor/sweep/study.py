@@ -88,25 +88,10 @@ def grid_size(spec: SweepSpec) -> int:
 
 
 def make_sampler(spec: SweepSpec) -> Any:
-    import optuna
+    """The spec's sampler, built by its registered factory."""
+    from compressor.registry import SAMPLERS
 
-    o = spec.sampler_options
-    if spec.sampler == "grid":
-        return _GridSampler(grid_values(spec), seed=0)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=o.seed)
-    if spec.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=o.seed, n_startup_trials=o.n_startup_trials,
-                                          multivariate=o.multivariate)
-    if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=o.population_size, mutation_prob=o.mutation_prob,
-                                             crossover_prob=o.crossover_prob, seed=o.seed)
-    from compressor.sweep.samplers import PolicyGradientSampler, RegularizedEvolutionSampler
-
-    if spec.sampler == "evolution":
-        return RegularizedEvolutionSampler(population_size=o.population_size, sample_size=o.sample_size,
-                                           mutation_prob=o.mutation_prob, seed=o.seed, fitness=make_fitness(spec))
-    return PolicyGradientSampler(lr=o.lr, baseline_decay=o.baseline_decay, seed=o.seed, fitness=make_fitness(spec))
+    return SAMPLERS.get_or_error(spec.sampler, "sampler").make(spec.sampler_options, spec)
 
 
 def _grid_sampler_class() -> type:
@@ -122,7 +107,7 @@ def _grid_sampler_class() -> type:
     return GridSampler
 
 
-def _GridSampler(*args: Any, **kwargs: Any) -> Any:
+def grid_sampler(*args: Any, **kwargs: Any) -> Any:
     return _grid_sampler_class()(*args, **kwargs)
 
 

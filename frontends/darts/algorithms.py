@@ -35,14 +35,14 @@ tests/frontends/test_darts_search.py):
 - pc-darts (yuhuixu1993/PC-DARTS): partial channels (ops see C/K channels, the rest bypasses,
   channel shuffle with K groups), edge normalization β (per node softmax), genotype derivation
   from α·β; α updates start after `warmup_epochs` (default 30% of the epochs: 15 of 50); a_lr 6e-4.
-- p-darts (chenxin061/pdarts): `pdarts_stages` supernets of increasing depth (5, 11, 17 cells), each
+- p-darts (chenxin061/pdarts): `pdarts.stages` supernets of increasing depth (5, 11, 17 cells), each
   trained for `epochs` epochs with fresh weights and α, the first `warmup_epochs` (default 40%: 10
-  of 25) weights-only. After stage s each edge keeps its `pdarts_keep[s]` strongest ops (by the
+  of 25) weights-only. After stage s each edge keeps its `pdarts.keep[s]` strongest ops (by the
   stage's softmax(α), `none` included; after the last stage `none` is dropped first), and the next
   stage's MixedOps hold only those. Dropout after the stride-1 skip connections with rate
-  `pdarts_skip_dropout[s]`, decayed as the reference does: rate·(E−e−1)/E during warm-up, then
+  `pdarts.skip_dropout[s]`, decayed as the reference does: rate·(E−e−1)/E during warm-up, then
   rate·exp(−0.2·(e − warmup)). α gradients are clipped at `grad_clip`; a_lr 6e-4. The final normal
-  cell keeps at most `pdarts_max_skips` skip connections: while there are more, the chosen skip with
+  cell keeps at most `pdarts.max_skips` skip connections: while there are more, the chosen skip with
   the smallest weight is zeroed and the cell re-derived (its edge then takes its next-best op, and
   edges are re-ranked), as the reference's `delete_min_sk_prob` / `keep_1_on` / `keep_2_branches`.
 - lambda-darts (dr-faustus/Lambda-DARTS, seed 000 eq. 3-4): the weight objective is
@@ -53,10 +53,10 @@ tests/frontends/test_darts_search.py):
   ∇_w(−Λ) ≈ [∇_w L(ᾱ − εp) − ∇_w L(ᾱ + εp)] / 2ε, added with weight λ_t = λ·e/(E−1) (linear ramp
   over the epochs) to the weight gradient before clipping. α steps are plain DARTS.
 - em-darts (Liu et al. 2025; no public code). Our interpretation: during weight steps only, each
-  edge of each cell independently, with probability p(e) = em_max_prob·e/(E−1) (linear from 0 at
-  the first epoch to `em_max_prob` at the last), is "mutated": it outputs one parametric op (drawn
+  edge of each cell independently, with probability p(e) = em.max_prob·e/(E−1) (linear from 0 at
+  the first epoch to `em.max_prob` at the last), is "mutated": it outputs one parametric op (drawn
   uniformly among sep_conv_3x3/5x5, dil_conv_3x3/5x5), unweighted, instead of the α-weighted sum.
-  α steps and the derivation are plain DARTS. em_max_prob defaults to 0.2 (our choice).
+  α steps and the derivation are plain DARTS. em.max_prob defaults to 0.2 (our choice).
 - evolution (seed 002, "Multi-Objective Optimization" and "Search Algorithm"; evolution.py): no α.
   The supernet's weights train one uniformly sampled discrete path per step (single-path weight
   sharing); afterwards `finish` runs an NSGA-II-style evolution over genotypes scored by inherited
@@ -65,6 +65,7 @@ tests/frontends/test_darts_search.py):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -77,11 +78,12 @@ from compressor.frontends.darts.gradients import (  # noqa: F401
     weight_gradients,
 )
 from compressor.frontends.darts.ops import PRIMITIVES
-# the registry and the hooks' base class live in search_base.py (the loop imports them without the algorithms)
+# the registry (compressor.registry) and the hooks' base class (search_base.py) (the loop imports them without the algorithms)
 from compressor.frontends.darts.search_base import (  # noqa: F401
     SEARCHES, SearchAlgorithm, SearchOptions, register_search, search_algorithm, step_weights,
 )
 from compressor.frontends.darts.search_space import CONCAT, EdgePrimitives, SearchNetwork, derive_cell
+from compressor.options import option
 
 if TYPE_CHECKING:
     from compressor.data.base import DataBundle
@@ -94,101 +96,136 @@ class Darts(SearchAlgorithm):
     """quark0/darts: the base class as it is."""
 
 
+@dataclass(frozen=True)
+class PCDartsOptions:
+    k: int = option(4, "1/K of the channels go through the ops", min=1)
+
+
 @register_search("pc-darts")
 class PCDarts(SearchAlgorithm):
     """Partial channels and edge normalization in the supernet; α steps after a 30% warm-up."""
 
+    Options = PCDartsOptions
+    block = "pc"
     default_arch_lr = 6e-4
     default_warmup = 0.3
 
     @classmethod
     def check_options(cls, opts: SearchOptions) -> None:
-        if opts.init_channels % opts.pc_k:
-            raise ValueError(f"pc-darts needs init_channels divisible by pc_k; got {opts.init_channels} and "
-                             f"{opts.pc_k} (e.g. init_channels: {opts.pc_k * max(1, opts.init_channels // opts.pc_k)})")
+        k = opts.pc.k
+        if opts.init_channels % k:
+            raise ValueError(f"pc-darts needs init_channels divisible by pc.k; got {opts.init_channels} and "
+                             f"{k} (e.g. init_channels: {k * max(1, opts.init_channels // k)})")
 
     def build_supernet(self, stage: int, data: DataBundle, primitives_normal: EdgePrimitives | None,
                        primitives_reduce: EdgePrimitives | None) -> SearchNetwork:
-        return self.supernet(stage, data, primitives_normal, primitives_reduce, partial_k=self.opts.pc_k,
+        return self.supernet(stage, data, primitives_normal, primitives_reduce, partial_k=self.opts.pc.k,
                              edge_norm=True)
+
+
+@dataclass(frozen=True)
+class PDartsOptions:
+    stages: tuple[int, ...] = option((5, 11, 17), "cells of each stage's supernet")
+    keep: tuple[int, ...] = option((5, 3, 1), "ops kept per edge after each stage (last must be 1)")
+    skip_dropout: tuple[float, ...] = option((0.1, 0.4, 0.7), "dropout after skip connections per stage (decayed "
+                                                              "over epochs)")
+    max_skips: int = option(2, "most skip connections in the final normal cell", min=0, max=8)
 
 
 @register_search("p-darts")
 class PDarts(SearchAlgorithm):
-    """Stages of deeper supernets over a shrinking space, skip dropout, at most `pdarts_max_skips`."""
+    """Stages of deeper supernets over a shrinking space, skip dropout, at most `pdarts.max_skips`."""
 
+    Options = PDartsOptions
+    block = "pdarts"
     default_arch_lr = 6e-4
     default_warmup = 0.4
     clip_arch_grads = True
 
     @classmethod
     def check_options(cls, opts: SearchOptions) -> None:
-        n = len(opts.pdarts_stages)
-        if n == 0 or len(opts.pdarts_keep) != n or len(opts.pdarts_skip_dropout) != n:
-            raise ValueError(f"p-darts needs one entry per stage in pdarts_stages, pdarts_keep and "
-                             f"pdarts_skip_dropout; got {len(opts.pdarts_stages)}, {len(opts.pdarts_keep)}, "
-                             f"{len(opts.pdarts_skip_dropout)} (e.g. [5, 11, 17], [5, 3, 1], [0.1, 0.4, 0.7])")
-        if any(c < 3 for c in opts.pdarts_stages):
-            raise ValueError(f"pdarts_stages: every stage needs at least 3 cells, got {list(opts.pdarts_stages)}")
-        keep = list(opts.pdarts_keep)
+        o = opts.pdarts
+        n = len(o.stages)
+        if n == 0 or len(o.keep) != n or len(o.skip_dropout) != n:
+            raise ValueError(f"p-darts needs one entry per stage in pdarts.stages, pdarts.keep and "
+                             f"pdarts.skip_dropout; got {len(o.stages)}, {len(o.keep)}, "
+                             f"{len(o.skip_dropout)} (e.g. [5, 11, 17], [5, 3, 1], [0.1, 0.4, 0.7])")
+        if any(c < 3 for c in o.stages):
+            raise ValueError(f"pdarts.stages: every stage needs at least 3 cells, got {list(o.stages)}")
+        keep = list(o.keep)
         if keep[-1] != 1 or any(k < 2 for k in keep[:-1]) or keep[0] >= len(PRIMITIVES) or \
                 any(a <= b for a, b in zip(keep, keep[1:])):
-            raise ValueError(f"pdarts_keep must decrease from < {len(PRIMITIVES)} to a last entry of 1 "
+            raise ValueError(f"pdarts.keep must decrease from < {len(PRIMITIVES)} to a last entry of 1 "
                              f"(one op per edge), each earlier entry ≥ 2; got {keep} (e.g. [5, 3, 1])")
-        if any(not 0 <= p < 1 for p in opts.pdarts_skip_dropout):
-            raise ValueError(f"pdarts_skip_dropout rates must be in [0, 1), got {list(opts.pdarts_skip_dropout)}")
+        if any(not 0 <= p < 1 for p in o.skip_dropout):
+            raise ValueError(f"pdarts.skip_dropout rates must be in [0, 1), got {list(o.skip_dropout)}")
 
     @classmethod
     def stages(cls, opts: SearchOptions) -> tuple[int, ...]:
-        return tuple(opts.pdarts_stages)
+        return tuple(opts.pdarts.stages)
 
     def build_supernet(self, stage: int, data: DataBundle, primitives_normal: EdgePrimitives | None,
                        primitives_reduce: EdgePrimitives | None) -> SearchNetwork:
         return self.supernet(stage, data, primitives_normal, primitives_reduce,
-                             skip_dropout=self.opts.pdarts_skip_dropout[stage])
+                             skip_dropout=self.opts.pdarts.skip_dropout[stage])
 
     def epoch_start(self, model: SearchNetwork, stage: int, epoch: int) -> dict[str, float]:
         opts = self.opts
-        model.set_skip_dropout(pdarts_dropout(opts.pdarts_skip_dropout[stage], epoch, opts.epochs, opts.warmup))
+        model.set_skip_dropout(pdarts_dropout(opts.pdarts.skip_dropout[stage], epoch, opts.epochs, opts.warmup))
         return {}
 
     def stage_end(self, model: SearchNetwork, stage: int) -> tuple[EdgePrimitives, EdgePrimitives]:
         # between stages `none` competes like any op; the last stage's `keep` (1) is the derivation
-        w, keep = model.arch_weights(), self.opts.pdarts_keep[stage]
+        w, keep = model.arch_weights(), self.opts.pdarts.keep[stage]
         return (pdarts_shrink(w["normal"], model.primitives_normal, keep),
                 pdarts_shrink(w["reduce"], model.primitives_reduce, keep))
 
     def derive(self, model: SearchNetwork) -> Genotype:
         w = model.arch_weights()
-        normal = pdarts_limit_skips(w["normal"], model.primitives_normal, self.opts.pdarts_max_skips)
+        normal = pdarts_limit_skips(w["normal"], model.primitives_normal, self.opts.pdarts.max_skips)
         reduce = derive_cell(w["reduce"], model.primitives_reduce)
         return Genotype(normal=normal, normal_concat=CONCAT, reduce=reduce, reduce_concat=CONCAT)
+
+
+@dataclass(frozen=True)
+class LambdaDartsOptions:
+    reg: float = option(0.125, "λ, the regularizer's weight (ramped linearly)", min=0)
+    eps: float = option(1e-4, "ε0 of the finite difference", min=0, min_exclusive=True)
 
 
 @register_search("lambda-darts")
 class LambdaDarts(SearchAlgorithm):
     """Weight steps add λ_t·∇_w(−Λ), the alignment of the normal cells' α gradients; λ ramps up."""
 
+    Options = LambdaDartsOptions
+    block = "lambda"
     lam = 0.0
 
     def epoch_start(self, model: SearchNetwork, stage: int, epoch: int) -> dict[str, float]:
-        self.lam = linear_ramp(self.opts.lambda_reg, epoch, self.opts.epochs)
+        self.lam = linear_ramp(self.opts.block.reg, epoch, self.opts.epochs)
         return {"lambda": self.lam}
 
     def weight_step(self, st: Stage, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        stats = weight_gradients(st.model, self.loss_fn, x, y, self.lam, self.opts.lambda_eps)
+        stats = weight_gradients(st.model, self.loss_fn, x, y, self.lam, self.opts.block.eps)
         step_weights(st, self.opts.grad_clip)
         return stats
 
 
+@dataclass(frozen=True)
+class EMDartsOptions:
+    max_prob: float = option(0.2, "edge-mutation probability reached at the last epoch", min=0, max=1)
+
+
 @register_search("em-darts")
 class EMDarts(SearchAlgorithm):
-    """Weight steps mutate each edge with a probability that ramps from 0 to `em_max_prob`."""
+    """Weight steps mutate each edge with a probability that ramps from 0 to `em.max_prob`."""
 
+    Options = EMDartsOptions
+    block = "em"
     mutation = 0.0
 
     def epoch_start(self, model: SearchNetwork, stage: int, epoch: int) -> dict[str, float]:
-        self.mutation = linear_ramp(self.opts.em_max_prob, epoch, self.opts.epochs)
+        self.mutation = linear_ramp(self.opts.em.max_prob, epoch, self.opts.epochs)
         return {"mutation_prob": self.mutation}
 
     def weight_step(self, st: Stage, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

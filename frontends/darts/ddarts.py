@@ -31,6 +31,7 @@ weights train as in DARTS. The genotype has one gene per cell, parsed as DARTS d
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -41,6 +42,7 @@ from compressor.errors import ConfigError
 from compressor.frontends.darts.genotypes import CellsGenotype, expand_cell_indices  # noqa: F401
 from compressor.frontends.darts.search_base import SearchAlgorithm, register_search
 from compressor.frontends.darts.search_space import CONCAT, NUM_EDGES, SearchNetwork, derive_cell
+from compressor.options import option
 
 if TYPE_CHECKING:
     from compressor.frontends.darts.search_base import SearchOptions, Stage
@@ -161,11 +163,21 @@ class CellwiseSearchNetwork(SearchNetwork):
         return CellsGenotype(tuple(map(tuple, cells)), tuple(CONCAT for _ in cells), self.reduction_cells())
 
 
+@dataclass(frozen=True)
+class DDartsOptions:
+    """The `ddarts:` block of the search options."""
+
+    w01: float = option(8.0, "w_01, the weight of FairDARTS's zero-one loss in L_T (eq. 4.5)", min=0)
+    wab: float = option(0.5, "w_AB, the weight of the ablation loss in L_T (eq. 4.5)", min=0)
+
+
 @register_search("d-darts")
 class DDarts(SearchAlgorithm):
     """D-DARTS (thesis Algorithm 1): per-cell α, each stepped on its own total loss L_T^i (eq. 4.5);
     weights as DARTS. First order (the thesis's α step is at the current weights)."""
 
+    Options = DDartsOptions
+    block = "ddarts"
     default_arch_lr = 3e-4
     supernet_class = CellwiseSearchNetwork
 
@@ -188,7 +200,7 @@ class DDarts(SearchAlgorithm):
             losses_without.append(loss_j.detach())
         contributions = marginal_contributions(loss_all.detach(), losses_without)
         grads = total_loss_alpha_grads(list(g_all), g_without, contributions, list(alpha.detach()),
-                                       self.opts.dd_w01, self.opts.dd_wab)
+                                       self.opts.ddarts.w01, self.opts.ddarts.wab)
         st.a_opt.zero_grad(set_to_none=True)
         alpha.grad = torch.stack(grads)
         st.a_opt.step()

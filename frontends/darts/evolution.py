@@ -10,23 +10,23 @@ What runs (`algorithm: evolution`):
    and trains only that path (`SearchNetwork.forward(x, genotype=...)`: each node is the sum of its
    two chosen edges, each edge running only its chosen op).
 2. Candidates inherit the supernet's weights (no copy: the path runs on the supernet itself). Before
-   a candidate is scored, every BatchNorm's statistics are re-estimated on `evo_bn_batches` fixed
+   a candidate is scored, every BatchNorm's statistics are re-estimated on `evolution.bn_batches` fixed
    training batches (running stats reset, momentum=None: a cumulative average, train mode, no
    gradient); the metric is then the project's `evaluate_module` on the val split (accuracy for
    classification, IoU for segmentation). The supernet's own BN buffers, momenta and modes are
    restored after each candidate, so candidates never influence each other; the weights never change.
 3. Objectives (seed 002 eq. 1): metric (max); MACs (min) of the discrete network the genotype lowers
-   to (`frontend.build_network`, at `evo_net_channels` × `evo_net_layers`, default the search's
+   to (`frontend.build_network`, at `evolution.net_channels` × `evolution.net_layers`, default the search's
    init_channels × layers), counted by `count_macs` at batch 1 on the data's input shape; memory
    (min) = parameter bytes + `peak_activation_bytes` of that network at batch 1; optionally latency
    (ms, median of 20 timed batch-1 calls on the search device; off by default because a measured
    time makes the search irreproducible). Costs are cached per genotype; the metric too (the
    weights are fixed during the evolution and the BN batches are the same for every candidate).
-   `evo_objectives` picks the objectives that rank; `evo_scalarize` ranks instead by the weighted
+   `evolution.objectives` picks the objectives that rank; `evolution.scalarize` ranks instead by the weighted
    sum of eq. 2 (`evaluate.pareto.weighted_sum`).
 4. Genome operators: uniform crossover over whole (op, input) pairs (per position the child takes
    parent A's pair or parent B's, with probability 1/2), then per-pair mutation with probability
-   `evo_mutation_prob` (its op, or, as often, its input, changes to another valid value), then
+   `evolution.mutation_prob` (its op, or, as often, its input, changes to another valid value), then
    repair (an input outside 0..node+1 or an op outside the space is re-drawn; a node whose two pairs
    share an input has one of them, drawn at random, take another input), then the canonical form
    (each node's two pairs sorted by (input, op): the sum of two edges does not depend on their
@@ -34,7 +34,7 @@ What runs (`algorithm: evolution`):
 5. Selection, NSGA-II (Deb et al. 2002): (μ+λ) elitism. Parents and children are merged (children
    are bred until λ of them are new to the population, at most 20·λ tries), sorted by
    `non_dominated_sort`, the last front that fits cut by `crowding_distance` (larger first); parents
-   are picked by binary tournament on (rank, crowding). With `evo_scalarize` the rank is the position
+   are picked by binary tournament on (rank, crowding). With `evolution.scalarize` the rank is the position
    in the weighted-sum order (ties share it) and crowding is 0.
 6. Budgets (seed 002 Table 1: three budgets). For each MACs budget, the best-metric genotype among
    every candidate scored during the run whose MACs are within it (ties: fewer MACs, then less
@@ -42,7 +42,7 @@ What runs (`algorithm: evolution`):
    increasing budget order); `genotype.json` (what `run_search` returns) is the largest budget's
    winner. Default budgets: 1/3, 2/3 and 3/3 of the way from the smallest to the largest MACs of
    the final population (our choice; the last is the largest, so its winner is the best metric
-   seen); or `evo_budgets: [macs, ...]`. `evolution.json` holds the final population (genotype,
+   seen); or `evolution.budgets: [macs, ...]`. `evolution.json` holds the final population (genotype,
    objectives, rank, crowding), the per-generation hypervolume of the population and the winners.
 
 Hypervolume (`evaluate.pareto.hypervolume`): of each generation's population in the ranking
@@ -63,7 +63,7 @@ distinct uniformly random genotypes; the budgets' default placement; the units o
 fraction in [0, 1], MACs in millions, memory in MB = 1e6 bytes, latency in ms) with λ given as
 they are, without normalization. The evolution draws from its own generator seeded with `seed`;
 it is not checkpointed: it runs after the last epoch, and a re-run of the same folder redoes only
-it (the evo_* options may change then: the loop lists them as resumable).
+it (the evolution block's options may change then: the loop lists them as resumable).
 """
 from __future__ import annotations
 
@@ -74,6 +74,7 @@ import os
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,8 +88,9 @@ from compressor.errors import ConfigError
 from compressor.evaluate.pareto import crowding_distance, hypervolume, non_dominated_sort, normalize_for_hv, weighted_sum
 from compressor.frontends.darts.genotypes import Genotype, Pair
 from compressor.frontends.darts.ops import PRIMITIVES
-from compressor.frontends.darts.search_base import SearchAlgorithm, register_search, step_weights
+from compressor.frontends.darts.search_base import Objective, SearchAlgorithm, register_search, step_weights
 from compressor.frontends.darts.search_space import CONCAT, STEPS, SearchNetwork
+from compressor.options import option
 
 if TYPE_CHECKING:
     from compressor.data.base import DataBundle
@@ -99,7 +101,7 @@ log = logging.getLogger(__name__)
 OPS: tuple[str, ...] = tuple(p for p in PRIMITIVES if p != "none")  # what a discrete genotype may use
 OBJECTIVES: tuple[str, ...] = ("metric", "macs", "memory", "latency")
 DIRECTIONS: dict[str, str] = {"metric": "maximize", "macs": "minimize", "memory": "minimize", "latency": "minimize"}
-# eq. 2 sums the objectives in these units (the λ of `evo_scalarize` are given for them)
+# eq. 2 sums the objectives in these units (the λ of `evolution.scalarize` are given for them)
 SCALE: dict[str, float] = {"metric": 1.0, "macs": 1e-6, "memory": 1e-6, "latency": 1.0}
 UNITS: dict[str, str] = {"metric": "fraction (accuracy or IoU on val)", "macs": "multiply-accumulates at batch 1",
                          "memory": "bytes (parameters + peak activations at batch 1)",
@@ -520,9 +522,9 @@ def evolve(evaluate: CandidateEvaluator, opts: SearchOptions, progress: bool = F
     from compressor.progress import progress_bar
 
     gen = torch.Generator().manual_seed(opts.seed + SEED_OFFSET)
-    mu = opts.evo_population
-    lam = opts.evo_children or mu
-    objectives, scalarize = list(opts.evo_objectives), opts.evo_scalarize
+    mu = opts.evolution.population
+    lam = opts.evolution.children or mu
+    objectives, scalarize = list(opts.evolution.objectives), opts.evolution.scalarize
 
     population: list[Genotype] = []
     seen: set[Genotype] = set()
@@ -533,7 +535,7 @@ def evolve(evaluate: CandidateEvaluator, opts: SearchOptions, progress: bool = F
         if g not in seen:
             seen.add(g)
             population.append(g)
-    bar = progress_bar(total=opts.evo_generations + 1, desc="evolution", disable=not progress, leave=False,
+    bar = progress_bar(total=opts.evolution.generations + 1, desc="evolution", disable=not progress, leave=False,
                        dynamic_ncols=True)
     try:
         vals = [evaluate(g) for g in population]
@@ -541,7 +543,7 @@ def evolve(evaluate: CandidateEvaluator, opts: SearchOptions, progress: bool = F
         population = [population[i] for i in keep]
         generations = [list(population)]
         bar.update(1)
-        for g_i in range(opts.evo_generations):
+        for g_i in range(opts.evolution.generations):
             ranks, crowd = fitness([evaluate(g) for g in population], objectives, scalarize)
             members = set(population)
             children: list[Genotype] = []
@@ -550,7 +552,7 @@ def evolve(evaluate: CandidateEvaluator, opts: SearchOptions, progress: bool = F
                     break
                 a = population[tournament(ranks, crowd, gen)]
                 b = population[tournament(ranks, crowd, gen)]
-                child = mutate(crossover(a, b, gen), opts.evo_mutation_prob, gen)
+                child = mutate(crossover(a, b, gen), opts.evolution.mutation_prob, gen)
                 if child not in members:
                     members.add(child)
                     children.append(child)
@@ -560,7 +562,7 @@ def evolve(evaluate: CandidateEvaluator, opts: SearchOptions, progress: bool = F
             generations.append(list(population))
             best = max(evaluate(g)["metric"] for g in population)
             log.info("evolution generation %d/%d: %d new children, %d scored, best %s %.4f", g_i + 1,
-                     opts.evo_generations, len(children), len(evaluate.cache), evaluate.metric_name, best)
+                     opts.evolution.generations, len(children), len(evaluate.cache), evaluate.metric_name, best)
             bar.update(1)
             bar.set_postfix(scored=len(evaluate.cache), best=f"{best:.4f}")
     finally:
@@ -590,15 +592,15 @@ def run_evolution(model: SearchNetwork, data: DataBundle, out_dir: Path, opts: S
     """Evolve on the trained supernet `model`; write the budget winners and evolution.json into
     `out_dir`; return the largest budget's winner."""
     out_dir = Path(out_dir)
-    objectives = list(opts.evo_objectives)
-    evaluate = CandidateEvaluator(model, data, opts.batch_size, opts.evo_bn_batches, opts.seed, device,
-                                  opts.evo_net_channels, opts.evo_net_layers, latency="latency" in objectives)
+    objectives = list(opts.evolution.objectives)
+    evaluate = CandidateEvaluator(model, data, opts.batch_size, opts.evolution.bn_batches, opts.seed, device,
+                                  opts.evolution.net_channels, opts.evolution.net_layers, latency="latency" in objectives)
     result = evolve(evaluate, opts, progress)
     population, scored = result["population"], result["scored"]
     scored_vals = [evaluate(g) for g in scored]
     pop_vals = [evaluate(g) for g in population]
 
-    budgets = sorted(opts.evo_budgets) if opts.evo_budgets else default_budgets([v["macs"] for v in pop_vals])
+    budgets = sorted(opts.evolution.budgets) if opts.evolution.budgets else default_budgets([v["macs"] for v in pop_vals])
     for stale in out_dir.glob(BUDGET_FILE.format(k="*")):
         stale.unlink()
     winners: list[dict[str, Any]] = []
@@ -618,30 +620,30 @@ def run_evolution(model: SearchNetwork, data: DataBundle, out_dir: Path, opts: S
     if final is None:
         smallest = min(v["macs"] for v in scored_vals)
         raise ConfigError(f"evolution: no scored genotype fits any of the MACs budgets {budgets} (the smallest has "
-                          f"{smallest:.0f} MACs); set evo_budgets to values ≥ {smallest:.0f} (or [] for the default) "
+                          f"{smallest:.0f} MACs); set evolution.budgets to values ≥ {smallest:.0f} (or [] for the default) "
                           f"and re-run in the same folder: only the evolution re-runs")
 
-    ranks, crowd = fitness(pop_vals, objectives, opts.evo_scalarize)
+    ranks, crowd = fitness(pop_vals, objectives, opts.evolution.scalarize)
     hvs, reference = generation_hypervolumes(result["generations"], scored_vals, evaluate, objectives)
     history = [{"generation": g, "hypervolume": hv, "best_metric": max(evaluate(x)["metric"] for x in pop),
                 "front_size": sum(r == 0 for r in fitness([evaluate(x) for x in pop], objectives,
-                                                          opts.evo_scalarize)[0])}
+                                                          opts.evolution.scalarize)[0])}
                for g, (pop, hv) in enumerate(zip(result["generations"], hvs))]
     members = []
     for g, v, r, c in zip(population, pop_vals, ranks, crowd):
         entry = {"genotype": g.to_dict(), "objectives": v, "rank": r, "crowding": _finite(c)}
-        if opts.evo_scalarize is not None:
-            entry["scalarized"] = scalarized(v, opts.evo_scalarize)
+        if opts.evolution.scalarize is not None:
+            entry["scalarized"] = scalarized(v, opts.evolution.scalarize)
         members.append(entry)
     _atomic_json({
         "objectives": objectives, "directions": {o: DIRECTIONS[o] for o in objectives},
         "metric": evaluate.metric_name, "units": {o: UNITS[o] for o in OBJECTIVES},
-        "scalarize": opts.evo_scalarize, "scalarize_units": {o: f"×{SCALE[o]:g}" for o in OBJECTIVES},
+        "scalarize": opts.evolution.scalarize, "scalarize_units": {o: f"×{SCALE[o]:g}" for o in OBJECTIVES},
         "network": {"init_channels": evaluate.net_channels, "layers": evaluate.net_layers,
                     "input_shape": list(data.input_shape)},
-        "population_size": opts.evo_population, "children": opts.evo_children or opts.evo_population,
-        "generations": opts.evo_generations, "mutation_prob": opts.evo_mutation_prob,
-        "bn_batches": opts.evo_bn_batches, "scored": len(scored),
+        "population_size": opts.evolution.population, "children": opts.evolution.children or opts.evolution.population,
+        "generations": opts.evolution.generations, "mutation_prob": opts.evolution.mutation_prob,
+        "bn_batches": opts.evolution.bn_batches, "scored": len(scored),
         "history": history, "hypervolume_reference": reference,
         "population": members, "population_note": "best first: by rank (front index, or weighted-sum position), "
                                                    "then crowding (null: a front's boundary point, infinite)",
@@ -652,45 +654,75 @@ def run_evolution(model: SearchNetwork, data: DataBundle, out_dir: Path, opts: S
 
 
 # ---- the algorithm ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvolutionOptions:
+    """The `evolution:` block of the search options (they act after the epochs: see the module docstring)."""
+
+    population: int = option(16, "μ, the genotypes kept from one generation to the next", min=2, max=4096)
+    generations: int = option(10, "generations after the initial random population (0: score the initial "
+                                  "population only)", min=0, max=10000)
+    children: int | None = option(None, "λ, the children bred per generation (null: μ)", min=1, max=4096)
+    mutation_prob: float = option(0.1, "probability that one (op, input) pair of a child mutates (its op or, as "
+                                       "often, its input)", min=0, max=1)
+    bn_batches: int = option(4, "training batches that re-estimate the BatchNorm statistics before a candidate is "
+                                "scored", min=1, max=10000)
+    objectives: tuple[Objective, ...] = option(("metric", "macs", "memory"), "objectives: metric (accuracy or IoU "
+                                               "on val, max), macs, memory (parameter + peak activation bytes), "
+                                               "latency (measured, ms) (min)")
+    scalarize: dict[str, float] | None = option(None, "λ per objective to rank by the weighted sum of seed 002 eq. 2 "
+                                                      "instead of Pareto fronts, e.g. {metric: 1, macs: 0.01} (metric "
+                                                      "a fraction, macs in millions, memory in MB, latency in ms; "
+                                                      "null: Pareto)")
+    budgets: tuple[float, ...] = option((), "MACs budgets, one winner each (empty: 1/3, 2/3 and 3/3 of the way from "
+                                            "the final population's smallest to largest MACs)", min=0,
+                                        min_exclusive=True)
+    net_channels: int | None = option(None, "C of the network whose MACs, memory and latency are counted (null: "
+                                            "init_channels)", min=1, max=1024)
+    net_layers: int | None = option(None, "cells of that network (null: layers)", min=3, max=64)
+
+
 @register_search("evolution")
 class Evolution(SearchAlgorithm):
     """Single-path supernet training, then NSGA-II over genotypes scored with inherited weights."""
+
+    Options = EvolutionOptions
+    block = "evolution"
 
     default_warmup = 1.0  # every epoch trains weights only: the loop never asks for an α step
     split_train = False  # no α: the weights train on the whole train split
 
     @classmethod
     def check_options(cls, opts: SearchOptions) -> None:
-        objs = list(opts.evo_objectives)
+        objs = list(opts.evolution.objectives)
         if opts.order != 1:
             raise ValueError("evolution has no α step, so order 2 (the unrolled α gradient) does not apply; "
                              "set order: 1")
         if opts.warmup_epochs is not None:
             raise ValueError(f"evolution never trains α, so warmup_epochs ({opts.warmup_epochs}) does not apply; "
                              "leave it unset")
-        if opts.evo_population < 2 or (opts.evo_children is not None and opts.evo_children < 1):
-            raise ValueError(f"evolution needs evo_population ≥ 2 and evo_children ≥ 1 (or null); got "
-                             f"{opts.evo_population} and {opts.evo_children}")
-        if not 0 <= opts.evo_mutation_prob <= 1 or opts.evo_bn_batches < 1 or opts.evo_generations < 0:
-            raise ValueError(f"evolution needs evo_mutation_prob in [0, 1], evo_bn_batches ≥ 1 and evo_generations "
-                             f"≥ 0; got {opts.evo_mutation_prob}, {opts.evo_bn_batches}, {opts.evo_generations}")
+        if opts.evolution.population < 2 or (opts.evolution.children is not None and opts.evolution.children < 1):
+            raise ValueError(f"evolution needs evolution.population ≥ 2 and evolution.children ≥ 1 (or null); got "
+                             f"{opts.evolution.population} and {opts.evolution.children}")
+        if not 0 <= opts.evolution.mutation_prob <= 1 or opts.evolution.bn_batches < 1 or opts.evolution.generations < 0:
+            raise ValueError(f"evolution needs evolution.mutation_prob in [0, 1], evolution.bn_batches ≥ 1 and evolution.generations "
+                             f"≥ 0; got {opts.evolution.mutation_prob}, {opts.evolution.bn_batches}, {opts.evolution.generations}")
         if "metric" not in objs or len(set(objs)) != len(objs) or any(o not in OBJECTIVES for o in objs):
-            raise ValueError(f"evo_objectives must hold 'metric' and distinct names from {list(OBJECTIVES)}; got "
+            raise ValueError(f"evolution.objectives must hold 'metric' and distinct names from {list(OBJECTIVES)}; got "
                              f"{objs} (e.g. [metric, macs, memory])")
         if any(isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or b <= 0
-               for b in opts.evo_budgets):
-            raise ValueError(f"evo_budgets must be positive MACs counts; got {list(opts.evo_budgets)} (e.g. [2e6, 4e6] "
+               for b in opts.evolution.budgets):
+            raise ValueError(f"evolution.budgets must be positive MACs counts; got {list(opts.evolution.budgets)} (e.g. [2e6, 4e6] "
                              "or [] for the default thirds)")
-        w = opts.evo_scalarize
+        w = opts.evolution.scalarize
         if w is not None and (not w or any(k not in objs for k in w) or any(
                 isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0
                 for v in w.values()) or not any(v > 0 for v in w.values())):
-            raise ValueError(f"evo_scalarize needs a weight ≥ 0 (one > 0) for objectives among evo_objectives "
+            raise ValueError(f"evolution.scalarize needs a weight ≥ 0 (one > 0) for objectives among evolution.objectives "
                              f"{objs}; got {w} (e.g. {{metric: 1, macs: 0.01}}, or null for Pareto ranking)")
-        if (opts.evo_net_channels is not None and opts.evo_net_channels < 1) or \
-                (opts.evo_net_layers is not None and opts.evo_net_layers < 3):
-            raise ValueError(f"evolution needs evo_net_channels ≥ 1 and evo_net_layers ≥ 3 (or null); got "
-                             f"{opts.evo_net_channels} and {opts.evo_net_layers}")
+        if (opts.evolution.net_channels is not None and opts.evolution.net_channels < 1) or \
+                (opts.evolution.net_layers is not None and opts.evolution.net_layers < 3):
+            raise ValueError(f"evolution needs evolution.net_channels ≥ 1 and evolution.net_layers ≥ 3 (or null); got "
+                             f"{opts.evolution.net_channels} and {opts.evolution.net_layers}")
 
     def arch_step(self, st: Stage, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
                   lr: float) -> float:

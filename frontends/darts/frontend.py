@@ -25,8 +25,8 @@ from compressor.frontend import lower as _lower_module
 from compressor.frontends.darts.genotypes import CellsGenotype, Genotype, genotype_name, get_genotype
 from compressor.frontends.darts.networks import NetworkCIFAR, NetworkImageNet, NetworkSegmentation
 from compressor.ir import ModelIR, TaskSpec
-from compressor.frontends.darts.search import SearchOptions, run_search
-from compressor.options import option, options_dict
+from compressor.frontends.darts.search import SearchOptions, SearchResult, run_search
+from compressor.options import option
 from compressor.registry import register_frontend
 
 if TYPE_CHECKING:
@@ -174,6 +174,35 @@ lower = lower_genotype
 class Darts(Frontend):
     Options = DartsOptions
     label_keys = ("genotype", "search", "search.algorithm")
+    search_options = SearchOptions
+    offers_students = True
+
+    def key_options(self) -> dict[str, Any]:
+        """The search block in the flat form the stage keys have always hashed (`SearchOptions.key_data`)."""
+        data = self.options_dict()
+        if self.options.search is not None:
+            data["search"] = self.options.search.key_data()
+        return data
+
+    @classmethod
+    def run_search(cls, options: SearchOptions, data: "DataBundle", out_dir: Path, device: str = "cpu",
+                   progress: bool = True) -> SearchResult:
+        return run_search(options, data, out_dir, device=device, progress=progress)
+
+    @classmethod
+    def student(cls, teacher: ModelIR, width: int | None = None, depth: int | None = None) -> ModelIR:
+        """A fresh network of the teacher's genotype with `width` init channels and `depth` cells (default the
+        teacher's), its network kind, inputs and task."""
+        geno = teacher.meta.get("genotype_json")
+        if geno is None:
+            raise FrontendError("a darts student needs a teacher built by the darts frontend (its genotype); "
+                                "use student: current for other models")
+        spec = teacher.inputs[0]
+        return lower_genotype(Genotype.from_dict(geno), task=teacher.task, in_channels=spec.shape[1],
+                              input_size=tuple(spec.shape[2:]),
+                              init_channels=width or teacher.meta.get("init_channels", 16),
+                              layers=depth or teacher.meta.get("layers", 8),
+                              value_range=spec.value_range, network=teacher.meta.get("network", "auto"))
 
     def describe(self) -> str:
         from compressor.options import format_options
@@ -220,7 +249,7 @@ class Darts(Frontend):
 
         opts = self.options.search
         assert opts is not None  # build() searches only when a search block is given
-        key = hashlib.sha256(json.dumps({"search": options_dict(opts), "data": ctx.data_spec or data.name,
+        key = hashlib.sha256(json.dumps({"search": opts.key_data(), "data": ctx.data_spec or data.name,
                                          "seed": ctx.seed}, sort_keys=True, default=str).encode()).hexdigest()[:12]
         root = ctx.root_dir or (ctx.run_dir.parent if ctx.run_dir else Path(tempfile.mkdtemp(prefix="darts-search-")))
         result = run_search(opts, data, Path(root) / f"search-{key}", device=ctx.device, progress=ctx.progress)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 from compressor.errors import ConfigError
 from compressor.frontends.darts.ops import PRIMITIVES
 from compressor.frontends.darts.search_base import SearchAlgorithm, register_search
+from compressor.options import option
 
 
 def removal_counts(ops_per_edge: Sequence[int], n_ops: int) -> list[int]:
@@ -100,23 +102,41 @@ def importance_measure(stage: int, n_stages: int,
 
 
 # ---- the algorithm --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HPEDartsOptions:
+    """The `hpe:` block of the search options."""
+
+    ops_per_edge: tuple[int, ...] = option((8, 5, 3, 1), "ops left per edge after the warm-up and each hybrid "
+                                                          "stage (eq. 6: from 8 down to 1)")
+    importance: Literal["hybrid", "accuracy", "netperf"] = option(
+        "hybrid", "op importance: validation-accuracy drop in the first half of the stages and NetPerfProxy in "
+                  "the second (hybrid), or one of them throughout")
+    decay: Literal["literal", "weight"] = option("literal", "eq. 7 on α as written (literal), or on exp(α) "
+                                                            "(weight: always lowers the op's weight)")
+    batch: int = option(64, "validation samples that score the ops", min=2, max=4096)
+    proxy: Literal["cached", "exact"] = option("cached", "NetPerfProxy importances from one forward (cached) or one "
+                                                         "forward per op (exact)")
+
+
 @register_search("hpe-darts")
 class HPEDarts(SearchAlgorithm):
     """HPE-DARTS (seed 004, Algorithm 1) on the loop's stages: stage 0 is the warm-up (weights only, α
     fixed), stages 1..S the hybrid pruning stages, each `epochs` epochs (so E_warmup = E_prune =
     `epochs`; the paper uses 5 and 5). At the start of each epoch i of hybrid stage s, every op on every
-    edge is scored (`hpe_importance`: the drop in validation accuracy when it is removed, or in
+    edge is scored (`hpe.importance`: the drop in validation accuracy when it is removed, or in
     NetPerfProxy), and the Pop_s least important ops of each edge have their α decayed by eq. 7 (soft
     pruning); α and the weights then train as in DARTS. At the end of the stage the Pop_s least
     important ops are removed (hard pruning): the next stage's supernet holds the others and inherits
     their weights and α (the weight optimizer's state and the cosine learning-rate schedule restart per
     stage). In the last stage `none` is removed first, so every edge ends with one real operation."""
 
+    Options = HPEDartsOptions
+    block = "hpe"
     default_arch_lr = 3e-4
 
     def __init__(self, opts: Any, loss_fn: Any) -> None:
         super().__init__(opts, loss_fn)
-        self.pops = removal_counts(opts.hpe_ops_per_edge, len(PRIMITIVES))
+        self.pops = removal_counts(opts.hpe.ops_per_edge, len(PRIMITIVES))
         self._stage = 0
         self._prev: Any = None
         self._batch: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -124,13 +144,13 @@ class HPEDarts(SearchAlgorithm):
     @classmethod
     def check_options(cls, opts: Any) -> None:
         try:
-            removal_counts(opts.hpe_ops_per_edge, len(PRIMITIVES))
+            removal_counts(opts.hpe.ops_per_edge, len(PRIMITIVES))
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
 
     @classmethod
     def stages(cls, opts: Any) -> tuple[int, ...]:
-        return (opts.layers,) * len(opts.hpe_ops_per_edge)  # the warm-up, then S = len − 1 hybrid stages
+        return (opts.layers,) * len(opts.hpe.ops_per_edge)  # the warm-up, then S = len − 1 hybrid stages
 
     def build_supernet(self, stage: int, data: Any, primitives_normal: Any, primitives_reduce: Any) -> Any:
         from compressor.data import make_loader
@@ -139,7 +159,7 @@ class HPEDarts(SearchAlgorithm):
         if self._prev is not None:
             inherit(self._prev, model)
             self._prev = None
-        x, y = next(iter(make_loader(data.split("val"), self.opts.hpe_batch, shuffle=False)))
+        x, y = next(iter(make_loader(data.split("val"), self.opts.hpe.batch, shuffle=False)))
         self._batch = (x.float(), y)
         return model
 
@@ -154,8 +174,8 @@ class HPEDarts(SearchAlgorithm):
             weak = least_important(imp[kind], torch.ones_like(imp[kind], dtype=torch.bool), self.pops[s])
             with torch.no_grad():
                 alpha.copy_(soft_decay(alpha.detach(), weak.to(alpha.device), epoch, self.opts.epochs,
-                                       self.opts.hpe_decay))
-        measure = importance_measure(s, len(self.pops), self.opts.hpe_importance)
+                                       self.opts.hpe.decay))
+        measure = importance_measure(s, len(self.pops), self.opts.hpe.importance)
         return {"hpe_stage": float(stage), "hpe_netperf": float(measure == "netperf")}
 
     def arch_step(self, st: Any, x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
@@ -206,10 +226,10 @@ class HPEDarts(SearchAlgorithm):
         """Per cell type, (edges × ops) importance: the performance drop when the op is removed."""
         assert self._batch is not None
         x, y = (t.to(next(model.parameters()).device) for t in self._batch)
-        if importance_measure(s, len(self.pops), self.opts.hpe_importance) == "netperf":
+        if importance_measure(s, len(self.pops), self.opts.hpe.importance) == "netperf":
             from compressor.frontends.darts.proxy import op_importances
 
-            scores = op_importances(model, x, exact=self.opts.hpe_proxy == "exact")
+            scores = op_importances(model, x, exact=self.opts.hpe.proxy == "exact")
             return {k: torch.as_tensor(np.nan_to_num(v, nan=0.0, posinf=1e30, neginf=-1e30))
                     for k, v in scores.items()}
         return self._accuracy_importance(model, x, y)

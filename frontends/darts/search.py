@@ -18,9 +18,12 @@ in `evolution.py`); this loop calls their hooks (supernet, α step, weight step,
 end, derivation) and owns everything they share: data splits, the weights' schedule, resumption,
 progress bars, the α history and its plot. An algorithm without α (evolution) trains its weights on
 the whole train split and derives its genotype in `finish`, which may write files of its own into
-`out_dir` (evolution: evolution.json and one genotype per MACs budget). Its `evo_*` options only act
-in `finish`, after the epochs, so they may change on resume: a re-run with other `evo_*` options
+`out_dir` (evolution: evolution.json and one genotype per MACs budget). Its `evolution:` block only acts
+in `finish`, after the epochs, so it may change on resume: a re-run with another `evolution:` block
 re-runs the evolution on the trained supernet without retraining it.
+
+Checkpoints and finished results record the options in their flat form (`SearchOptions.key_data`, the
+form from before each algorithm had its block), so that folders written before the blocks still resume.
 """
 from __future__ import annotations
 
@@ -49,9 +52,8 @@ from compressor.frontends.darts.genotypes import Genotype
 from compressor.frontends.darts.gradients import LossFn
 from compressor.frontends.darts.ops import PRIMITIVES
 # the options and the hooks' Stage live with the algorithms' base class; re-exported for callers of this module
-from compressor.frontends.darts.search_base import Algorithm, Objective, SearchOptions, Stage  # noqa: F401
+from compressor.frontends.darts.search_base import Objective, SearchOptions, Stage  # noqa: F401
 from compressor.frontends.darts.search_space import SearchNetwork
-from compressor.options import options_dict
 from compressor.train import segmentation_loss
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,8 @@ HISTORY = "alpha_history.json"
 PLOT = "alpha_history.png"
 GENOTYPE = "genotype.json"
 
-# Options that may change between a run and its resumption (the evo_* options act only after the epochs).
+# Options that may change between a run and its resumption, by their flat names (`key_data`): the evolution
+# block's act only after the epochs.
 _RESUMABLE = {"epochs", "max_steps", "stop_stable_epochs", "stop_min_epochs", "evo_population", "evo_generations", "evo_children", "evo_mutation_prob",
               "evo_bn_batches", "evo_objectives", "evo_scalarize", "evo_budgets", "evo_net_channels",
               "evo_net_layers"}
@@ -78,6 +81,13 @@ class SearchResult:
     seconds: float
     epochs_run: int
     resumed_from: int
+
+    def summary(self) -> list[str]:
+        """What `compress search` prints: the files, the epochs and the genotype."""
+        return [f"genotype: {self.genotype_path}",
+                f"alpha history: {self.alpha_history_path} ({self.plot_path.name})",
+                f"epochs run: {self.epochs_run} (resumed after {self.resumed_from}); {self.seconds:.1f} s",
+                self.genotype.to_json() if hasattr(self.genotype, "to_json") else str(self.genotype)]
 
 
 # ---- losses ---------------------------------------------------------------------------------------
@@ -188,14 +198,14 @@ def _split(train, portion: float) -> tuple[Subset, Subset]:
 
 
 def _structural(opts: SearchOptions) -> dict[str, Any]:
-    return {k: v for k, v in options_dict(opts).items() if k not in _RESUMABLE}
+    return {k: v for k, v in opts.key_data().items() if k not in _RESUMABLE}
 
 
 def _differing(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The option names whose stored value differs from the current one. An option the stored run did
     not know (added by a later version) counts as its default, so that an upgrade does not orphan a
     search folder whose options it only extends."""
-    defaults = options_dict(SearchOptions())
+    defaults = SearchOptions(algorithm=current.get("algorithm", "pc-darts")).key_data()
     names = set(stored) | set(current)
     return sorted(k for k in names
                   if stored.get(k, defaults.get(k)) != current.get(k, defaults.get(k)) or k not in defaults)
@@ -224,7 +234,7 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
 
     if result_path.is_file() and (out_dir / GENOTYPE).is_file():
         doc = json.loads(result_path.read_text())
-        if isinstance(doc.get("options"), dict) and not _differing(doc["options"], options_dict(opts)):
+        if isinstance(doc.get("options"), dict) and not _differing(doc["options"], opts.key_data()):
             log.info("search: %s already holds a finished search; returning it", out_dir)
             return _result(out_dir, Genotype.load(out_dir / GENOTYPE), doc["seconds"], 0, doc["epochs_done"])
 
@@ -335,5 +345,5 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
         _atomic_json(history, out_dir / HISTORY)
         plot_alpha_history(history, out_dir / PLOT)
     _atomic_json({"genotype": genotype.to_dict(), "seconds": seconds_total, "epochs_done": done,
-                  "options": options_dict(opts)}, result_path)
+                  "options": opts.key_data()}, result_path)
     return _result(out_dir, genotype, seconds_total, epochs_run, resumed_from)

@@ -4,35 +4,50 @@ optimizers the hooks receive (`Stage`), and the registry of algorithms (`SEARCHE
 
 The built-in algorithms register from `algorithms.py` (darts, pc-darts, p-darts, lambda-darts, em-darts),
 `hpe.py`, `ddarts.py` and `evolution.py`, imported by the package (`compressor.frontends.darts`); a plugin
-package registers its own the same way. `algorithms.py` documents the hooks and each algorithm.
+package registers its own the same way (the registry is `compressor.registry.SEARCHES`). Each algorithm
+declares its own options block (`Options`, named `block` in YAML: pc, pdarts, lambda, em, hpe, evolution,
+ddarts; the algorithm's name is accepted too). `algorithms.py` documents the hooks and each algorithm.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
 
+from compressor.config import LineDict
+from compressor.errors import ConfigError
 from compressor.frontends.darts.genotypes import Genotype
 from compressor.frontends.darts.gradients import (LossFn, arch_grads_first_order, arch_grads_second_order,
                                                   weight_gradients)
 from compressor.frontends.darts.search_space import EdgePrimitives, SearchNetwork
-from compressor.options import Range, option
-from compressor.registry import Registry
+from compressor.options import (Range, build_options, option, options_dict, options_dict_value, parse_options,
+                                parse_values, prefix, unknown_key_message)
+from compressor.registry import SEARCHES, register_search
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from compressor.data.base import DataBundle
 
-# The registered algorithms' names (a test keeps the two in sync): config files are checked against it.
-Algorithm = Literal["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts", "evolution", "d-darts"]
+log = logging.getLogger(__name__)
+
+# The built-in algorithms: the sweep space of `algorithm` (the names a config may give are the registry's).
+BUILTIN_ALGORITHMS = ("darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts", "evolution", "d-darts")
 Objective = Literal["metric", "macs", "memory", "latency"]
 
-SEARCHES = Registry("search algorithm")
-register_search = SEARCHES.register
+# The flat keys of the options before each algorithm had its own block (`hpe_ops_per_edge` is now
+# `hpe: {ops_per_edge: ...}`): the prefix of each built-in algorithm's keys. They are read, with one
+# deprecation warning per key, until the next version; the stage keys keep hashing this flat form
+# (`SearchOptions.key_data`), so stages and search folders made before the blocks keep their keys.
+LEGACY_PREFIXES = {"pc-darts": "pc_", "p-darts": "pdarts_", "lambda-darts": "lambda_", "em-darts": "em_",
+                   "hpe-darts": "hpe_", "evolution": "evo_", "d-darts": "dd_"}
+_warned: set[str] = set()
 
 
 def search_algorithm(name: str, where: str = "search.algorithm") -> type[SearchAlgorithm]:
@@ -44,14 +59,25 @@ def search_algorithm(name: str, where: str = "search.algorithm") -> type[SearchA
 
 # ---- the options --------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class NoSearchOptions:
+    """The block of an algorithm without options of its own."""
+
+
+@dataclass(frozen=True)
 class SearchOptions:
-    algorithm: Algorithm = option("pc-darts", "search algorithm", search=list(get_args(Algorithm)))
+    """The search block: the options every algorithm shares, and the selected algorithm's own block
+    (`block`, its `Options`), given in YAML under the algorithm's block name, e.g.
+    `search: {algorithm: hpe-darts, epochs: 8, hpe: {ops_per_edge: [8, 5, 3, 1]}}`. Algorithm code reads
+    its block by that name (`opts.hpe.ops_per_edge`) or as `opts.block`."""
+
+    algorithm: str = option("pc-darts", "search algorithm: a registered name (compress search --help lists them "
+                                        "with their blocks)", search=list(BUILTIN_ALGORITHMS))
     order: Literal[1, 2] = option(1, "1: α step at the current w; 2: DARTS unrolled (second-order) α gradient",
                                   search=[1, 2])
     epochs: int = option(50, "search epochs (p-darts: per stage)", min=1, search=[10, 25, 50])
     batch_size: int = option(64, "samples per step (for w and for α)", min=1)
     init_channels: int = option(16, "channels of the first cells (C)", min=1, max=1024)
-    layers: int = option(8, "cells of the supernet (p-darts uses pdarts_stages)", min=3, max=64)
+    layers: int = option(8, "cells of the supernet (p-darts uses pdarts.stages)", min=3, max=64)
     w_lr: float = option(0.025, "initial SGD learning rate of the weights", min=0, min_exclusive=True,
                          search=Range(0.005, 0.1, log=True))
     w_lr_min: float = option(0.001, "final learning rate of the cosine schedule", min=0)
@@ -64,65 +90,115 @@ class SearchOptions:
     train_portion: float = option(0.5, "fraction of the train split for the weights; the rest trains α "
                                        "(evolution: unused, the weights train on the whole split)",
                                   min=0, max=1, min_exclusive=True, max_exclusive=True)
-    pc_k: int = option(4, "pc-darts: 1/K of the channels go through the ops", min=1)
     warmup_epochs: int | None = option(None, "epochs of weights-only training before α updates (null: 30% for "
                                              "pc-darts, 40% of each stage for p-darts, else 0)", min=0)
-    pdarts_stages: tuple[int, ...] = option((5, 11, 17), "p-darts: cells of each stage's supernet")
-    pdarts_keep: tuple[int, ...] = option((5, 3, 1), "p-darts: ops kept per edge after each stage (last must be 1)")
-    pdarts_skip_dropout: tuple[float, ...] = option((0.1, 0.4, 0.7), "p-darts: dropout after skip connections "
-                                                                     "per stage (decayed over epochs)")
-    pdarts_max_skips: int = option(2, "p-darts: most skip connections in the final normal cell", min=0, max=8)
-    lambda_reg: float = option(0.125, "lambda-darts: λ, the regularizer's weight (ramped linearly)", min=0)
-    lambda_eps: float = option(1e-4, "lambda-darts: ε0 of the finite difference", min=0, min_exclusive=True)
-    em_max_prob: float = option(0.2, "em-darts: edge-mutation probability reached at the last epoch", min=0, max=1)
-    hpe_ops_per_edge: tuple[int, ...] = option((8, 5, 3, 1), "hpe-darts: ops left per edge after the warm-up and "
-                                                             "each hybrid stage (eq. 6: from 8 down to 1)")
-    hpe_importance: Literal["hybrid", "accuracy", "netperf"] = option(
-        "hybrid", "hpe-darts: op importance: validation-accuracy drop in the first half of the stages and "
-                  "NetPerfProxy in the second (hybrid), or one of them throughout")
-    hpe_decay: Literal["literal", "weight"] = option("literal", "hpe-darts: eq. 7 on α as written (literal), or on "
-                                                                 "exp(α) (weight: always lowers the op's weight)")
-    hpe_batch: int = option(64, "hpe-darts: validation samples that score the ops", min=2, max=4096)
-    hpe_proxy: Literal["cached", "exact"] = option("cached", "hpe-darts: NetPerfProxy importances from one "
-                                                           "forward (cached) or one forward per op (exact)")
-    evo_population: int = option(16, "evolution: μ, the genotypes kept from one generation to the next",
-                                 min=2, max=4096)
-    evo_generations: int = option(10, "evolution: generations after the initial random population (0: score "
-                                      "the initial population only)", min=0, max=10000)
-    evo_children: int | None = option(None, "evolution: λ, the children bred per generation (null: μ)", min=1,
-                                      max=4096)
-    evo_mutation_prob: float = option(0.1, "evolution: probability that one (op, input) pair of a child mutates "
-                                           "(its op or, as often, its input)", min=0, max=1)
-    evo_bn_batches: int = option(4, "evolution: training batches that re-estimate the BatchNorm statistics "
-                                    "before a candidate is scored", min=1, max=10000)
-    evo_objectives: tuple[Objective, ...] = option(("metric", "macs", "memory"), "evolution: objectives: "
-                                                   "metric (accuracy or IoU on val, max), macs, memory (parameter "
-                                                   "+ peak activation bytes), latency (measured, ms) (min)")
-    evo_scalarize: dict[str, float] | None = option(None, "evolution: λ per objective to rank by the weighted sum "
-                                                          "of seed 002 eq. 2 instead of Pareto fronts, e.g. {metric: "
-                                                          "1, macs: 0.01} (metric a fraction, macs in millions, "
-                                                          "memory in MB, latency in ms; null: Pareto)")
-    evo_budgets: tuple[float, ...] = option((), "evolution: MACs budgets, one winner each (empty: 1/3, 2/3 and 3/3 "
-                                                "of the way from the final population's smallest to largest MACs)",
-                                            min=0, min_exclusive=True)
-    evo_net_channels: int | None = option(None, "evolution: C of the network whose MACs, memory and latency are "
-                                                "counted (null: init_channels)", min=1, max=1024)
-    evo_net_layers: int | None = option(None, "evolution: cells of that network (null: layers)", min=3, max=64)
-    dd_w01: float = option(8.0, "d-darts: w_01, the weight of FairDARTS's zero-one loss in L_T (eq. 4.5)", min=0)
-    dd_wab: float = option(0.5, "d-darts: w_AB, the weight of the ablation loss in L_T (eq. 4.5)", min=0)
     stop_stable_epochs: int = option(0, "end a stage once its derived genotype has not changed for this many "
                                         "consecutive epochs (0 = off; D-DARTS §4.2.4 uses 5)", min=0)
     stop_min_epochs: int = option(10, "no such early end before this many epochs of the stage (D-DARTS: 10)",
                                   min=1)
     max_steps: int = option(0, "stop each epoch after this many steps (0 = the whole split)", min=0)
     seed: int = option(0, "seed of α and weight initialization, shuffling and mutation", min=0)
+    block: Any = option(None, "the algorithm's own options (its Options; null: their defaults)", hidden=True)
 
     def __post_init__(self) -> None:
-        self.algorithm_class.check_options(self)
+        cls = self.algorithm_class
+        if self.block is None:
+            object.__setattr__(self, "block", cls.Options())
+        elif not isinstance(self.block, cls.Options):
+            raise TypeError(f"the options block of {self.algorithm} is {cls.Options.__name__}, got "
+                            f"{type(self.block).__name__}")
+        cls.check_options(self)
+
+    def __getattr__(self, name: str) -> Any:
+        """`opts.hpe`: the selected algorithm's block by its block name (or the algorithm's name)."""
+        if name.startswith("__") or name in ("algorithm", "block"):
+            raise AttributeError(name)
+        cls = self.algorithm_class
+        if name in (cls.block_name(), self.algorithm):
+            return self.block
+        raise AttributeError(f"search options have no '{name}': algorithm {self.algorithm}'s block is "
+                             f"'{cls.block_name()}'")
 
     @property
     def algorithm_class(self) -> type[SearchAlgorithm]:
         return search_algorithm(self.algorithm)
+
+    # ---- YAML, one-line form, stage keys -------------------------------------------------------
+    @classmethod
+    def of(cls, **options: Any) -> "SearchOptions":
+        """The options from keywords as the YAML block gives them, blocks as mappings:
+        `SearchOptions.of(algorithm="hpe-darts", epochs=4, hpe={"batch": 32})`."""
+        return parse_options(cls, options, "search", "search option")
+
+    @classmethod
+    def __parse_options__(cls, raw: Mapping[str, Any], context: str, what: str) -> "SearchOptions":
+        """The common keys, the selected algorithm's block under its block name (or the algorithm's name),
+        and for one version the flat keys of the built-in algorithms' blocks (`hpe_batch`), each warned about
+        once. A block of another algorithm, or a flat key given with its block key, is an error."""
+        name = raw.get("algorithm", "pc-darts")
+        where = prefix(raw, context, "algorithm")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: algorithm: expected a name, got {name!r}; valid: {', '.join(SEARCHES.names())}")
+        algo = search_algorithm(name, f"{where}: algorithm")
+        block_keys = {algo.block_name(), name}
+        common = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("hidden")]
+        owners = _block_owners()
+        block_raw: Any = None
+        block_key = ""
+        flat: dict[str, str] = {}  # block field -> the flat key that gave it
+        for key in raw:
+            if key in common:
+                continue
+            if key in block_keys:
+                if block_raw is not None:
+                    raise ConfigError(f"{prefix(raw, context, key)}: {block_key} and {key} are the same block "
+                                      f"({name}'s options); give it once, as {algo.block_name()}")
+                block_raw, block_key = raw[key], key
+                continue
+            owner = owners.get(key) or _legacy_owner(str(key))
+            if owner is not None and owner[0] != name:
+                what_it_is = f"{key} is an option of" if owner[1] else f"the {key} block holds the options of"
+                raise ConfigError(f"{prefix(raw, context, key)}: {what_it_is} the {owner[0]} algorithm, but "
+                                  f"algorithm is {name}; remove it or set algorithm: {owner[0]}")
+            if owner is not None:
+                flat[owner[1]] = str(key)
+                continue
+            valid = common + sorted(block_keys)
+            raise ConfigError(f"{prefix(raw, context, key)}: {unknown_key_message(key, valid, what)}")
+        if block_raw is not None and not isinstance(block_raw, Mapping):
+            raise ConfigError(f"{prefix(raw, context, block_key)}: {block_key}: expected a mapping of {name}'s "
+                              f"options, got {block_raw!r}")
+        if flat:
+            block_raw = _merge_flat(raw, context, algo, flat, block_raw, block_key)
+        block = parse_options(algo.Options, block_raw, f"{context}: {block_key or algo.block_name()}",
+                              f"{algo.block_name()} option")
+        common_raw = raw.without(*[k for k in raw if k not in common]) if isinstance(raw, LineDict) else \
+            {k: v for k, v in raw.items() if k in common}
+        values = parse_values(cls, common_raw, context, what)
+        return build_options(cls, {**values, "block": block}, raw, context)
+
+    def __option_items__(self) -> list[tuple[str, Any, Any]]:
+        """The common options, then the algorithm's block under its block name (none for an algorithm without
+        options): what `options_dict` and the one-line form show, and what YAML reads back."""
+        items = [(f.name, getattr(self, f.name), _field_default(f)) for f in dataclasses.fields(self)
+                 if not f.metadata.get("hidden")]
+        cls = self.algorithm_class
+        if dataclasses.fields(cls.Options):
+            items.append((cls.block_name(), self.block, cls.Options()))
+        return items
+
+    def key_data(self) -> dict[str, Any]:
+        """The options as stage keys and search folders hash them: the flat form from before the blocks
+        (every built-in block's keys with their prefix, the unselected ones at their defaults), so that keys
+        made before the blocks stay valid; the block of an algorithm without flat keys nests under its name."""
+        out = {f.name: options_dict_value(getattr(self, f.name)) for f in dataclasses.fields(self)
+               if not f.metadata.get("hidden")}
+        for name, flat_prefix in LEGACY_PREFIXES.items():
+            block = self.block if name == self.algorithm else search_algorithm(name).Options()
+            out.update({flat_prefix + k: v for k, v in options_dict(block).items()})
+        if self.algorithm not in LEGACY_PREFIXES and dataclasses.fields(self.block):
+            out[self.algorithm_class.block_name()] = options_dict(self.block)
+        return out
 
     # ---- per-algorithm defaults ----------------------------------------------------------------
     @property
@@ -140,11 +216,65 @@ class SearchOptions:
         return self.algorithm_class.stages(self)
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+
+
+def _block_owners() -> dict[str, tuple[str, str]]:
+    """Each registered algorithm's block names -> (algorithm, "")."""
+    out: dict[str, tuple[str, str]] = {}
+    for name in SEARCHES.names():
+        for key in (SEARCHES[name].block_name(), name):
+            out.setdefault(key, (name, ""))
+    return out
+
+
+def _legacy_owner(key: str) -> tuple[str, str] | None:
+    """(algorithm, block field) of a flat key from before the blocks (`hpe_batch` -> ("hpe-darts", "batch"))."""
+    for name, flat_prefix in LEGACY_PREFIXES.items():
+        if key.startswith(flat_prefix):
+            field = key[len(flat_prefix):]
+            if field in {f.name for f in dataclasses.fields(search_algorithm(name).Options)}:
+                return name, field
+    return None
+
+
+def _merge_flat(raw: Mapping[str, Any], context: str, algo: type[SearchAlgorithm], flat: dict[str, str],
+                block_raw: Mapping[str, Any] | None, block_key: str) -> Mapping[str, Any]:
+    """The block with the flat keys moved in (each warned about once, at its file:line), kept at their
+    file:line so that a bad value's error still points at the flat key."""
+    block = algo.block_name()
+    for field, key in flat.items():
+        if block_raw is not None and field in block_raw:
+            raise ConfigError(f"{prefix(raw, context, key)}: {key} and {block_key}: {{{field}}} give the same "
+                              f"option twice; keep only {block}: {{{field}: ...}}")
+        if key not in _warned:
+            _warned.add(key)
+            loc = prefix(raw, "", key)
+            log.warning("%ssearch.%s is deprecated: write search: {%s: {%s: ...}} (the flat key will be removed in "
+                        "the next version)", f"{loc}: " if loc else "", key, block, field)
+    merged = LineDict(dict(block_raw or {}), source=getattr(raw, "source", ""), line=getattr(raw, "line", None),
+                      key_lines=dict(getattr(block_raw, "key_lines", {}) or {}))
+    merged.overrides = dict(getattr(block_raw, "overrides", {}) or {})
+    for field, key in flat.items():
+        merged[field] = raw[key]
+        if isinstance(raw, LineDict):
+            if key in raw.key_lines:
+                merged.key_lines[field] = raw.key_lines[key]
+            if key in raw.overrides:
+                merged.overrides[field] = raw.overrides[key]
+    return merged
+
+
 # ---- the hooks ------------------------------------------------------------------------------------
 class SearchAlgorithm:
     """Plain DARTS (first or second order, `opts.order`). Subclasses override what differs."""
 
     name: str  # set by @register_search
+    # the algorithm's own options: a frozen dataclass declared with `compressor.options.option`, given in YAML as
+    # the block `block` (default: the algorithm's name) beside the common options, read as `opts.<block>`
+    Options: ClassVar[type] = NoSearchOptions
+    block: ClassVar[str] = ""
     default_arch_lr: float = 3e-4
     default_warmup: float = 0.0  # fraction of each stage's epochs trained without α steps
     clip_arch_grads: bool = False  # clip α's gradient norm at `grad_clip` before its step
@@ -155,6 +285,11 @@ class SearchAlgorithm:
         self.opts, self.loss_fn = opts, loss_fn
 
     # ---- class level: read by SearchOptions ------------------------------------------------------
+    @classmethod
+    def block_name(cls) -> str:
+        """The key of this algorithm's options block in the search block."""
+        return cls.block or cls.name
+
     @classmethod
     def check_options(cls, opts: SearchOptions) -> None:
         """Raise ValueError, saying how to fix it, for options this algorithm cannot run with."""

@@ -12,7 +12,6 @@ import hashlib
 import json
 import sys
 from pathlib import Path
-from typing import get_args
 
 import pytest
 import torch
@@ -23,7 +22,8 @@ from compressor.errors import ConfigError
 from compressor.frontends.darts.algorithms import SEARCHES, SearchAlgorithm, register_search, search_algorithm
 from compressor.frontends.darts.genotypes import Genotype
 from compressor.frontends.darts.ops import reference_ops
-from compressor.frontends.darts.search import CHECKPOINT, HISTORY, Algorithm, SearchOptions, Stage, run_search
+from compressor.frontends.darts.search import CHECKPOINT, HISTORY, SearchOptions, Stage, run_search
+from compressor.frontends.darts.search_base import BUILTIN_ALGORITHMS
 from compressor.options import parse_options
 
 GOLDEN = Path(__file__).parent / "data" / "darts_search_golden"
@@ -32,9 +32,9 @@ GOLDEN_RUNS = {
     "darts": dict(algorithm="darts"),
     "darts-order2": dict(algorithm="darts", order=2),
     "pc-darts": dict(algorithm="pc-darts"),
-    "p-darts": dict(algorithm="p-darts", pdarts_stages=(3, 3, 3)),
+    "p-darts": dict(algorithm="p-darts", pdarts={"stages": (3, 3, 3)}),
     # the tiny α gradients stay below the default grad_clip (5): a small one makes P-DARTS's α clip act
-    "p-darts-clip": dict(algorithm="p-darts", pdarts_stages=(3, 3, 3), grad_clip=0.01),
+    "p-darts-clip": dict(algorithm="p-darts", pdarts={"stages": (3, 3, 3)}, grad_clip=0.01),
     "lambda-darts": dict(algorithm="lambda-darts"),
     # 3 cells hold one normal cell, where Λ (a mean over pairs of normal cells) is 0: 5 cells hold 3
     "lambda-darts-5cells": dict(algorithm="lambda-darts", layers=5),
@@ -50,7 +50,7 @@ def digits():
 
 def tiny_search(run: str, data, out: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The final α/β tensors and {genotype, stats, rng_sha256} of the tiny search `run`."""
-    res = run_search(SearchOptions(**{**TINY, **GOLDEN_RUNS[run]}), data, out, progress=False)
+    res = run_search(SearchOptions.of(**{**TINY, **GOLDEN_RUNS[run]}), data, out, progress=False)
     ckpt = torch.load(out / CHECKPOINT, weights_only=True)
     arch = {k: v.contiguous() for k, v in ckpt["stage_state"]["model"].items() if k.startswith(("alphas_", "betas_"))}
     last = json.loads((out / HISTORY).read_text())[-1]
@@ -74,10 +74,10 @@ def write_golden(out: Path = GOLDEN) -> None:
 
 
 # ---- the registry -------------------------------------------------------------------------------
-def test_registry_lists_the_algorithms_and_the_options_literal_matches():
+def test_registry_lists_the_algorithms_and_the_builtin_sweep_space_matches():
     assert SEARCHES.names() == sorted(["darts", "pc-darts", "p-darts", "lambda-darts", "em-darts", "hpe-darts", "d-darts",
                                        "evolution"])
-    assert sorted(get_args(Algorithm)) == SEARCHES.names()  # config files are checked against the Literal
+    assert sorted(BUILTIN_ALGORITHMS) == SEARCHES.names()  # the declared sweep space of search.algorithm
     for name in SEARCHES.names():
         cls = search_algorithm(name)
         assert issubclass(cls, SearchAlgorithm) and cls.name == name
@@ -90,13 +90,13 @@ def test_unknown_algorithm_is_a_one_line_config_error_with_did_you_mean():
     assert "\n" not in msg
     assert "unknown search algorithm 'pcdarts'; did you mean 'pc-darts'?" in msg and "lambda-darts" in msg
     with pytest.raises(ConfigError, match="did you mean 'em-darts'"):
-        SearchOptions(algorithm="emdarts")
+        SearchOptions.of(algorithm="emdarts")
 
 
 def test_per_algorithm_defaults_come_from_the_class():
     for name in SEARCHES.names():
         cls = search_algorithm(name)
-        o = SearchOptions(algorithm=name, epochs=10, pdarts_stages=(5, 8, 11))
+        o = SearchOptions.of(algorithm=name, epochs=10, **({"pdarts": {"stages": [5, 8, 11]}} if name == "p-darts" else {}))
         assert o.arch_lr == cls.default_arch_lr and o.warmup == round(cls.default_warmup * 10)
         expect = {"p-darts": (5, 8, 11), "hpe-darts": (o.layers,) * 4}  # hpe: the warm-up + 3 hybrid stages
         assert o.stages == expect.get(name, (o.layers,))
@@ -123,7 +123,7 @@ def frozen_alpha():
 
 
 def test_custom_algorithm_runs_through_the_loop(frozen_alpha, digits, tmp_path):
-    opts = SearchOptions(algorithm="test-frozen-alpha", **TINY)
+    opts = SearchOptions.of(algorithm="test-frozen-alpha", **TINY)
     assert opts.arch_lr == 0.5 and opts.warmup == 0
     initial = Stage(frozen_alpha(opts, None), digits, 0, None, None, "cpu").model
     res = run_search(opts, digits, tmp_path / "frozen", progress=False)
@@ -137,7 +137,7 @@ def test_custom_algorithm_runs_through_the_loop(frozen_alpha, digits, tmp_path):
     assert len(history) == 1 and history[0]["custom"] == 1.0 and history[0]["val_loss"] == 0.0
     assert res.genotype == Genotype.load(tmp_path / "frozen" / "genotype.json")
     # the same settings with the DARTS α step do move α: the assertions above can fail
-    run_search(SearchOptions(**{**TINY, "algorithm": "darts", "a_lr": 0.5}), digits, tmp_path / "darts",
+    run_search(SearchOptions.of(**{**TINY, "algorithm": "darts", "a_lr": 0.5}), digits, tmp_path / "darts",
                progress=False)
     moved = torch.load(tmp_path / "darts" / CHECKPOINT, weights_only=True)["stage_state"]["model"]
     assert not torch.equal(moved["alphas_normal"], initial.alphas_normal.detach())

@@ -112,7 +112,7 @@ def test_ddarts_arch_step_gives_every_cell_the_gradient_of_its_own_total_loss(di
     from compressor.frontends.darts.search import SearchOptions, Stage, task_loss_fn
 
     data = digits
-    opts = SearchOptions(algorithm="d-darts", init_channels=4, layers=3, batch_size=8, epochs=1)
+    opts = SearchOptions.of(algorithm="d-darts", init_channels=4, layers=3, batch_size=8, epochs=1)
     algo = DDarts(opts, task_loss_fn("classification"))
     torch.manual_seed(0)
     st = Stage(algo, data, 0, None, None, "cpu")
@@ -125,7 +125,7 @@ def test_ddarts_arch_step_gives_every_cell_the_gradient_of_its_own_total_loss(di
     loss_fn = task_loss_fn("classification")
     l_all = loss_fn(model(x), y)
     l_wo = [loss_fn(model(x, cell_weights=model.cell_weights(off=j)), y) for j in range(3)]
-    lt = total_losses(l_all, l_wo, list(model.alphas_cells), opts.dd_w01, opts.dd_wab)
+    lt = total_losses(l_all, l_wo, list(model.alphas_cells), opts.ddarts.w01, opts.ddarts.wab)
     want = torch.stack([torch.autograd.grad(lt[i], model.alphas_cells, retain_graph=True)[0][i] for i in range(3)])
     model.load_state_dict(state)  # the forwards above updated BN statistics
     st.a_opt = torch.optim.SGD([model.alphas_cells], lr=1.0)  # so that the step is α -= grad
@@ -142,7 +142,7 @@ def test_ddarts_search_end_to_end_and_lowering_deeper_by_algorithm_2(tmp_path, d
     from compressor.frontends.darts.genotypes import CellsGenotype, Genotype
     from compressor.frontends.darts.search import SearchOptions, run_search
 
-    opts = SearchOptions(algorithm="d-darts", init_channels=4, layers=5, batch_size=8, epochs=1, max_steps=2)
+    opts = SearchOptions.of(algorithm="d-darts", init_channels=4, layers=5, batch_size=8, epochs=1, max_steps=2)
     res = run_search(opts, digits, tmp_path / "s", progress=False)
     g = res.genotype
     assert isinstance(g, CellsGenotype) and len(g.cells) == 5 and g.reduce_at == (1, 3)
@@ -151,4 +151,4 @@ def test_ddarts_search_end_to_end_and_lowering_deeper_by_algorithm_2(tmp_path, d
                         layers=8)
     assert len(ir.module.cells) == 8
     with pytest.raises(ConfigError, match="first-order"):
-        SearchOptions(algorithm="d-darts", order=2)
+        SearchOptions.of(algorithm="d-darts", order=2)

@@ -24,7 +24,7 @@ from compressor.options import parse_options
 from compressor.sweep.objectives import non_dominated_sort
 
 TINY = dict(algorithm="evolution", epochs=1, batch_size=16, init_channels=4, layers=3, max_steps=2,
-            evo_population=4, evo_generations=2, evo_bn_batches=1)
+            evolution=dict(population=4, generations=2, bn_batches=1))
 
 
 @pytest.fixture(autouse=True)
@@ -171,7 +171,7 @@ def test_path_forward_is_the_lowered_network_on_the_supernets_weights():
 
 
 def test_weight_step_trains_only_the_sampled_path(digits):
-    opts = SearchOptions(**TINY)
+    opts = SearchOptions.of(**TINY)
     algo = Evolution(opts, task_loss_fn("classification"))
     st = Stage(algo, digits, 0, None, None, "cpu")
     before = {n: p.detach().clone() for n, p in st.model.named_parameters()}
@@ -270,11 +270,11 @@ def test_options_are_checked():
     def parse(**raw):
         return parse_options(SearchOptions, {"algorithm": "evolution", **raw}, "search")
 
-    assert parse().evo_population == 16 and parse().warmup == parse().epochs  # α never steps
-    for raw, match in [({"evo_population": 1}, "evo_population"), ({"evo_budgets": [-1.0]}, "evo_budgets"),
-                       ({"order": 2}, "order 2"), ({"evo_objectives": ["macs", "memory"]}, "metric"),
-                       ({"evo_scalarize": {"latency": 1.0}}, "evo_scalarize"),
-                       ({"evo_scalarize": {"metric": 0.0}}, "evo_scalarize"), ({"warmup_epochs": 2}, "warmup")]:
+    assert parse().evolution.population == 16 and parse().warmup == parse().epochs  # α never steps
+    for raw, match in [({"evolution": {"population": 1}}, "population"), ({"evolution": {"budgets": [-1.0]}}, "budgets"),
+                       ({"order": 2}, "order 2"), ({"evolution": {"objectives": ["macs", "memory"]}}, "metric"),
+                       ({"evolution": {"scalarize": {"latency": 1.0}}}, "evolution.scalarize"),
+                       ({"evolution": {"scalarize": {"metric": 0.0}}}, "evolution.scalarize"), ({"warmup_epochs": 2}, "warmup")]:
         with pytest.raises(ConfigError, match=match) as exc:
             parse(**raw)
         assert "\n" not in str(exc.value)
@@ -285,7 +285,7 @@ def test_options_are_checked():
 def _check_run(out, res, objectives=("metric", "macs", "memory")):
     doc = json.loads((out / "evolution.json").read_text())
     pop = doc["population"]
-    assert len(pop) == TINY["evo_population"] and len(doc["history"]) == TINY["evo_generations"] + 1
+    assert len(pop) == TINY["evolution"]["population"] and len(doc["history"]) == TINY["evolution"]["generations"] + 1
     assert all(h["hypervolume"] >= 0 for h in doc["history"])
     points = [[m["objectives"][o] for o in objectives] for m in pop]
     fronts = non_dominated_sort(points, [doc["directions"][o] for o in objectives])
@@ -304,7 +304,7 @@ def _check_run(out, res, objectives=("metric", "macs", "memory")):
 
 
 def test_search_end_to_end_classification(digits, tmp_path):
-    res = run_search(SearchOptions(**TINY), digits, tmp_path, progress=False)
+    res = run_search(SearchOptions.of(**TINY), digits, tmp_path, progress=False)
     doc = _check_run(tmp_path, res)
     assert doc["metric"] == "accuracy" and doc["network"] == {"init_channels": 4, "layers": 3,
                                                               "input_shape": [1, 8, 8]}
@@ -313,11 +313,11 @@ def test_search_end_to_end_classification(digits, tmp_path):
                         num_classes=10, init_channels=4, layers=3)
     assert ir.meta["genotype_json"] == res.genotype.to_dict()
     # reproducible: the same seed gives the same supernet, the same evolution and the same winners
-    again = run_search(SearchOptions(**TINY), digits, tmp_path / "again", progress=False)
+    again = run_search(SearchOptions.of(**TINY), digits, tmp_path / "again", progress=False)
     assert json.loads((tmp_path / "again" / "evolution.json").read_text()) == doc
     assert again.genotype == res.genotype
-    # the evo_* options only act after the epochs: another evolution re-runs on the trained supernet
-    more = run_search(SearchOptions(**{**TINY, "evo_generations": 3, "evo_budgets": (1e9,)}), digits, tmp_path,
+    # the evolution block only acts after the epochs: another evolution re-runs on the trained supernet
+    more = run_search(SearchOptions.of(**{**TINY, "evolution": {**TINY["evolution"], "generations": 3, "budgets": (1e9,)}}), digits, tmp_path,
                       progress=False)
     assert more.epochs_run == 0 and more.resumed_from == 1
     doc3 = json.loads((tmp_path / "evolution.json").read_text())
@@ -328,7 +328,7 @@ def test_search_end_to_end_classification(digits, tmp_path):
 
 
 def test_search_end_to_end_segmentation_scalarized(insar, tmp_path):
-    opts = SearchOptions(**{**TINY, "batch_size": 4, "evo_scalarize": {"metric": 1.0, "macs": 1.0}})
+    opts = SearchOptions.of(**{**TINY, "batch_size": 4, "evolution": {**TINY["evolution"], "scalarize": {"metric": 1.0, "macs": 1.0}}})
     res = run_search(opts, insar, tmp_path, progress=False)
     doc = json.loads((tmp_path / "evolution.json").read_text())
     assert doc["metric"] == "iou"
@@ -339,10 +339,10 @@ def test_search_end_to_end_segmentation_scalarized(insar, tmp_path):
 
 
 def test_resume_matches_uninterrupted(digits, tmp_path):
-    opts = {**TINY, "epochs": 2, "evo_population": 2, "evo_generations": 0}
-    run_search(SearchOptions(**opts), digits, tmp_path / "a", progress=False)
-    run_search(SearchOptions(**{**opts, "epochs": 1}), digits, tmp_path / "b", progress=False)
-    run_search(SearchOptions(**opts), digits, tmp_path / "b", progress=False)
+    opts = {**TINY, "epochs": 2, "evolution": {**TINY["evolution"], "population": 2, "generations": 0}}
+    run_search(SearchOptions.of(**opts), digits, tmp_path / "a", progress=False)
+    run_search(SearchOptions.of(**{**opts, "epochs": 1}), digits, tmp_path / "b", progress=False)
+    run_search(SearchOptions.of(**opts), digits, tmp_path / "b", progress=False)
     a = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)["stage_state"]["model"]
     b = torch.load(tmp_path / "b" / CHECKPOINT, weights_only=True)["stage_state"]["model"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)  # the same paths were sampled

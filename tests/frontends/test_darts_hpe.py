@@ -80,7 +80,7 @@ from compressor.frontends.darts.hpe import inherit  # noqa: E402
 from compressor.frontends.darts.search import HISTORY, SearchOptions, run_search  # noqa: E402
 from compressor.frontends.darts.search_space import SearchNetwork  # noqa: E402
 
-TINY = dict(algorithm="hpe-darts", epochs=2, batch_size=8, init_channels=4, layers=3, max_steps=2, hpe_batch=8)
+TINY = dict(algorithm="hpe-darts", epochs=2, batch_size=8, init_channels=4, layers=3, max_steps=2, hpe={"batch": 8})
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def digits():
 
 @pytest.mark.parametrize("importance", ["hybrid", "netperf"])
 def test_hpe_darts_end_to_end_yields_a_valid_genotype(digits, tmp_path, importance):
-    res = run_search(SearchOptions(**TINY, hpe_importance=importance), digits, tmp_path, progress=False)
+    res = run_search(SearchOptions.of(**{**TINY, "hpe": {"batch": 8, "importance": importance}}), digits, tmp_path, progress=False)
     geno = res.genotype.validate()
     assert all(op != "none" for op, _ in geno.normal + geno.reduce)
     history = json.loads((tmp_path / HISTORY).read_text())
@@ -113,7 +113,7 @@ def test_hard_pruning_counts_per_stage(digits, tmp_path):
             return model
 
     try:
-        res = run_search(SearchOptions(**{**TINY, "epochs": 1, "algorithm": "test-hpe-probe"}), digits, tmp_path,
+        res = run_search(SearchOptions.of(**{**TINY, "epochs": 1, "algorithm": "test-hpe-probe"}), digits, tmp_path,
                          progress=False)
     finally:
         SEARCHES.pop("test-hpe-probe")
@@ -131,7 +131,7 @@ def test_bad_schedule_is_a_one_line_option_error():
     from compressor.options import parse_options
 
     with pytest.raises(ConfigError) as info:
-        parse_options(SearchOptions, {"algorithm": "hpe-darts", "hpe_ops_per_edge": [8, 5, 3, 2]}, "search")
+        parse_options(SearchOptions, {"algorithm": "hpe-darts", "hpe": {"ops_per_edge": [8, 5, 3, 2]}}, "search")
     assert "eq. 6 needs Σ Pop = |O| − 1 = 7" in str(info.value) and "\n" not in str(info.value)
 
 

@@ -29,8 +29,8 @@ def _skips(pairs):
 # ---- end to end -------------------------------------------------------------------------------
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_search_end_to_end_classification(algorithm, digits, tmp_path):
-    extra = {"pdarts_stages": (3, 3, 3)} if algorithm == "p-darts" else {}
-    opts = SearchOptions(algorithm=algorithm, **TINY, **extra)
+    extra = {"pdarts": {"stages": (3, 3, 3)}} if algorithm == "p-darts" else {}
+    opts = SearchOptions.of(algorithm=algorithm, **TINY, **extra)
     res = run_search(opts, digits, tmp_path, progress=False)
     res.genotype.validate()
     assert res.genotype_path == tmp_path / "genotype.json"
@@ -45,7 +45,7 @@ def test_search_end_to_end_classification(algorithm, digits, tmp_path):
 
 @pytest.mark.parametrize("algorithm,order", [("pc-darts", 1), ("darts", 2)])
 def test_search_end_to_end_segmentation(algorithm, order, insar, tmp_path):
-    opts = SearchOptions(algorithm=algorithm, order=order, epochs=1, batch_size=4, init_channels=4, layers=3,
+    opts = SearchOptions.of(algorithm=algorithm, order=order, epochs=1, batch_size=4, init_channels=4, layers=3,
                          max_steps=2, warmup_epochs=0)
     res = run_search(opts, insar, tmp_path, progress=False)
     res.genotype.validate()
@@ -60,31 +60,31 @@ def test_segmentation_supernet_shapes():
 
 def test_resume_and_finished(digits, tmp_path):
     opts = dict(algorithm="darts", **{**TINY, "epochs": 1})
-    first = run_search(SearchOptions(**opts), digits, tmp_path, progress=False)
+    first = run_search(SearchOptions.of(**opts), digits, tmp_path, progress=False)
     assert first.resumed_from == 0 and first.epochs_run == 1
-    second = run_search(SearchOptions(**{**opts, "epochs": 2}), digits, tmp_path, progress=False)
+    second = run_search(SearchOptions.of(**{**opts, "epochs": 2}), digits, tmp_path, progress=False)
     assert second.resumed_from == 1 and second.epochs_run == 1
     assert [h["epoch"] for h in json.loads(second.alpha_history_path.read_text())] == [1, 2]
-    third = run_search(SearchOptions(**{**opts, "epochs": 2}), digits, tmp_path, progress=False)
+    third = run_search(SearchOptions.of(**{**opts, "epochs": 2}), digits, tmp_path, progress=False)
     assert third.epochs_run == 0 and third.resumed_from == 2 and third.genotype == second.genotype
     with pytest.raises(ConfigError, match="init_channels"):
-        run_search(SearchOptions(**{**opts, "epochs": 3, "init_channels": 8}), digits, tmp_path, progress=False)
+        run_search(SearchOptions.of(**{**opts, "epochs": 3, "init_channels": 8}), digits, tmp_path, progress=False)
 
 
 def test_resume_matches_uninterrupted(digits, tmp_path):
     opts = dict(algorithm="darts", **{**TINY, "epochs": 2, "max_steps": 1})
-    straight = run_search(SearchOptions(**opts), digits, tmp_path / "a", progress=False)
-    run_search(SearchOptions(**{**opts, "epochs": 1}), digits, tmp_path / "b", progress=False)
-    resumed = run_search(SearchOptions(**opts), digits, tmp_path / "b", progress=False)
+    straight = run_search(SearchOptions.of(**opts), digits, tmp_path / "a", progress=False)
+    run_search(SearchOptions.of(**{**opts, "epochs": 1}), digits, tmp_path / "b", progress=False)
+    resumed = run_search(SearchOptions.of(**opts), digits, tmp_path / "b", progress=False)
     a = json.loads(straight.alpha_history_path.read_text())[-1]["normal"]
     b = json.loads(resumed.alpha_history_path.read_text())[-1]["normal"]
     assert np.allclose(a, b, atol=1e-6)
 
 
 def test_options_validation():
-    with pytest.raises(ConfigError, match="pdarts_keep"):
-        parse_options(SearchOptions, {"algorithm": "p-darts", "pdarts_keep": [5, 3, 2]}, "search")
-    with pytest.raises(ConfigError, match="divisible by pc_k"):
+    with pytest.raises(ConfigError, match="pdarts.keep"):
+        parse_options(SearchOptions, {"algorithm": "p-darts", "pdarts": {"keep": [5, 3, 2]}}, "search")
+    with pytest.raises(ConfigError, match="divisible by pc.k"):
         parse_options(SearchOptions, {"algorithm": "pc-darts", "init_channels": 6}, "search")
     o = parse_options(SearchOptions, {"algorithm": "pc-darts", "epochs": 50}, "search")
     assert o.warmup == 15 and o.arch_lr == 6e-4
@@ -276,8 +276,8 @@ def test_pdarts_limit_skips():
 
 
 def test_pdarts_stages_shrink_space_and_limit_skips(digits, tmp_path):
-    opts = SearchOptions(algorithm="p-darts", pdarts_stages=(3, 3, 4), pdarts_keep=(5, 3, 1), pdarts_max_skips=1,
-                         **{**TINY, "layers": 3})
+    opts = SearchOptions.of(algorithm="p-darts", pdarts={"stages": (3, 3, 4), "keep": (5, 3, 1), "max_skips": 1},
+                            **{**TINY, "layers": 3})
     res = run_search(opts, digits, tmp_path, progress=False)
     history = json.loads(res.alpha_history_path.read_text())
     assert [h["stage"] for h in history] == [0, 1, 2]
@@ -410,13 +410,14 @@ def test_compress_search_cli(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {name: digits}\nsearch: {algorithm: pcdarts}\n")
     r = CliRunner().invoke(main, ["search", str(bad)])
-    assert r.exit_code == 2 and "choose one of 'darts', 'pc-darts'" in r.output
+    assert r.exit_code == 2 and "unknown search algorithm 'pcdarts'; did you mean 'pc-darts'?" in r.output
+    assert "valid: d-darts, darts, em-darts, evolution, hpe-darts" in r.output  # the registry's names
 
 
 # ---- the architecture distance along the search, and the early end of a stage (D-DARTS §4.2.4) ----------
 def test_history_records_the_genotype_distance_and_a_stable_stage_ends_early(digits, tmp_path):
     frozen = {**TINY, "epochs": 6, "max_steps": 1, "algorithm": "darts", "warmup_epochs": 6}  # α never steps
-    res = run_search(SearchOptions(**frozen, stop_stable_epochs=2, stop_min_epochs=3), digits, tmp_path / "a",
+    res = run_search(SearchOptions.of(**frozen, stop_stable_epochs=2, stop_min_epochs=3), digits, tmp_path / "a",
                      progress=False)
     history = json.loads(res.alpha_history_path.read_text())
     assert res.epochs_run == 3 and len(history) == 3 and history[-1]["stopped_early"]
@@ -424,10 +425,10 @@ def test_history_records_the_genotype_distance_and_a_stable_stage_ends_early(dig
     assert [h["distance_prev"] for h in history[1:]] == [0.0, 0.0] and all(h["unchanged"] for h in history[1:])
     assert Genotype.from_dict(history[-1]["genotype"]) == res.genotype
     # off by default: all 6 epochs; with α moving fast the genotype changes and the distance shows it
-    full = run_search(SearchOptions(**frozen), digits, tmp_path / "b", progress=False)
+    full = run_search(SearchOptions.of(**frozen), digits, tmp_path / "b", progress=False)
     assert full.epochs_run == 6
     moving = {**frozen, "warmup_epochs": 0, "a_lr": 0.5, "max_steps": 2}
-    h = json.loads(run_search(SearchOptions(**moving), digits, tmp_path / "c", progress=False)
+    h = json.loads(run_search(SearchOptions.of(**moving), digits, tmp_path / "c", progress=False)
                    .alpha_history_path.read_text())
     changed = [e for e in h[1:] if not e["unchanged"]]
     assert changed and any(e["distance_prev"] > 0 for e in changed)  # the edge encoding may miss a move
@@ -439,13 +440,13 @@ def test_a_search_folder_of_an_older_version_resumes_when_new_options_keep_their
     from compressor.frontends.darts.search import CHECKPOINT, RESULT
 
     out = tmp_path / "s"
-    run_search(SearchOptions(**TINY), digits, out, progress=False)
+    run_search(SearchOptions.of(**TINY), digits, out, progress=False)
     ckpt = torch.load(out / CHECKPOINT, weights_only=True)
     del ckpt["options"]["dd_w01"]
     torch.save(ckpt, out / CHECKPOINT)
     (out / RESULT).unlink()  # not finished yet: the loop resumes from the checkpoint
-    res = run_search(SearchOptions(**{**TINY, "epochs": 2}), digits, out, progress=False)
+    res = run_search(SearchOptions.of(**{**TINY, "epochs": 2}), digits, out, progress=False)
     assert res.resumed_from == 1 and res.epochs_run == 1
-    with pytest.raises(ConfigError, match=r"different options \(dd_w01\)"):
+    with pytest.raises(ConfigError, match=r"different options \(pc_k\)"):
         (out / RESULT).unlink()
-        run_search(SearchOptions(**{**TINY, "epochs": 3, "dd_w01": 1.0}), digits, out, progress=False)
+        run_search(SearchOptions.of(**{**TINY, "epochs": 3, "pc": {"k": 2}}), digits, out, progress=False)

@@ -180,7 +180,7 @@ def test_report_front_mfactor_and_budgets_by_hand(tmp_path):
     ({"sampler": "annealing"}, "unknown sampler 'annealing'"),
     ({"sampler": {"name": "evolution", "population_size": 2, "sample_size": 5}}, "sample_size 5 exceeds"),
     ({"sampler": "grid", "space": {"model.width": {"low": 2.0, "high": 8.0}}}, "the grid sampler needs finite values"),
-    ({"sampler": "rl", "space": {"model.width": {"low": 2.0, "high": 8.0}}}, "the rl sampler needs finite choices"),
+    ({"sampler": "rl", "space": {"model.width": {"low": 2.0, "high": 8.0}}}, "the rl sampler needs finite values"),
     ({"constraints": ["params < lots"]}, "expected 'figure <= number'"),
     ({"trials": 0}, "expected an integer in [1, 100000]"),
     ({"objectives": {"weighted": "maximize"}}, "'weighted' needs weighted"),

@@ -6,6 +6,8 @@ import platform
 import re
 from pathlib import Path
 
+from compressor.store import atomic_write
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "BENCHMARKS.md"
 
@@ -41,9 +43,7 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> str:
         "command and machine. Metrics are on the pipeline's evaluation split; latency at batch 1.\n")
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _m: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
     return section
 
 

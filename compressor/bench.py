@@ -23,10 +23,8 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from compressor.errors import ConfigError
+from compressor.evaluate.backends import AUTO, BACKEND_SUFFIXES, BACKENDS, DEFAULT_BY_SUFFIX, IR_KIND, backends_for
 from compressor.evaluate.latency import (
-    BACKEND_SUFFIXES,
-    BACKENDS,
-    IR_KIND,
     LatencyStats,
     format_stats_table,
     latency_engine,
@@ -40,8 +38,8 @@ __all__ = ["BACKENDS", "SUFFIXES", "artifact_precision", "check_onnx_graph", "ch
            "refuse_empty", "run_bench", "run_bench_many", "format_stats_table", "tensor_nbytes", "edge_metadata",
            "format_metadata", "MAX_ITERS", "MAX_WARMUP", "MAX_THREADS", "MAX_LOOP_TRIPS"]
 
-# artifact kind -> the backend "auto" picks
-SUFFIXES: dict[str, str] = {".onnx": "onnxruntime-cpu", ".engine": "tensorrt", IR_KIND: "torch-cpu"}
+# artifact kind -> the backend "auto" picks (the backend table's, under its older name here)
+SUFFIXES: dict[str, str] = DEFAULT_BY_SUFFIX
 # the most timed / untimed calls one bench makes (10**30 would never end; 10**6 calls of a 1 ms model take 17 min)
 MAX_ITERS = 1_000_000
 MAX_WARMUP = 100_000
@@ -279,15 +277,15 @@ def _resolve_backend(path: Path, backend: str) -> str:
         raise ConfigError(f"cannot benchmark '{path.name}': it {what}; valid: "
                           + ", ".join(f"{s} ({b})" for s, b in SUFFIXES.items())
                           + "; for a model, give its stage directory from a run")
-    if backend == "auto":
+    if backend == AUTO:
         return SUFFIXES[suffix]
     if backend not in BACKEND_SUFFIXES:
-        guess = closest(backend, [*BACKENDS, "auto"])
+        guess = closest(backend, [*BACKENDS, AUTO])
         hint = f"did you mean '{guess}'? " if guess else ""
-        raise ConfigError(f"unknown backend '{backend}'; {hint}valid: auto, {', '.join(BACKENDS)}")
+        raise ConfigError(f"unknown backend '{backend}'; {hint}valid: {AUTO}, {', '.join(BACKENDS)}")
     if suffix not in BACKEND_SUFFIXES[backend]:
         takes = ", ".join(_plural(k) for k in BACKEND_SUFFIXES[backend])
-        here = [b for b, s in BACKEND_SUFFIXES.items() if suffix in s]
+        here = backends_for(suffix)
         fits = f"backends for {_plural(suffix)}: {', '.join(here)}" if here else "use --backend auto"
         raise ConfigError(f"backend '{backend}' cannot run '{path.name}'; it takes {takes}; {fits}")
     return backend

@@ -6,20 +6,17 @@ Errors the compiler raises on purpose (CompressError) become one line on stderr 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import fnmatch
-import functools
-import gc
 import logging
 import sys
-import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import click
 
 from compressor.clikit import OneLineGroup, handle_errors
 from compressor.errors import ConfigError
+from compressor.evaluate.backends import AUTO, BACKENDS, describe_auto
 from compressor.precision import cast_names
 
 EPILOG = """\b
@@ -464,17 +461,14 @@ def _verify(artifact: Path) -> str:
     return verify_artifact(artifact)
 
 
-# the names of compressor.evaluate.latency.BACKENDS, spelled out so that importing the CLI stays
-# click-only (tests/test_bench.py checks the two lists agree)
-BENCH_BACKENDS = ("auto", "torch-cpu", "torch-cuda", "onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt",
-                  "tensorrt")
+# from the backend table, a module of plain data: importing the CLI stays click-only
+BENCH_BACKENDS = (AUTO, *BACKENDS)
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--backend", "backends", multiple=True, type=click.Choice(BENCH_BACKENDS),
-              help="Backend; repeat for several in one table (default: auto, by artifact: "
-                   ".onnx onnxruntime-cpu, .engine tensorrt, a stage directory torch-cpu).")
+              help=f"Backend; repeat for several in one table (default: {AUTO}, by artifact: {describe_auto()}).")
 @click.option("--precision", type=click.Choice(cast_names()), default=None,
               help="torch backends: time a float or half copy (default: the IR's precision).")
 @click.option("--cuda-graphs", is_flag=True, help="torch-cuda: capture the forward in a CUDA graph and replay it.")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
@@ -195,16 +195,24 @@ def load_yaml_text(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: malformed YAML: {exc}") from None
 
 
-def load_yaml(path: str | Path) -> Any:
+def load_yaml(path: str | Path, overrides: Sequence[str] = (), *, what: str = "pipeline",
+              example: str = "samples/quickstart.yaml") -> Any:
+    """The YAML file at `path` (a pipeline, a sweep, a search file: `what`, with `example` named when the file
+    is missing), its mappings LineDicts that name `file:line`, with the `--set KEY=VALUE` `overrides` applied
+    when the document is a mapping (otherwise the caller's own check says what it should be)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"pipeline file {path} does not exist; pass the path to a pipeline YAML "
-                          f"(see samples/quickstart.yaml)")
+        raise ConfigError(f"{what} file {path} does not exist; pass the path to a {what} YAML "
+                          f"(see {example})")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
-    return load_yaml_text(text, str(path))
+    doc = load_yaml_text(text, str(path))
+    if isinstance(doc, dict):
+        for override in overrides:
+            apply_override(doc, override)
+    return doc
 
 
 def _load_value(text: str, source: str) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import sys
 import time
@@ -20,10 +19,13 @@ from compressor.precision import get_precision
 from compressor.errors import StoreError
 from compressor.store import (
     Store,
+    atomic_write,
     link_stage,
     read_json,
     read_metrics,
     sealed_record,
+    swap_dir,
+    temp_path,
     write_json,
     write_metrics,
 )
@@ -47,12 +49,6 @@ class Say:
 
 def view_name(s: StageRun) -> str:
     return f"{s.index:02d}_{s.name}"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -82,7 +78,7 @@ class StoreInstrument(Instrument):
 
     def enter_run(self, run: Run) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.run_dir / "pipeline.txt", " | ".join(s.label for s in run.steps) + "\n")
+        atomic_write(self.run_dir / "pipeline.txt", " | ".join(s.label for s in run.steps) + "\n")
 
     def before_stage(self, run: Run, s: StageRun) -> None:
         view = view_name(s)
@@ -205,7 +201,7 @@ class DumpIRInstrument(Instrument):
         if s.kind == "export" or s.ir is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.dir / f"{view_name(s)}.txt", f"{s.ir.summary()}\n\n{s.ir.module}\n")
+        atomic_write(self.dir / f"{view_name(s)}.txt", f"{s.ir.summary()}\n\n{s.ir.module}\n")
 
 
 class ReportInstrument(Instrument):
@@ -236,7 +232,7 @@ class ReproducerInstrument(Instrument):
             return                                                          # step's failure
         import yaml
 
-        tmp = self.dir.with_name(f"{REPRODUCE_DIR}.{os.getpid()}.tmp")
+        tmp = temp_path(self.dir)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         ctx = run.ctx
@@ -254,8 +250,7 @@ class ReproducerInstrument(Instrument):
         write_json(tmp / REPRODUCE_FILE, doc)
         if run.pipeline is not None:
             (tmp / "pipeline.yaml").write_text(yaml.safe_dump(run.pipeline.to_dict(), sort_keys=False))
-        shutil.rmtree(self.dir, ignore_errors=True)
-        os.replace(tmp, self.dir)
+        swap_dir(tmp, self.dir)
         self.say(f"reproducer: {self.dir} (replay the failing stage with: compress run --reproduce {self.dir})")
 
     def exit_run(self, run: Run, ok: bool) -> None:
@@ -274,12 +269,14 @@ def _save_ir(ir: Any, d: Path) -> bool:
         return False
 
 
-def default_instruments(run_dir: Path | None, *, store: str | Path | None = None, evaluate: Any = None,
+def default_instruments(run_dir: str | Path | None, *, store: str | Path | None = None, evaluate: Any = None,
                         progress: bool = True, force: bool = False, dump_ir: bool = False,
                         reproducer: bool = True) -> list[Instrument]:
-    """A run's instruments: with a run directory, store + measure + timing + progress (+ dump-IR) + report +
-    reproducer; without one, measure + timing + progress (nothing is written)."""
+    """A run's instruments, for `Sequential.run(..., instruments=...)`: with a run directory, store + measure +
+    timing + progress (+ dump-IR) + report + reproducer; without one, measure + timing + progress (nothing
+    is written). `evaluate` is an EvaluateOptions (None: its defaults)."""
     say = Say(progress)
+    run_dir = Path(run_dir) if run_dir is not None else None
     if run_dir is None:
         return [MeasureInstrument(evaluate), TimingInstrument(), ProgressInstrument(say)]
     out: list[Instrument] = [StoreInstrument(run_dir, store, force), MeasureInstrument(evaluate),

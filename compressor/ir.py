@@ -31,7 +31,7 @@ import torch.nn as nn
 from compressor import schema
 from compressor.errors import FrontendError
 from compressor.precision import get_precision
-from compressor.store import is_pickle, sha256_file
+from compressor.store import atomic_path, atomic_write, is_pickle, sha256_file
 
 TaskKind = Literal["classification", "segmentation"]
 Precision = str  # a registered precision's name (compressor.precision): fp32, fp16, int8, ...
@@ -207,16 +207,11 @@ class ModelIR:
             raise FrontendError(f"{path}: an IR is saved as a directory (ir.json + {WEIGHTS}), not a pickle file; "
                                 f"give a directory path")
         path.mkdir(parents=True, exist_ok=True)
-        tag = f".{os.getpid()}.tmp"
-        weights_tmp = path / (WEIGHTS + tag)
-        module = self.module
-        save_model(module, str(weights_tmp))
-        doc = self.to_document()
-        doc["weights"] = {"file": WEIGHTS, "sha256": sha256_file(weights_tmp)}
-        json_tmp = path / (IR_JSON + tag)
-        json_tmp.write_text(json.dumps(doc, indent=1, default=str))
-        os.replace(weights_tmp, path / WEIGHTS)
-        os.replace(json_tmp, path / IR_JSON)
+        with atomic_path(path / WEIGHTS) as weights_tmp:
+            save_model(self.module, str(weights_tmp))
+            doc = self.to_document()
+            doc["weights"] = {"file": WEIGHTS, "sha256": sha256_file(weights_tmp)}
+        atomic_write(path / IR_JSON, json.dumps(doc, indent=1, default=str))
         return path
 
     @classmethod

@@ -1,13 +1,16 @@
 """The pass manager: a chain of steps run with instruments (TVM's `Sequential` and `PassInstrument`).
 
 A pipeline compiles to a `Sequential` (`Pipeline.compile()`): the model step (the frontend, plus
-training), then its passes, then its exporters. A Python chain is the same object,
-`Sequential([PruneL1(ratio=0.5), Finetune(epochs=2), OnnxExporter()]).run(ir, ctx, out="runs/x")`,
-so it gets the same caching, measurement and report as `compress run`.
+training), then its passes, then its exporters. A Python chain is the same object; run with the usual
+instruments (`compressor.instruments.default_instruments(out)`, what `Pipeline.run` passes), it gets
+the same caching, measurement and report as `compress run`:
 
-The manager itself only orders steps and threads the IR through them. Everything around a step is an
-instrument (`compressor.instruments`), called in order before and after each step, on a failure, and at
-the start and end of the run:
+    chain = Sequential([PruneL1(ratio=0.5), Finetune(epochs=2), OnnxExporter()])
+    chain.run(ir, ctx, out="runs/x", instruments=default_instruments("runs/x"))
+
+The manager itself only orders steps and threads the IR through them; it imports no instrument and
+reads no pipeline file. Everything around a step is an instrument its caller passes, called in order
+before and after each step, on a failure, and at the start and end of the run:
 - store: load a finished step from the content-addressed store by its key, or compute it there and save it;
 - measure: task metrics, parameters, MACs, size and latency through the step's runtime;
 - progress, timing, dump-IR, report; reproducer: on a failure, the resolved pipeline and the failing
@@ -24,7 +27,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from compressor import instruments as inst
 from compressor.context import PassContext
 from compressor.errors import CompressError, ConfigError, ExportError, FrontendError, PassError
 from compressor.ir import ModelIR
@@ -64,15 +66,20 @@ class Sequential:
 
     def __call__(self, ir: ModelIR, ctx: PassContext | None = None) -> ModelIR:
         """Run every step on `ir` in memory (no store, no measurement): the chain as one pass."""
-        return self.run(ir, ctx, progress=False, instruments=[]).ir
+        return self.run(ir, ctx, progress=False).ir
 
     def run(self, ir: ModelIR | None = None, ctx: PassContext | None = None, *, out: str | Path | None = None,
-            store: str | Path | None = None, evaluate: Any = None, progress: bool = True, force: bool = False,
-            dump_ir: bool = False, instruments: list[Instrument] | None = None, title: str | None = None,
+            instruments: Sequence[Instrument] = (), progress: bool = True, title: str | None = None,
             pipeline: Any = None) -> RunResult:
-        """Run the chain. With `out`, stages live in the store (default `.store` beside `out`), each is
-        measured (`evaluate`: EvaluateOptions, default settings) and `out` gets the report; a failure
-        writes a reproducer to `out/reproduce`. Without `out`, nothing is written."""
+        """Run the chain with the caller's `instruments` (none: in memory, nothing stored, measured or
+        written). `out` is the run directory those instruments write (`default_instruments(out)`: the
+        store, measurement, report, reproducer); the manager writes nothing itself, so `out` without
+        instruments is refused. `pipeline` (opaque here) is what a reproducer instrument records."""
+        if out is not None and not instruments:
+            raise ConfigError(f"{self.name}: run(out={str(out)!r}) writes through instruments, and none were given; "
+                              "pass instruments=compressor.instruments.default_instruments(out) (store, "
+                              "measurement, report), or leave out `out` to run in memory")
+        instruments = list(instruments)
         ctx = ctx if ctx is not None else PassContext(progress=progress)
         ctx.progress = progress
         steps = list(self.steps)
@@ -87,9 +94,6 @@ class Sequential:
         run_dir = Path(out) if out is not None else None
         if ctx.root_dir is None:
             ctx.root_dir = run_dir  # a stage's scratch outside the store (the darts frontend's search)
-        if instruments is None:
-            instruments = inst.default_instruments(run_dir, store=store, evaluate=evaluate, progress=progress,
-                                                   force=force, dump_ir=dump_ir)
         first = steps[0]
         trust = first.trust() if isinstance(first, (ModelStep, InputStep)) else Trust("")
         run = Run(ctx, run_dir, steps, title or f"{self.name}: {' | '.join(s.label for s in steps)}",

@@ -46,9 +46,10 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
 from compressor.context import PassContext
-from compressor.config import LineDict, apply_override, load_yaml, load_yaml_text
+from compressor.config import LineDict, load_yaml, load_yaml_text
 from compressor.errors import ConfigError
 from compressor.evaluate.options import EvaluateOptions, LatencyOptions  # the evaluate: block (re-exported)
+from compressor.instruments import default_instruments
 from compressor.options import (format_options, option, options_dict, parse_options, prefix,
                                 unknown_key_message)
 from compressor.passes_base import Exporter, Pass, check_chain
@@ -123,12 +124,7 @@ class Pipeline:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "Pipeline":
-        doc = load_yaml(path)
-        for text in overrides:
-            if not isinstance(doc, dict):
-                break
-            apply_override(doc, text)
-        return cls.from_dict(doc, source=str(path))
+        return cls.from_dict(load_yaml(path, overrides), source=str(path))
 
     @classmethod
     def from_text(cls, text: str, source: str = "<text>") -> "Pipeline":
@@ -180,9 +176,10 @@ class Pipeline:
         check_device(self.device, self.device_location or "device")
         run_dir = self.run_dir(out)
         check_run_dir(run_dir)
-        return self.compile().run(ctx=self.context(progress=progress), out=run_dir, store=store,
-                                  evaluate=self.evaluate, progress=progress, force=force, dump_ir=dump_ir,
-                                  title=f"{self.name}: {self.to_line()}", pipeline=self)
+        instruments = default_instruments(run_dir, store=store, evaluate=self.evaluate, progress=progress,
+                                          force=force, dump_ir=dump_ir)
+        return self.compile().run(ctx=self.context(progress=progress), out=run_dir, instruments=instruments,
+                                  progress=progress, title=f"{self.name}: {self.to_line()}", pipeline=self)
 
     # ---- compilation ----------------------------------------------------------------------
     def compile(self) -> "Any":
@@ -241,11 +238,8 @@ class SearchJob:
         from compressor.frontend import search_frontend
 
         load_plugins()
-        doc = load_yaml(path)
+        doc = load_yaml(path, overrides, what="search", example="samples/pcdarts_search.yaml")
         source = str(path)
-        _check_keys(doc, SEARCH_KEYS, source, "a search file")
-        for text in overrides:
-            apply_override(doc, text)
         _check_keys(doc, SEARCH_KEYS, source, "a search file")
         for key in ("data", "search"):
             if key not in doc:

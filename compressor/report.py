@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 from compressor.precision import ReportSection, all_precisions
+from compressor.store import atomic_path, atomic_write
 
 __all__ = ["write_report", "add_reductions", "markdown_table", "per_class_table"]
 
@@ -102,16 +102,6 @@ def markdown_table(stages: list[dict]) -> str:
             row += [_num(d.get(k), lambda v: f"{v:.3f}") for k in ("median_ms", "p90_ms", "p99_ms")]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: concurrent runs never share it
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _plot(stages: list[dict], title: str, path: Path) -> None:
@@ -199,7 +189,7 @@ def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str
     paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "png": out_dir / "report.png"}
 
     text = json.dumps({"title": title, "stages": rows}, indent=2, default=str) + "\n"
-    _write_atomic(paths["json"], lambda p: p.write_text(text, encoding="utf-8"))
+    atomic_write(paths["json"], text)
 
     md = [f"# {title or 'Compression report'}", "", markdown_table(rows), ""]
     md += [f"- {st.get('index', i)} {st.get('name', '')}: `{st.get('label') or st.get('name', '')}`"
@@ -212,7 +202,8 @@ def write_report(stages: list[dict], out_dir: Path, title: str = "") -> dict[str
         for prec in all_precisions():
             for section in prec.report_sections(st):
                 md += ["", *section_markdown(section)]
-    _write_atomic(paths["md"], lambda p: p.write_text("\n".join(md) + "\n", encoding="utf-8"))
+    atomic_write(paths["md"], "\n".join(md) + "\n")
 
-    _write_atomic(paths["png"], lambda p: _plot(rows, title, p))
+    with atomic_path(paths["png"]) as tmp:
+        _plot(rows, title, tmp)
     return paths

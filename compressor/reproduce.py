@@ -44,8 +44,8 @@ def replay(path: str | Path, progress: bool = True, trust_factory: bool = False)
         data_spec = pipeline.data.as_data() if pipeline.data else None
         _check_trust(root, [("its pipeline.yaml's model", chain.steps[0].trust().factory),
                             ("its pipeline.yaml's data", data_factory(data_spec))], trust_factory)
-        return chain.run(ctx=pipeline.context(progress), out=out, store=out / ".store", force=True,
-                         evaluate=evaluate, progress=progress, instruments=_instruments(out, evaluate, progress))
+        return chain.run(ctx=pipeline.context(progress), out=out, progress=progress,
+                         instruments=_instruments(out, evaluate, progress))
     registry = PASSES if doc["kind"] == "pass" else EXPORTERS
     cls = registry.get_or_error(doc["step"], f"{root}/reproduce.json step")
     obj = cls.from_mapping(doc.get("options") or {}, doc["step"])
@@ -68,8 +68,7 @@ def replay(path: str | Path, progress: bool = True, trust_factory: bool = False)
         ctx.stages[d.name] = ModelIR.load(d, trust_factory=trust_factory)
     ctx.teacher = ctx.stages.get("baseline")
     return Sequential([obj], name=f"reproduce {doc['step']}").run(
-        ir, ctx, out=out, store=out / ".store", force=True, evaluate=evaluate, progress=progress,
-        instruments=_instruments(out, evaluate, progress))
+        ir, ctx, out=out, progress=progress, instruments=_instruments(out, evaluate, progress))
 
 
 def _factory(ir_dir: Path) -> str | None:

@@ -27,6 +27,10 @@ References: every link the store serves (`runs/<run>/NN_stage`, a sweep trial's
 in `<store>/.refs/<key>.json`. `prune` keeps a stage while any recorded link (or a link found under the
 store's parent) still points at it, and never touches a stage whose lock a running run holds.
 
+Atomic writes: every file the compiler writes in place goes through `atomic_path` / `atomic_write` (a
+per-process temp name beside the target, renamed onto it only when complete, removed on failure);
+`swap_dir` and `swap_symlink` put a finished directory or a link in place.
+
 This module imports nothing beyond the standard library: `compress bench model.onnx` uses it to verify an
 artifact on a machine without torch.
 """
@@ -74,11 +78,69 @@ def is_pickle(path: Path) -> bool:
     return head == b"PK" or head[:1] == b"\x80"
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomically, through a per-process temp name (concurrent writers never share a temp file)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
+# ---- atomic writes: every file the compiler writes goes through these -------------------------------
+
+def temp_path(path: Path) -> Path:
+    """The temp name beside `path` that `atomic_path` writes first: per process (`name.<pid>.tmp`), so
+    concurrent writers of the same file never share one."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
+    """A temp path beside `path` for a writer that needs a file name (torch.save, savefig, a serializer):
+    when the block ends normally the temp file gets `mode` (if given) and is renamed onto `path`; when it
+    raises, `path` is left as it was and the temp file is removed. The parent directory must exist."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, mode: int | None = None) -> Path:
+    """Write `data` (bytes, or text as UTF-8) to `path` atomically (see `atomic_path`); returns the path."""
+    path = Path(path)
+    with atomic_path(path, mode) as tmp:
+        if isinstance(data, str):
+            tmp.write_text(data, encoding="utf-8")
+        else:
+            tmp.write_bytes(data)
+    return path
+
+
+def swap_dir(tmp: Path, path: Path) -> None:
+    """Put the finished directory `tmp` in place of the directory `path` (whose old content is removed
+    first: a directory cannot be renamed over a non-empty one)."""
+    shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+
+
+def swap_symlink(link: Path, target: str | os.PathLike[str]) -> Path:
+    """Point the symlink `link` at `target` (kept as given, e.g. relative), replacing what `link` was
+    atomically through a per-process temp link, so a reader never sees it missing."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.link")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return link
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically (`atomic_write`)."""
+    atomic_write(path, json.dumps(obj, indent=2, default=str))
 
 
 def read_json(path: Path) -> Any:
@@ -378,12 +440,7 @@ def link_stage(run_dir: Path, name: str, target: Path) -> Path:
         return link
     if link.exists() and not link.is_symlink():
         shutil.rmtree(link)
-    tmp = run_dir / f".{name}.{os.getpid()}.link"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    os.symlink(rel, tmp)
-    os.replace(tmp, link)
-    return link
+    return swap_symlink(link, rel)
 
 
 # a run or sweep directory under the store's parent is at most this deep: runs/<sweep>/trials/NNNN/NN_stage,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 
 from compressor.ir import TaskSpec
 from compressor.options import Range, option
+from compressor.store import atomic_path
 
 if TYPE_CHECKING:
     from compressor.context import PassContext
@@ -138,12 +138,6 @@ def set_rng_state(state: dict, loader=None) -> None:
         generator.set_state(state["loader"].cpu())
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: Path, device: str = "cpu") -> dict:
     """A training checkpoint: state_dicts and plain data, loaded with weights_only=True (never unpickles
     code); anything else is refused in one line."""
@@ -241,10 +235,11 @@ def fit(
         losses.append(epoch_loss)
         log.info("%s epoch %d/%d loss %.4f", desc, epoch + 1, opts.epochs, epoch_loss)
         if checkpoint is not None:
-            _atomic_save({"model": module.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-                          "rng": rng_state(train_loader), "scaler": scaler.state_dict(),
-                          "extra": [p.detach().cpu() for p in extra_params or []],
-                          "epoch": epoch + 1, "losses": losses}, checkpoint)
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"model": module.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
+                            "rng": rng_state(train_loader), "scaler": scaler.state_dict(),
+                            "extra": [p.detach().cpu() for p in extra_params or []],
+                            "epoch": epoch + 1, "losses": losses}, tmp)
     module.eval()
     return TrainResult(opts.epochs - start_epoch, start_epoch, losses[-1] if losses else float("nan"), losses)
 

@@ -21,7 +21,7 @@ What `export` does, in order:
    predictions (mask pixels, classes; near-ties excluded) shared with its torch reference
    (`int8_min_agreement`), plus, when the run has data, the task metric on the validation split against
    the fp32 model: a drop beyond `max_metric_drop` fails the stage.
-6. `onnx.checker.check_model(full_check=True)`, writes `<name>.tmp` beside the target, runs it in
+6. `onnx.checker.check_model(full_check=True)`, writes a temp file beside the target (`compressor.store.atomic_path`), runs it in
    onnxruntime (CPU) against the float32 torch copy at each of `verify_batches` on deterministic
    inputs inside the declared value range, and only then renames it into place. A failed check
    raises ExportError and leaves no file behind (a file already at the target is left untouched).
@@ -47,12 +47,14 @@ import torch
 
 from compressor.context import PassContext
 from compressor.errors import ExportError, first_line
+from compressor.evaluate.backends import backends_for
 from compressor.ir import ModelIR
 from compressor.onnx_graph import default_opset, quiet
 from compressor.options import option, parse_options
 from compressor.passes_base import Exporter, ExportResult
 from compressor.precision import Agreement, OnnxLowering, Tolerance, get_precision
 from compressor.registry import register_exporter
+from compressor.store import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -423,11 +425,10 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
                           f"limit; compress the model further before exporting")
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
     max_diff: dict[int, float] = {}
     agreement: dict[int, float] = {}
     verify_s = 0.0
-    try:
+    with atomic_path(target) as tmp:  # renamed onto the target only once verified
         try:
             tmp.write_bytes(model.SerializeToString())
         except OSError as exc:
@@ -439,10 +440,6 @@ def _export(ir: ModelIR, target: Path, opts: OnnxOptions, seed: int = 0, data: A
             if lowering.metric_hint is not None and data is not None:
                 lowered["metric_check"] = _check_metric_drop(tmp, module, ir, data, opts, lowering.metric_hint)
             verify_s = time.perf_counter() - t0
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
     info: dict[str, Any] = {
         "opset": opset,
@@ -486,8 +483,8 @@ class OnnxExporter(Exporter):
     Options = OnnxOptions
     packages = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxconverter-common")
 
-    latency_backends = ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
     suffixes = (".onnx",)
+    latency_backends = backends_for(".onnx")
 
     @classmethod
     def describe_artifact(cls, path: Path) -> str:

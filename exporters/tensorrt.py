@@ -69,12 +69,14 @@ from typing import Any, Literal, Mapping
 
 from compressor.context import PassContext
 from compressor.errors import ConfigError, ExportError
+from compressor.evaluate.backends import backends_for
 from compressor.ir import ModelIR
 from compressor.exporters.onnx import OnnxOptions
 from compressor.options import option
 from compressor.passes_base import Exporter, ExportResult
 from compressor.precision import PRECISIONS, TensorRTLowering, cast_names, get_precision, tensorrt_names
 from compressor.registry import register_exporter
+from compressor.store import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -359,23 +361,11 @@ def summarize_layer_precisions(inspector_json: str | Mapping[str, Any] | list) -
     return dict(sorted(counts.items()))
 
 
-def _atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_sidecar(path: str | os.PathLike[str], info: Mapping[str, Any]) -> Path:
     """Write `info` as indented JSON, atomically (temp file beside the target, then rename)."""
     path = Path(path)
-    _atomic_write(path, (json.dumps(info, indent=2, sort_keys=False, default=str) + "\n").encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(info, indent=2, sort_keys=False, default=str) + "\n")
     return path
 
 
@@ -430,7 +420,8 @@ def _save_timing_cache(config: Any, path: Path) -> None:
     if cache is None:
         return
     try:
-        _atomic_write(path, bytes(memoryview(cache.serialize())))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, bytes(memoryview(cache.serialize())))
     except OSError as exc:  # a cache is an optimization: never fail the export for it
         log.warning("tensorrt: cannot save the timing cache %s (%s)", path, exc)
 
@@ -519,8 +510,8 @@ class TensorRTExporter(Exporter):
     Options = TensorRTOptions
     packages = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxsim", "onnxconverter-common", "tensorrt")
 
-    latency_backends = ("tensorrt",)
     suffixes = (".engine",)
+    latency_backends = backends_for(".engine")
 
     @classmethod
     def describe_artifact(cls, path: Path) -> str:
@@ -594,8 +585,8 @@ class TensorRTExporter(Exporter):
             cache_path = default_timing_cache(out_dir)
             script_cache = f"../{TIMING_CACHE_NAME}"
         script = out_dir / SCRIPT_NAME
-        _atomic_write(script, build_script(shapes, target, opts.workspace_mb, opts.optimization_level,
-                                           script_cache).encode(), mode=0o755)
+        atomic_write(script, build_script(shapes, target, opts.workspace_mb, opts.optimization_level,
+                                          script_cache), mode=0o755)
 
         # 3. the engine, where TensorRT and a GPU are
         trt = _import_tensorrt()
@@ -620,7 +611,7 @@ class TensorRTExporter(Exporter):
                                        optimization_level=opts.optimization_level, timing_cache=script_cache,
                                        extra=trtexec_precision_flags(target, build_info["tensorrt_major"])),
         }
-        _atomic_write(engine_path, blob)
+        atomic_write(engine_path, blob)
         write_sidecar(sidecar_path, info)
         log.info("tensorrt: wrote %s (%s, TensorRT %s, %s, layers %s, %.1fs)", engine_path, target,
                  info["tensorrt_version"], gpu_name, info["layer_precisions"], info["build_seconds"])

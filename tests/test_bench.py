@@ -176,7 +176,32 @@ def test_bench_errors(tmp_path) -> None:
 
 
 def test_cli_backend_choices_match_the_library() -> None:
-    from compressor.cli import BENCH_BACKENDS
-    from compressor.evaluate.latency import BACKENDS
+    """One backend table (compressor.evaluate.backends): the CLI's choices and help, bench's auto picks,
+    latency's names, the exporters' and the torch runtime's backends all come from it."""
+    import click
 
-    assert BENCH_BACKENDS == ("auto", *BACKENDS)
+    from compressor import bench
+    from compressor.cli import BENCH_BACKENDS, bench as bench_command
+    from compressor.evaluate import backends as table
+    from compressor.evaluate import latency
+    from compressor.evaluate.options import LatencyOptions
+    from compressor.evaluate.runtime import TorchRuntime
+    from compressor.exporters.onnx import OnnxExporter
+    from compressor.exporters.tensorrt import TensorRTExporter
+    from compressor.options import describe_options
+
+    assert BENCH_BACKENDS == ("auto", *table.BACKENDS)
+    option = next(p for p in bench_command.params if p.name == "backends")
+    assert isinstance(option.type, click.Choice) and tuple(option.type.choices) == BENCH_BACKENDS
+    assert ".onnx onnxruntime-cpu, .engine tensorrt, a stage directory torch-cpu" in option.help
+    assert (latency.BACKENDS, latency.ALIASES, latency.BACKEND_SUFFIXES, latency.IR_KIND) == \
+        (table.BACKENDS, table.ALIASES, table.BACKEND_SUFFIXES, table.IR_KIND)
+    assert bench.BACKENDS is table.BACKENDS and bench.SUFFIXES is table.DEFAULT_BY_SUFFIX
+    assert set(bench.SUFFIXES.values()) <= set(table.BACKENDS)
+    assert set(bench.SUFFIXES) == {k for kinds in table.BACKEND_SUFFIXES.values() for k in kinds}
+    # every backend is some runtime's, exactly once
+    runtimes = [TorchRuntime.latency_backends, OnnxExporter.latency_backends, TensorRTExporter.latency_backends]
+    assert sorted(b for r in runtimes for b in r) == sorted(table.BACKENDS)
+    assert OnnxExporter.latency_backends == ("onnxruntime-cpu", "onnxruntime-cuda", "onnxruntime-tensorrt")
+    help_text = next(o.help for o in describe_options(LatencyOptions) if o.name == "backends")
+    assert all(b in help_text for b in [*table.BACKENDS, *table.ALIASES]), help_text

@@ -102,8 +102,7 @@ def test_prune_during_a_run_deletes_none_of_its_stages(tmp_path):
     p = Pipeline.from_text(FAST)
     pruner = PruneAfterEachStage(store)
     inst = default_instruments(out, store=store, evaluate=p.evaluate, progress=False) + [pruner]
-    result = p.compile().run(ctx=p.context(False), out=out, store=store, evaluate=p.evaluate, progress=False,
-                             instruments=inst)
+    result = p.compile().run(ctx=p.context(False), out=out, progress=False, instruments=inst)
     assert pruner.deleted == 0 and len(result.stages) == 3
     assert _links_ok(out) == [] and len(Store(store).entries()) == 3
 

@@ -37,7 +37,8 @@ def _baseline() -> tuple[ModelIR, PassContext]:
 def test_python_chain_is_cached_and_reported_like_a_yaml_run(tmp_path):
     ir, ctx = _baseline()
     chain = Sequential([PruneL1(ratio=0.5), FP16(), OnnxExporter()])
-    first = chain.run(ir, ctx, out=tmp_path / "py", evaluate=EVAL, progress=False)
+    out = tmp_path / "py"
+    first = chain.run(ir, ctx, out=out, progress=False, instruments=default_instruments(out, evaluate=EVAL, progress=False))
     assert [s.name for s in first.stages] == ["input", "prune-l1", "fp16", "onnx"]
     assert first.cached == [False] * 4
     report = json.loads((tmp_path / "py" / "report.json").read_text())
@@ -45,7 +46,7 @@ def test_python_chain_is_cached_and_reported_like_a_yaml_run(tmp_path):
     assert report["stages"][1]["params"] < report["stages"][0]["params"]
     assert report["stages"][1]["options"]["ratio"] == 0.5  # typed option values
     _, ctx2 = _baseline()
-    again = chain.run(ir, ctx2, out=tmp_path / "py", evaluate=EVAL, progress=False)
+    again = chain.run(ir, ctx2, out=out, progress=False, instruments=default_instruments(out, evaluate=EVAL, progress=False))
     assert again.cached == [True] * 4  # every stage loaded from the store
     assert [s.record["metrics"] for s in again.stages] == [s.record["metrics"] for s in first.stages]
     assert ir_content_hash(again.ir) == ir_content_hash(first.ir)
@@ -108,6 +109,37 @@ def test_chain_rejects_a_model_step_after_the_first_and_a_missing_ir():
         Sequential([FP16()]).run(progress=False, instruments=[])
     with pytest.raises(TypeError, match="a chain holds passes and exporters"):
         Sequential([object()])
+
+
+def test_a_chain_without_instruments_runs_in_memory_and_writes_nothing(tmp_path, monkeypatch):
+    from compressor.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    ir, ctx = _baseline()
+    result = Sequential([PruneL1(ratio=0.5), FP16()]).run(ir, ctx, progress=False)
+    assert [s.name for s in result.stages] == ["input", "prune-l1", "fp16"]
+    assert result.run_dir is None and result.ir.precision == "fp16"
+    assert result.ir.parameter_count() < ir.parameter_count()
+    assert list(tmp_path.iterdir()) == []  # no store, no report, no reproducer
+    with pytest.raises(ConfigError, match=r"run\(out='runs/x'\) writes through instruments, and none were given; "
+                                          r"pass instruments=compressor.instruments.default_instruments\(out\)"):
+        Sequential([FP16()]).run(ir, ctx, out="runs/x", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_manager_imports_no_instrument_and_no_pipeline_file_reader():
+    """The engine takes its instruments from its caller: manager.py imports neither the instruments module
+    nor the YAML side (config, pipeline)."""
+    import ast
+    from pathlib import Path
+
+    import compressor.manager as manager
+
+    tree = ast.parse(Path(manager.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not {"compressor.instruments", "compressor.config", "compressor.pipeline", "yaml"} & imported, imported
 
 
 def test_to_dict_round_trips():

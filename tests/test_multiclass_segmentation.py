@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from compressor.context import PassContext
 from compressor.data import ArrayDataset, DataBundle
 from compressor.evaluate.metrics import TaskMetrics, evaluate_module
+from compressor.instruments import default_instruments
 from compressor.exporters.onnx import OnnxExporter
 from compressor.evaluate.agreement import agreement
 from compressor.frontend import input_spec_from, lower
@@ -152,7 +153,7 @@ def test_every_pass_and_the_onnx_export_run_on_a_three_class_model(tmp_path) -> 
     assert ir.task == TASK and ir.module.head.out_channels == 3
     out = tmp_path / "run"
     run = Sequential([PruneL1(ratio=0.5), Finetune(**TRAIN), FP16(), OnnxExporter()]).run(
-        ir, ctx, out=out, evaluate=EVAL, progress=False)
+        ir, ctx, out=out, progress=False, instruments=default_instruments(out, evaluate=EVAL, progress=False))
     assert [s.name for s in run.stages] == ["input", "prune-l1", "finetune", "fp16", "onnx"]
     assert run.stages[1].output.ir.parameter_count() < ir.parameter_count()
     onnx_info = _info(run.stages[-1])
@@ -173,7 +174,8 @@ def test_every_pass_and_the_onnx_export_run_on_a_three_class_model(tmp_path) -> 
     # int8 from the fine-tuned stage (loaded from the store), verified against onnxruntime
     q = Sequential([PruneL1(ratio=0.5), Finetune(**TRAIN), Int8(backend="onnxruntime-cpu", calib_batches=2,
                                                               batch_size=8), OnnxExporter()])
-    qrun = q.run(ir, ctx, out=tmp_path / "q", evaluate=EVAL, progress=False)
+    qout = tmp_path / "q"
+    qrun = q.run(ir, ctx, out=qout, progress=False, instruments=default_instruments(qout, evaluate=EVAL, progress=False))
     assert qrun.cached[:3] == [True, True, True] and qrun.stages[3].output.ir.precision == "int8"
     qinfo = _info(qrun.stages[-1])
     assert qinfo["int8"]["metric_check"]["metric"] == "miou"

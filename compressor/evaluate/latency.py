@@ -29,29 +29,17 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from compressor.errors import ConfigError
+# the backend table (names, aliases, the artifacts each runs), re-exported: it lives in a module of plain data
+from compressor.evaluate.backends import ALIASES, BACKEND_SUFFIXES, BACKENDS, IR_KIND
 # what a measurement is and the machine it ran on: also what trt_runtime reports, so they live below both
 from compressor.evaluate.timing import LatencyStats, device_name, gpu_info, host_info, summarize
 from compressor.precision import check_cast_precision, get_precision, precision_of_dtype
 
 __all__ = [
-    "BACKENDS", "ALIASES", "BACKEND_SUFFIXES", "BackendUnavailable", "LatencyStats", "summarize",
+    "BACKENDS", "ALIASES", "BACKEND_SUFFIXES", "IR_KIND", "BackendUnavailable", "LatencyStats", "summarize",
     "time_callable", "latency_onnxruntime", "latency_torch", "latency_ir", "latency_engine",
     "make_cuda_graph", "normalize_backend", "engine_unavailable", "device_name", "host_info", "gpu_info", "format_stats_table",
 ]
-
-IR_KIND = "IR directory"  # what the torch backends run: a directory written by ModelIR.save
-# backend name -> the artifact kinds (file suffixes, or IR_KIND) it runs
-BACKEND_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "torch-cpu": (IR_KIND,),
-    "torch-cuda": (IR_KIND,),
-    "onnxruntime-cpu": (".onnx",),
-    "onnxruntime-cuda": (".onnx",),
-    "onnxruntime-tensorrt": (".onnx",),
-    "tensorrt": (".engine",),
-}
-BACKENDS: tuple[str, ...] = tuple(BACKEND_SUFFIXES)
-# old short names (pipelines written before the GPU backends) -> canonical names
-ALIASES: dict[str, str] = {"torch": "torch-cpu", "onnxruntime": "onnxruntime-cpu"}
 
 # onnxruntime backend -> the providers asked for, in priority order
 _ORT_PROVIDERS: dict[str, list[str]] = {

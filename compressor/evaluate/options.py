@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from compressor.errors import ConfigError
+from compressor.evaluate.backends import ALIASES, describe_backends
 from compressor.options import option
 
 
@@ -17,9 +18,7 @@ class LatencyOptions:
     enabled: bool = option(True, "measure latency after every stage")
     backends: list[str] = option(
         ["torch-cpu", "onnxruntime-cpu"],
-        "torch-cpu / torch-cuda time IR stages (at the IR's precision), onnxruntime-cpu / -cuda / -tensorrt "
-        "time .onnx artifacts, tensorrt times .engine artifacts; one that cannot run here is recorded as "
-        "skipped (old names: torch, onnxruntime)")
+        f"{describe_backends()}; one that cannot run here is recorded as skipped (old names: {', '.join(ALIASES)})")
     batch: int = option(1, "batch size of the latency measurement", min=1, max=10**6)
     threads: int | None = option(None, "intra-op threads (null: the runtime's default)", min=1, max=4096)
     warmup: int = option(5, "untimed warm-up runs", min=0, max=10**6)

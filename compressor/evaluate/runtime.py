@@ -4,13 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+from compressor.evaluate.backends import IR_KIND, backends_for
 from compressor.ir import ModelIR
 
 
 class TorchRuntime:
     """Task metrics and latency of the IR's eager module (fp16 IRs run in fp16)."""
 
-    latency_backends: ClassVar[tuple[str, ...]] = ("torch-cpu", "torch-cuda")
+    latency_backends: ClassVar[tuple[str, ...]] = backends_for(IR_KIND)
 
     def __init__(self, ir: ModelIR, name: str = "") -> None:
         self.ir, self.name = ir, name

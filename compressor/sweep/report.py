@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from compressor.errors import ConfigError
-from compressor.store import write_json
+from compressor.store import atomic_path, atomic_write, swap_symlink, write_json
 from compressor.sweep.spec import SweepSpec
 from compressor.sweep.figures import all_figures, completed
 
@@ -39,12 +39,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (list, dict)):
         return json.dumps(v, separators=(",", ":"))
     return str(v)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _md_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -122,9 +116,9 @@ def write_sweep_report(spec: SweepSpec, study: Any, sweep_dir: Path) -> dict[str
     writer.writerows([[c if isinstance(c, (int, float)) and not isinstance(c, bool) else _fmt(c) for c in r]
                       for r in rows])
     paths["csv"] = sweep_dir / "trials.csv"
-    _write(paths["csv"], buf.getvalue())
+    atomic_write(paths["csv"], buf.getvalue())
     paths["trials_md"] = sweep_dir / "trials.md"
-    _write(paths["trials_md"], f"# {spec.name}: trials\n\n{_md_table(header, rows)}\n")
+    atomic_write(paths["trials_md"], f"# {spec.name}: trials\n\n{_md_table(header, rows)}\n")
 
     # ---- Pareto front, hypervolume -------------------------------------------------------------------
     ok = [t for t in done if feasible(spec, figs[t.number])]
@@ -147,7 +141,7 @@ def write_sweep_report(spec: SweepSpec, study: Any, sweep_dir: Path) -> dict[str
                f"each): {hv_history[-1]:.4f} after {len(done)} completed trials.") if hv_history else \
         "No completed feasible trial yet."
     paths["pareto_md"] = sweep_dir / "pareto.md"
-    _write(paths["pareto_md"], f"# {spec.name}: Pareto front over {', '.join(f'{o.metric.text} ({o.direction})' for o in spec.objectives)}\n\n"
+    atomic_write(paths["pareto_md"], f"# {spec.name}: Pareto front over {', '.join(f'{o.metric.text} ({o.direction})' for o in spec.objectives)}\n\n"
                                f"{len(front)} non-dominated of {len(ok)} feasible completed trials "
                                f"({len(done)} completed, {len(finished) - len(done)} failed).\n\n"
                                f"{_md_table(fheader, frows)}\n\n{hv_line}\n")
@@ -161,7 +155,7 @@ def write_sweep_report(spec: SweepSpec, study: Any, sweep_dir: Path) -> dict[str
     mrows = [[i + 1, t.number, *[trial_values(spec, t).get(k) for k in keys], figs[t.number].get(spec.m_factor.accuracy),
               figs[t.number].get("params"), figs[t.number].get("m_factor")] for i, t in enumerate(ranked[:20])]
     paths["mfactor_md"] = sweep_dir / "mfactor.md"
-    _write(paths["mfactor_md"], f"# {spec.name}: M-factor ranking\n\nM_α = (1+α)·A·S′/(α·A + S′), S′ = P_min/P "
+    atomic_write(paths["mfactor_md"], f"# {spec.name}: M-factor ranking\n\nM_α = (1+α)·A·S′/(α·A + S′), S′ = P_min/P "
                                 f"(seed 003 eq. 8), α = {spec.m_factor.alpha:g}, A = {spec.m_factor.accuracy}, "
                                 f"P_min = the smallest params among the {len(done)} completed trials.\n\n"
                                 + _md_table(["rank", "trial", *keys, spec.m_factor.accuracy, "params", "M"], mrows) + "\n")
@@ -197,7 +191,7 @@ def write_sweep_report(spec: SweepSpec, study: Any, sweep_dir: Path) -> dict[str
         lines += ["", f"Best M-factor: trial {best_m.number}, M = {figs[best_m.number]['m_factor']:.4f} "
                   f"(`mfactor.md`). All trials: `trials.md`, `trials.csv`."]
     paths["md"] = sweep_dir / "sweep.md"
-    _write(paths["md"], "\n".join(lines) + "\n")
+    atomic_write(paths["md"], "\n".join(lines) + "\n")
     return paths
 
 
@@ -219,15 +213,9 @@ def _write_winner(spec: SweepSpec, trial: Any, d: Path, sweep_dir: Path) -> None
     values = {p.key: p.value(trial.params[p.key]) for p in spec.params
               if p.key in trial.params and p.key not in inactive}
     doc = Pipeline.from_dict(spec.trial_doc(values, f"{spec.name}-{d.name}"), source=str(d)).to_dict()
-    _write(d / "pipeline.yaml", yaml.safe_dump(doc, sort_keys=False))
+    atomic_write(d / "pipeline.yaml", yaml.safe_dump(doc, sort_keys=False))
     if run:
-        link = d / "run"
-        target = os.path.relpath(sweep_dir / run, d)
-        tmp = d / f"run.{os.getpid()}.tmp"
-        if tmp.is_symlink() or tmp.exists():
-            tmp.unlink()
-        tmp.symlink_to(target, target_is_directory=True)
-        os.replace(tmp, link)
+        swap_symlink(d / "run", os.path.relpath(sweep_dir / run, d))
 
 
 def _plot_front(spec: SweepSpec, done: list[Any], ok: list[Any], front: list[Any], figs: dict[int, dict[str, float]],
@@ -288,7 +276,8 @@ def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:  # the temp name has no image suffix: say the format
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, metadata={"Software": None})
+    finally:
+        plt.close(fig)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
 
-from compressor.config import apply_override, load_yaml, set_path
+from compressor.config import load_yaml, set_path
 from compressor.errors import ConfigError
 from compressor.options import Range, closest, option, parse_options, prefix, search_space, unknown_key_message
 from compressor.plugins import load_plugins
@@ -363,11 +363,9 @@ class SweepSpec:
     # ---- loading ----------------------------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "SweepSpec":
-        doc = load_yaml(path)
+        doc = load_yaml(path, overrides, what="sweep", example="samples/sweep_mfactor.yaml")
         if not isinstance(doc, Mapping):
             raise ConfigError(f"{path}: a sweep is a mapping with keys {', '.join(SWEEP_KEYS)}")
-        for text in overrides:
-            apply_override(doc, text)
         return cls.from_dict(doc, source=str(path))
 
     @classmethod

@@ -306,9 +306,9 @@ class _Figs:
 def _write_spec(spec: SweepSpec, sweep_dir: Path) -> None:
     import yaml
 
-    from compressor.instruments import write_text_atomic
+    from compressor.store import atomic_write
 
-    write_text_atomic(sweep_dir / SPEC_FILE, yaml.safe_dump(spec.document, sort_keys=False))
+    atomic_write(sweep_dir / SPEC_FILE, yaml.safe_dump(spec.document, sort_keys=False))
 
 
 def load_sweep(sweep_dir: Path) -> tuple[SweepSpec, Any]:

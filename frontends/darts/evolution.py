@@ -70,7 +70,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -91,6 +90,7 @@ from compressor.frontends.darts.ops import PRIMITIVES
 from compressor.frontends.darts.search_base import Objective, SearchAlgorithm, register_search, step_weights
 from compressor.frontends.darts.search_space import CONCAT, STEPS, SearchNetwork
 from compressor.options import option
+from compressor.store import atomic_write
 
 if TYPE_CHECKING:
     from compressor.data.base import DataBundle
@@ -511,9 +511,7 @@ def _finite(x: float) -> float | None:
 
 
 def _atomic_json(doc: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc, indent=1) + "\n")
 
 
 def evolve(evaluate: CandidateEvaluator, opts: SearchOptions, progress: bool = False) -> dict[str, Any]:

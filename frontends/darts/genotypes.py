@@ -22,6 +22,7 @@ from compressor import schema
 from compressor.errors import ConfigError
 from compressor.frontends.darts.ops import PRIMITIVES
 from compressor.options import unknown_key_message
+from compressor.store import atomic_write
 
 Pair = tuple[str, int]
 KEYS = ("normal", "normal_concat", "reduce", "reduce_concat")
@@ -125,9 +126,7 @@ class Genotype:
         """Write JSON atomically: a temp file beside the target, then rename."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json(indent=2) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, self.to_json(indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Genotype | CellsGenotype":

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +53,7 @@ from compressor.frontends.darts.ops import PRIMITIVES
 # the options and the hooks' Stage live with the algorithms' base class; re-exported for callers of this module
 from compressor.frontends.darts.search_base import Objective, SearchOptions, Stage  # noqa: F401
 from compressor.frontends.darts.search_space import SearchNetwork
+from compressor.store import atomic_path, atomic_write
 from compressor.train import segmentation_loss
 
 log = logging.getLogger(__name__)
@@ -157,21 +157,17 @@ def plot_alpha_history(history: Sequence[dict[str, Any]], path: Path) -> None:
         if ax_i == 1:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
 
 
 def _atomic_json(doc: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc, indent=1) + "\n")
 
 
 def _atomic_torch(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # ---- the loop -------------------------------------------------------------------------------------

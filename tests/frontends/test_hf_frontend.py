@@ -278,7 +278,11 @@ def test_chain_prune_finetune_fp16_onnx_on_the_classifier(models, tmp_path):
     ir, ctx = _build(models["cls"], _data("classification", 3, n=16))
     chain = Sequential([PruneL1(ratio=0.5, exclude_mode="follow", heads="whole"),
                         Finetune(epochs=1, batch_size=8, max_steps=1), FP16(), OnnxExporter()])
-    result = chain.run(ir, ctx, out=tmp_path / "run", evaluate=EVAL, progress=False)
+    from compressor.instruments import default_instruments
+
+    out = tmp_path / "run"
+    result = chain.run(ir, ctx, out=out, progress=False,
+                       instruments=default_instruments(out, evaluate=EVAL, progress=False))
     assert [s.name for s in result.stages] == ["input", "prune-l1", "finetune", "fp16", "onnx"]
     pruned = result.stages[1].ir
     assert pruned.parameter_count() < ir.parameter_count()

@@ -34,8 +34,9 @@ def readme_plugin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     """(site folder holding my_plugin.py and its dist-info, folder holding plugged.yaml)."""
     text = section((REPO / "README.md").read_text(), "Extending the compiler")
     code = blocks(text, "python", "# my_plugin.py")
-    yaml = blocks(text, "yaml", "# plugged.yaml")
-    assert len(code) == 4 and len(yaml) == 1, (len(code), len(yaml))
+    yaml = {name: blocks(text, "yaml", f"# {name}") for name in ("plugged.yaml", "plugged-search.yaml",
+                                                                 "plugged-sweep.yaml")}
+    assert len(code) == 6 and all(len(b) == 1 for b in yaml.values()), (len(code), yaml)
     site = tmp_path_factory.mktemp("site")
     (site / "my_plugin.py").write_text("\n\n".join(code))
     info = site / f"{DIST.replace('-', '_')}-0.1.dist-info"
@@ -47,7 +48,8 @@ def readme_plugin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     lines = "".join(f"{name} = {value}\n" for name, value in declared.items())
     (info / "entry_points.txt").write_text(f"[compressor.plugins]\n{lines}")
     work = tmp_path_factory.mktemp("work")
-    (work / "plugged.yaml").write_text(yaml[0])
+    for name, found in yaml.items():
+        (work / name).write_text(found[0])
     return site, work
 
 
@@ -61,7 +63,7 @@ def test_the_readme_plugin_lists_its_four_entries_with_their_package(readme_plug
     r = compress(site, work, "passes")
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
     listed = {line.split()[0]: line for line in r.stdout.splitlines() if line.startswith("  ") and line[2] != " "}
-    for name in ("scale", "blobs", "tiny-cnn", "weights"):
+    for name in ("scale", "blobs", "tiny-cnn", "weights", "annealed-darts", "sobol", "pool"):
         assert listed[name].endswith(f"  [{DIST}: my_plugin]"), listed.get(name)
 
 
@@ -92,3 +94,21 @@ def test_a_frontend_that_does_not_seed_builds_the_same_model_every_run(readme_pl
         assert r.returncode == 0, r.stderr
         weights.append(load_file(work / out / "00_baseline" / "weights.safetensors"))
     assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+
+
+def test_the_readme_search_runs_the_plugin_algorithm(readme_plugin):
+    site, work = readme_plugin
+    r = compress(site, work, "search", "plugged-search.yaml", "--quiet")
+    assert r.returncode == 0, r.stderr
+    out = work / "runs" / "plugged-search"
+    assert json.loads((out / "genotype.json").read_text())["normal"]
+    history = (out / "alpha_history.json").read_text()
+    assert '"arch_lr_scale": 0.2' in history and '"arch_lr_scale": 1.0' in history
+
+
+def test_the_readme_sweep_runs_with_the_plugin_sampler_and_executor(readme_plugin):
+    site, work = readme_plugin
+    r = compress(site, work, "sweep", "plugged-sweep.yaml", "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = (work / "runs" / "plugged-sweep" / "trials.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(",complete," in row for row in rows[1:]), rows

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import torch
 import torch.nn as nn
 
+from compressor.frontends.vision import make_divisible
+
 if TYPE_CHECKING:
     from compressor.frontends.hierarchical.genotypes import HierGenotype
 
@@ -35,21 +37,14 @@ RESIDUAL_OPS = ("conv", "sep", "mbconv")
 SE_RATIO = 4  # squeeze to the block's input channels // 4
 
 
-def make_divisible(v: float, divisor: int = CHANNEL_DIVISOR) -> int:
-    """Round `v` to the nearest multiple of `divisor`, at least `divisor` and never more than 10% below `v`
-    (torchvision's `_make_divisible`, which MobileNetV2 and MnasNet scale their widths with)."""
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new_v < 0.9 * v:
-        new_v += divisor
-    return new_v
-
-
 def scaled_channels(base: int, *mults: float) -> int:
-    """A width: `base` times the multipliers, rounded to a multiple of 8 by `make_divisible`."""
+    """A width: `base` times the multipliers, rounded to a multiple of 8 by `make_divisible` (torchvision's rule,
+    which MobileNetV2 and MnasNet scale their widths with: the nearest multiple, at least 8, never more than 10%
+    below the unrounded width)."""
     v = float(base)
     for m in mults:
         v *= m
-    return make_divisible(v)
+    return make_divisible(v, CHANNEL_DIVISOR)
 
 
 def stage_depth(depth: int, depth_mult: float) -> int:

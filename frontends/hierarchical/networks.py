@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from compressor.frontends.hierarchical.blocks import BlockConfig, block_configs, block_macs, conv_bn, make_block, \
     scaled_channels
+from compressor.frontends.vision import init_mobilenet_weights
 
 if TYPE_CHECKING:
     from compressor.frontends.hierarchical.genotypes import HierGenotype
@@ -58,17 +59,7 @@ class HierarchicalNet(nn.Module):
                 self.last, c = conv_bn(c, head, 1), head
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.classifier = nn.Linear(c, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_mobilenet_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.stem(x)

@@ -211,6 +211,28 @@ def test_dario_finds_the_residual_blocks():
     assert names == ["stages.0.0", "stages.0.2", "stages.1.1", "stages.1.2"]  # residual: stride 1, cin == cout
 
 
+def test_student_is_the_teachers_genotype_narrower_and_shallower():
+    teacher = h.lower(GENO_MIX, task="classification", in_channels=1, input_size=8, num_classes=10, width_mult=2.0)
+    student = h.Hierarchical.student(teacher, width=8, depth=2)
+    assert student.module.stem.cout == 8 and teacher.module.stem.cout == 16
+    assert [len(s) for s in student.module.stages] == [2, 2, 1]  # at most 2 blocks per stage, the first ones
+    assert student.parameter_count() < teacher.parameter_count() / 3
+    assert tuple(student.module(*teacher.example_inputs(2)).shape) == (2, 10)
+    rebuilt = h.Hierarchical.rebuild(student.recipe.frontend)
+    assert rebuilt.state_dict().keys() == student.module.state_dict().keys()
+
+
+def test_fp16_and_onnx_export_agree_with_torch(tmp_path):
+    from compressor.exporters.onnx import export_onnx
+    from compressor.passes import FP16
+
+    ir = h.lower(GENO_MIX, task=TaskSpec("segmentation", 3), in_channels=2, input_size=16)
+    result = export_onnx(FP16()(ir), tmp_path / "m.onnx", dynamo=False, simplify=False)
+    model = onnx.load(result.primary)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    assert max(result.info["max_abs_diff"].values()) < 0.05
+
+
 # ---- pipelines ---------------------------------------------------------------------------------------
 
 EVALUATE = {"max_samples": 32, "batch_size": 16, "macs": False, "latency": {"backends": []}}
@@ -262,3 +284,12 @@ def test_pipeline_distills_a_wider_genotype_into_a_narrower_one(tmp_path):
     assert st["distill"]["params"] < st["baseline"]["params"] / 2
     assert result.ir.meta["width_mult"] == pytest.approx(1.0)  # 2.0 · 8 / 16 stem channels
     assert result.ir.module.stem.cout == 8
+
+
+def test_sample_pipeline_parses():
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "hierarchical_insar.yaml"
+    p = Pipeline.from_yaml(sample)
+    assert p.model.frontend.name == "hierarchical" and p.model.frontend.options.genotype == "mobile-small"
+    assert [s.name for s in p.passes] == ["int8"] and [s.name for s in p.exports] == ["onnx"]

@@ -142,10 +142,10 @@ def _fail(path: str, problem: str) -> schema.Invalid:
     return schema.Invalid(path, problem)
 
 
-def _choices(value: Any, valid: tuple, path: str, what: str = "") -> Any:
+def _choices(value: Any, valid: tuple, path: str) -> Any:
     if not any(type(value) is type(v) and value == v for v in valid):  # 3.0 and true are not 3 and 1
         listing = ", ".join(str(v) for v in valid)
-        raise _fail(path, f"{schema.got(value)} is not one of {listing}; set it to one of them{what}")
+        raise _fail(path, f"{schema.got(value)} is not one of {listing}; set it to one of them")
     return value
 
 

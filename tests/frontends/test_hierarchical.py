@@ -102,6 +102,16 @@ def test_genotype_round_trips_and_depth_repeats_one_block(tmp_path):
     assert all(h.HierGenotype.from_dict(v.to_dict()) == v for v in h.GENOTYPES.values())
 
 
+def test_a_genotype_files_content_is_part_of_the_stage_key(tmp_path):
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(GENO_A))
+    key = Pipeline.from_dict({"model": {"frontend": "hierarchical", "genotype": str(path)}}).model.as_data()
+    path.write_text(json.dumps({**GENO_A, "width_mult": 2.0}))
+    again = Pipeline.from_dict({"model": {"frontend": "hierarchical", "genotype": str(path)}}).model.as_data()
+    assert key["options"] == again["options"] and key["source"] != again["source"]
+    assert again["source"]["genotype"]["width_mult"] == 2.0
+
+
 # ---- parameters by hand ------------------------------------------------------------------------------
 
 def test_parameter_count_by_hand_classification():
@@ -209,6 +219,18 @@ def test_dario_finds_the_residual_blocks():
     ir = h.lower(GENO_MIX, task="classification", in_channels=1, input_size=8, num_classes=10)
     names = [b.name for b in find_blocks(ir.module, ir.example_inputs(1))]
     assert names == ["stages.0.0", "stages.0.2", "stages.1.1", "stages.1.2"]  # residual: stride 1, cin == cout
+
+
+def test_prune_l1_keeps_depthwise_groups_and_prunes_the_rest():
+    from compressor.passes import PruneL1
+
+    ir = h.lower(GENO_MIX, task=TaskSpec("segmentation", 1), in_channels=2, input_size=16)
+    out = PruneL1(ratio=0.5)(ir)
+    groups = out.history[-1].stats["groups"]
+    assert any(g["decision"] == "frozen" and "depthwise conv" in g["reason"] for g in groups)
+    assert out.parameter_count() < ir.parameter_count()
+    x = ir.example_inputs(2)
+    assert out.module(*x).shape == ir.module(*x).shape
 
 
 def test_student_is_the_teachers_genotype_narrower_and_shallower():

@@ -23,7 +23,8 @@ The teacher is the IR before compression (`teacher: baseline`) or any named earl
 is the current IR (`student: current`) or a fresh network that the teacher's frontend builds
 (`student: <that frontend>`, `Frontend.student`) at `student_init_channels` (width) / `student_layers`
 (depth): for darts a network of the teacher's genotype (the paper's 16/36 × 8/14 students), for zoo the
-teacher's zoo model at another width and depth.
+teacher's zoo model at another width and depth, for hierarchical the teacher's genotype with about that many
+stem channels (every width scaled alike) and at most that many blocks per stage.
 """
 from __future__ import annotations
 
@@ -52,10 +53,10 @@ class DistillOptions(TrainOptions):
     student: str = option(
         "current", "current: distill into the current IR; or the teacher's frontend (e.g. darts: a new network of "
                    "the teacher's genotype), which builds a fresh student")
-    student_init_channels: int | None = option(None, "student width: darts init channels, zoo width (default: the "
-                                                     "teacher's)", min=1)
-    student_layers: int | None = option(None, "student depth: darts cells, zoo depth (default: the teacher's)",
-                                        min=3)
+    student_init_channels: int | None = option(None, "student width: darts init channels, zoo width, hierarchical "
+                                                     "stem channels (default: the teacher's)", min=1)
+    student_layers: int | None = option(None, "student depth: darts cells, zoo depth, hierarchical blocks per "
+                                              "stage (default: the teacher's)", min=3)
     alpha: float = option(0.7, "weight of the soft (teacher) loss; 1 − alpha weighs the labels", min=0, max=1,
                           search=[0.3, 0.5, 0.7, 0.9])
     temperature: float = option(4.0, "softening temperature T", min=0, min_exclusive=True,

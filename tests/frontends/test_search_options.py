@@ -128,7 +128,7 @@ def test_students_come_from_the_teachers_frontend(digits):
     from compressor.frontends.zoo import Zoo
     from compressor.passes import Distill
 
-    assert offering_students() == ["darts", "zoo"]
+    assert offering_students() == ["darts", "hierarchical", "zoo"]
     teacher = Zoo(model="cls-cnn", width=8).build(digits, PassContext(progress=False))
     out = Distill(student="zoo", student_init_channels=4, epochs=1, batch_size=16, max_steps=1)(
         teacher, PassContext(data=digits, teacher=teacher, progress=False))
@@ -138,7 +138,7 @@ def test_students_come_from_the_teachers_frontend(digits):
                                         "'baseline' comes from zoo"):
         Distill(student="darts", epochs=1)(teacher, PassContext(data=digits, teacher=teacher, progress=False))
     with pytest.raises(ConfigError, match="student: 'torch' is not valid; choose current or a frontend that builds "
-                                          "students: darts, zoo"):
+                                          "students: darts, hierarchical, zoo"):
         Distill(student="torch")
 
 

@@ -201,7 +201,7 @@ class LatencyTable:
     context: dict[str, Any]
     entries: dict[str, float] = field(default_factory=dict)
     path: Path | None = None
-    measured: int = 0  # parts measured by the call that returned this table (0: all were in the stored table)
+    measured: int = 0  # entries (the call floor included) measured by the call that returned this table
 
     @staticmethod
     def file_for(store_root: str | os.PathLike[str], key: str) -> Path:

@@ -306,3 +306,35 @@ def get_genotype(value: "str | os.PathLike[str] | Mapping[str, Any] | HierGenoty
         return HierGenotype.load(s)
     raise ConfigError(f"{unknown_key_message(s, list(GENOTYPES), 'hierarchical genotype')} (or the path of a "
                       f"genotype .json, or the genotype mapping inline)")
+
+
+# ---- random genotypes --------------------------------------------------------------------------------
+
+def sample_genotype(rng: Any, stages: int = 3, max_depth: int = 2, channels: tuple[int, ...] = (8, 16, 24, 32),
+                    ops: tuple[str, ...] = OPS, stem_channels: int = 8) -> HierGenotype:
+    """A random valid genotype of a small space: `stages` stages (the first stride 1, the others stride 2) of 1 to
+    `max_depth` blocks, non-decreasing widths drawn from `channels`, each block's op from `ops` (never skip first)
+    and its micro choices uniformly. `rng`: anything with `.random()` (random.Random, a numpy Generator)."""
+    def pick(seq: tuple | list) -> Any:
+        return seq[min(int(rng.random() * len(seq)), len(seq) - 1)]
+
+    docs = []
+    width = pick(channels)
+    for s in range(stages):
+        width = pick([c for c in channels if c >= width])
+        blocks = []
+        for i in range(1 + min(int(rng.random() * max_depth), max_depth - 1)):
+            op = pick([o for o in ops if not (o == "skip" and i == 0)])
+            gene: dict[str, Any] = {"op": op}
+            if "kernel" in OP_KEYS[op]:
+                gene["kernel"] = pick(KERNELS)
+            if "expansion" in OP_KEYS[op]:
+                gene["expansion"] = pick(EXPANSIONS)
+            if "se" in OP_KEYS[op]:
+                gene["se"] = rng.random() < 0.5
+            if "pool" in OP_KEYS[op]:
+                gene["pool"] = pick(POOLS)
+            blocks.append(gene)
+        docs.append({"channels": width, "stride": 1 if s == 0 else 2, "blocks": blocks})
+    return HierGenotype.from_dict({"stem": {"channels": stem_channels}, "stages": docs}, "sampled genotype",
+                                  name="sampled")

@@ -45,12 +45,7 @@ class HierarchicalNet(nn.Module):
             strides = [s.stride for s in genotype.stages]
             # feature index (0 = stem, i + 1 = stage i) of the last map at each resolution above the deepest
             self.skip_at = tuple(i for i in range(len(strides)) if strides[i] == 2)
-            self.decoder = nn.ModuleList()
-            c_dec = widths[-1]
-            for i in reversed(self.skip_at):
-                self.decoder.append(conv_bn(c_dec + widths[i], widths[i], 3))
-                c_dec = widths[i]
-            self.head = nn.Conv2d(c_dec, num_classes, 1)
+            self.decoder, self.head = decoder_layers(widths[-1], [widths[i] for i in self.skip_at], num_classes)
         else:
             c = widths[-1]
             self.last: nn.Module = nn.Identity()
@@ -72,12 +67,30 @@ class HierarchicalNet(nn.Module):
             if i in self.skip_at:
                 skips.append(out)
             out = stage(out)
-        for block, skip in zip(self.decoder, reversed(skips)):
-            out = F.interpolate(out, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            out = block(torch.cat([out, skip], dim=1))
-        if out.shape[-2:] != x.shape[-2:]:  # a stride-2 stem: no skip at the input resolution
-            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.head(out)
+        return decode(self.decoder, self.head, out, skips, x.shape[-2:])
+
+
+def decoder_layers(deepest: int, skip_widths: Sequence[int], num_classes: int) -> tuple[nn.ModuleList, nn.Conv2d]:
+    """The segmentation decoder's steps (one 3×3 conv → BN → ReLU per skip, deepest skip first) and its 1×1 head,
+    for a deepest map of `deepest` channels and skips of `skip_widths` (shallowest first)."""
+    decoder = nn.ModuleList()
+    c_dec = deepest
+    for w in reversed(skip_widths):
+        decoder.append(conv_bn(c_dec + w, w, 3))
+        c_dec = w
+    return decoder, nn.Conv2d(c_dec, num_classes, 1)
+
+
+def decode(decoder: nn.ModuleList, head: nn.Module, out: torch.Tensor, skips: Sequence[torch.Tensor],
+           size: Sequence[int]) -> torch.Tensor:
+    """The decoder's forward: from the deepest map `out` up through `skips` (shallowest first), then the head,
+    upsampled to `size` when the shallowest skip is smaller (a stride-2 stem)."""
+    for block, skip in zip(decoder, reversed(skips)):
+        out = F.interpolate(out, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        out = block(torch.cat([out, skip], dim=1))
+    if tuple(out.shape[-2:]) != tuple(size):  # a stride-2 stem: no skip at the input resolution
+        out = F.interpolate(out, size=tuple(size), mode="bilinear", align_corners=False)
+    return head(out)
 
 
 def genotype_macs(genotype: "HierGenotype", input_shape: Sequence[int], width_mult: float = 1.0) -> int:

@@ -62,11 +62,12 @@ def test_1_keys_must_be_strings(tmp_path, text, fragment):
     "".join(f"a{i}: &a{i} [{'*a' + str(i - 1) if i else 'x'}]\n" for i in range(150)),
 ])
 def test_2_deep_nesting_is_refused_quickly(tmp_path, text):
-    # CPU time of this process, not wall time: the suite shares its cores, and a refusal that is not "quick"
-    # (walking 10,000 levels, expanding the aliases) costs seconds of CPU whatever the machine's load
-    start = time.process_time()
+    # CPU time of this thread, not wall time (nor the process's, which counts torch's pool threads): the suite
+    # shares its cores. The refusal costs ~0.4 s here; walking 10,000 levels or expanding the aliases would cost
+    # far more (or overflow the stack) whatever the machine's load
+    start = time.thread_time()
     r = invoke("validate", write(tmp_path, text))
-    assert time.process_time() - start < 1.0
+    assert time.thread_time() - start < 2.0
     assert_one_line_error(r, "nested deeper than 100 levels")
 
 

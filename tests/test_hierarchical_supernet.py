@@ -1,0 +1,56 @@
+"""The hierarchical supernet: elastic slicing, BN recalibration and weight inheritance (`supernet.py`)."""
+from __future__ import annotations
+
+import random
+
+import torch
+
+from compressor.frontends.hierarchical.supernet import Supernet, SupernetSpace, recalibrate_bn
+
+SPACE = SupernetSpace(stages=((8, 1), (16, 2)), stem_channels=8, max_depth=2, width_mults=(0.5, 1.0))
+
+
+def _net() -> Supernet:
+    torch.manual_seed(0)
+    return Supernet(SPACE, 3, 5)
+
+
+def _batches(n: int = 3) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(4, 3, 16, 16, generator=g) for _ in range(n)]
+
+
+def test_elastic_slices_have_the_expected_shapes() -> None:
+    net = _net()
+    block = net.stages[1][0]  # max cin 8 (stage 0 at width 1.0), max cout 16, max hidden 8 * 6
+    assert tuple(block.depthwise.conv.weight.shape) == (48, 1, 7, 7)
+    assert tuple(block.depthwise.weight(24, 24, 3).shape) == (24, 1, 3, 3)
+    assert tuple(block.depthwise.weight(48, 48, 5).shape) == (48, 1, 5, 5)
+    # the 3×3 kernel is the centre of the 7×7 one
+    assert torch.equal(block.depthwise.weight(24, 24, 3), block.depthwise.conv.weight[:24, :, 2:5, 2:5])
+    assert tuple(block.expand.weight(8, 24).shape) == (24, 8, 1, 1)
+    assert tuple(block.project.weight(24, 8).shape) == (8, 24, 1, 1)
+    g = SPACE.genotype([2, 1], [0.5, 1.0], [[(5, 3), (3, 6)], [(7, 3)]])
+    sub = net.extract(g)
+    convs = [m.weight.shape for m in sub.stages[1][0].body if isinstance(m, torch.nn.Conv2d)]
+    assert [tuple(s) for s in convs] == [(24, 8, 1, 1), (24, 1, 7, 7), (16, 24, 1, 1)]
+    assert net(torch.randn(2, 3, 16, 16), g).shape == (2, 5)
+
+
+def test_recalibration_changes_stats_and_inherited_network_matches() -> None:
+    net = _net()
+    rng = random.Random(0)
+    batches, x = _batches(), torch.randn(2, 3, 16, 16)
+    bn = net.stages[0][0].expand.bn
+    with torch.no_grad():  # stale statistics, as training leaves them
+        bn.running_mean.fill_(3.0)
+    for g in [SPACE.largest(), SPACE.smallest(), SPACE.sample(rng), SPACE.sample(rng)]:
+        recalibrate_bn(net, batches, g)
+        assert not torch.equal(bn.running_mean[:24], torch.full((24,), 3.0))
+        with torch.no_grad():
+            out_super = net(x, g)
+        sub = net.extract(g)
+        recalibrate_bn(sub, batches)
+        with torch.no_grad():
+            out_sub = sub(x)
+        torch.testing.assert_close(out_sub, out_super, atol=1e-5, rtol=1e-4)

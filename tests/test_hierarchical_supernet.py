@@ -54,3 +54,54 @@ def test_recalibration_changes_stats_and_inherited_network_matches() -> None:
         with torch.no_grad():
             out_sub = sub(x)
         torch.testing.assert_close(out_sub, out_super, atol=1e-5, rtol=1e-4)
+
+
+SEARCH = ("name: s\nfrontend: hierarchical\ndata: {name: digits}\n"
+          "search: {stage_channels: [8, 16], stage_strides: [1, 2], stem_channels: 8, max_depth: 2, "
+          "width_mults: [0.5, 1.0], epochs: 1, max_steps: 3, batch_size: 32, bn_batches: 1, population: 4, "
+          "generations: 2}\n")
+
+
+def test_compress_search_writes_one_genotype_per_budget_that_the_frontend_loads(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from compressor.cli import main
+    from compressor.frontends.hierarchical.genotypes import HierGenotype
+    from compressor.pipeline import Pipeline
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(SEARCH)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["search", str(cfg), "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "genotype:" in r.output and "budget 3" in r.output
+    doc = json.loads((out / "evolution.json").read_text())
+    assert len(doc["hypervolume"]) == 3 and len(doc["population"]) == 4
+    b = doc["budgets"]
+    assert b[1] == 2 * b[0] and b[2] == 4 * b[0]
+    winners = [HierGenotype.load(out / f"genotype_budget{k}.json") for k in (1, 2, 3)]
+    for w, budget, info in zip(winners, b, doc["winners"]):
+        assert SPACE.contains(w) is None and info["macs"] <= budget
+    assert HierGenotype.load(out / "genotype.json") == winners[-1]
+    pipe = {"name": "p", "seed": 0, "data": {"name": "digits"},
+            "model": {"frontend": "hierarchical", "genotype": str(out / "genotype_budget1.json"),
+                      "train": {"epochs": 1, "batch_size": 64, "max_steps": 1}},
+            "passes": [], "export": []}
+    result = Pipeline.from_dict(pipe).run(out=tmp_path / "run", progress=False)
+    assert sum(1 for m in result.ir.module.modules() if type(m).__name__ == "Block") == \
+        1 + sum(s.depth for s in winners[0].stages)
+
+
+def test_search_options_are_checked() -> None:
+    import pytest
+
+    from compressor.frontends.hierarchical.evolution import HierarchicalSearchOptions
+
+    with pytest.raises(ValueError, match="one stride per stage"):
+        HierarchicalSearchOptions(stage_channels=(8, 16), stage_strides=(1,))
+    with pytest.raises(ValueError, match="subset of 3, 6"):
+        HierarchicalSearchOptions(expansions=(1, 6))
+    with pytest.raises(ValueError, match="include metric"):
+        HierarchicalSearchOptions(objectives=("macs", "memory"))

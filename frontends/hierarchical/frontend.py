@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import torch
@@ -22,6 +23,8 @@ from compressor.errors import ConfigError, FrontendError
 from compressor.frontend import Frontend, input_spec_from
 from compressor.frontend import lower as lower_module
 from compressor.frontends.hierarchical.blocks import block_configs
+from compressor.frontends.hierarchical.evolution import (HierarchicalSearchOptions, HierarchicalSearchResult,
+                                                        run_search)
 from compressor.frontends.hierarchical.genotypes import GENOTYPES, HierGenotype, get_genotype
 from compressor.frontends.hierarchical.networks import HierarchicalNet
 from compressor.ir import ModelIR, TaskSpec
@@ -93,6 +96,14 @@ class Hierarchical(Frontend):
     Options = HierarchicalOptions
     label_keys = ("genotype",)
     offers_students = True
+    search_options = HierarchicalSearchOptions
+
+    @classmethod
+    def run_search(cls, options: HierarchicalSearchOptions, data: "DataBundle", out_dir: Path, device: str = "cpu",
+                   progress: bool = True) -> HierarchicalSearchResult:
+        """NSGA-II on a weight-sharing supernet of the space (`evolution.py`): genotype.json and one genotype per
+        budget in `out_dir`."""
+        return run_search(options, data, out_dir, device=device, progress=progress)
 
     @classmethod
     def student(cls, teacher: ModelIR, width: int | None = None, depth: int | None = None) -> ModelIR:

@@ -290,7 +290,7 @@ def train_supernet(net: Supernet, data: "DataBundle", epochs: int, batch_size: i
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
     return {"steps": step, "loss": sum(losses) / len(losses) if losses else float("nan")}
 

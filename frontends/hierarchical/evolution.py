@@ -58,6 +58,7 @@ from compressor.store import atomic_write
 
 if TYPE_CHECKING:
     from compressor.data import DataBundle
+    from compressor.evaluate.latency_table import Measure
 
 EVOLUTION = "evolution.json"
 BUDGET_FILE = "genotype_budget{k}.json"
@@ -156,10 +157,10 @@ class SubnetEvaluator:
     cached per genotype. Calling it returns {"metric", "macs", "params", "memory"[, "latency"]}."""
 
     def __init__(self, supernet: Supernet, data: "DataBundle", opts: HierarchicalSearchOptions, out_dir: Path,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", measure: "Measure | None" = None) -> None:
         from compressor.data import make_loader
 
-        self.supernet, self.data, self.device, self.opts = supernet, data, device, opts
+        self.supernet, self.data, self.device, self.opts, self.measure = supernet, data, device, opts, measure
         self.input_shape = tuple(int(d) for d in data.input_shape)
         bn_loader = make_loader(data.train, opts.batch_size, shuffle=True, seed=opts.seed + BN_SEED_OFFSET)
         self.bn_batches = [x.to(device) for x, _ in islice(bn_loader, opts.bn_batches)]
@@ -182,7 +183,8 @@ class SubnetEvaluator:
 
         parts = latency_parts(g, self.input_shape, self.data.task.num_classes)
         table = LatencyTable.load_or_measure(self.store, self.opts.latency_backend, self.input_shape, 1, parts,
-                                             make_part, part_inputs=part_inputs, threads=self.opts.latency_threads)
+                                             make_part, part_inputs=part_inputs, threads=self.opts.latency_threads,
+                                             measure=self.measure)
         return float(table.predict(parts))
 
     def metric(self, g: HierGenotype) -> float:
@@ -285,8 +287,9 @@ class HierarchicalSearchResult:
 
 
 def run_search(opts: HierarchicalSearchOptions, data: "DataBundle", out_dir: Path, device: str = "cpu",
-               progress: bool = False) -> HierarchicalSearchResult:
-    """Train the supernet, evolve, write the winners (see the module docstring)."""
+               progress: bool = False, measure: "Measure | None" = None) -> HierarchicalSearchResult:
+    """Train the supernet, evolve, write the winners (see the module docstring). `measure` replaces the latency
+    table's measurement of a part (`LatencyTable.load_or_measure`; tests)."""
     if data.task.kind != "classification":
         raise ConfigError(f"the hierarchical search runs on classification data, not {data.task.kind}")
     start = time.monotonic()
@@ -299,7 +302,7 @@ def run_search(opts: HierarchicalSearchOptions, data: "DataBundle", out_dir: Pat
     trained = train_supernet(net, data, opts.epochs, opts.batch_size, opts.lr, opts.seed, device, opts.max_steps)
     torch.save(net.state_dict(), out_dir / "supernet.pt")
     net.eval()
-    evaluate = SubnetEvaluator(net, data, opts, out_dir, device)
+    evaluate = SubnetEvaluator(net, data, opts, out_dir, device, measure)
     result = evolve(evaluate, space, opts, progress)
     scored = [evaluate(g) for g in result["scored"]]
     budgets = sorted(opts.budgets) if opts.budgets else default_budgets(space, shape)

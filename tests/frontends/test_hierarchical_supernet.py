@@ -105,3 +105,28 @@ def test_search_options_are_checked() -> None:
         HierarchicalSearchOptions(expansions=(1, 6))
     with pytest.raises(ValueError, match="include metric"):
         HierarchicalSearchOptions(objectives=("macs", "memory"))
+
+
+def test_latency_objective_and_budgets_from_the_latency_table(digits, tmp_path) -> None:
+    import json
+
+    from compressor.frontends.hierarchical.evolution import HierarchicalSearchOptions, run_search
+
+    def fake_ms(module, shapes) -> float:  # a stand-in for onnxruntime timing: proportional to the parameters
+        return 1e-3 * (1 + sum(p.numel() for p in module.parameters()))
+
+    opts = HierarchicalSearchOptions(stage_channels=(8, 16), stage_strides=(1, 2), stem_channels=8, max_depth=2,
+                                     width_mults=(0.5, 1.0), epochs=1, max_steps=2, batch_size=32, bn_batches=1,
+                                     population=4, generations=1, objectives=("metric", "macs", "latency"),
+                                     budgets=(1e9,), latency_budgets=(1e9,))
+    result = run_search(opts, digits, tmp_path / "out", measure=fake_ms)
+    doc = json.loads((tmp_path / "out" / "evolution.json").read_text())
+    assert all(p["latency"] > 0 for p in doc["population"])
+    assert result.genotype_path is not None and doc["winners"][0]["latency"] > 0
+    assert list((tmp_path / "out" / ".store" / ".tables").glob("latency-*.json"))
+    # a latency budget below every candidate's latency leaves that budget without a winner
+    from compressor.frontends.hierarchical.evolution import budget_winners
+
+    scored = [{"metric": 0.5, "macs": 10.0, "memory": 1.0, "latency": 2.0},
+              {"metric": 0.7, "macs": 20.0, "memory": 1.0, "latency": 3.0}]
+    assert budget_winners(scored, ["metric", "macs"], [30.0, 30.0], [1.0, 2.5]) == [None, 0]

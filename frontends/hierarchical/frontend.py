@@ -6,6 +6,9 @@
 mapping itself (format: `genotypes.py`). Classification data gets the classifier head, segmentation data
 the decoder (`networks.py`); the data's task says how many logits.
 
+Search (`compress search` with `frontend: hierarchical`): NSGA-II over a weight-sharing supernet of an elastic
+slice of the space (`supernet.py`, `evolution.py`); its `search:` block is `HierarchicalSearchOptions`.
+
 Python API: `lower_genotype(...)` (alias `lower`), e.g.
     hierarchical.lower("mobile-small", task="classification", in_channels=3, input_size=32, num_classes=10)
 """

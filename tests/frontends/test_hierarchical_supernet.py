@@ -35,6 +35,12 @@ def test_elastic_slices_have_the_expected_shapes() -> None:
     convs = [m.weight.shape for m in sub.stages[1][0].body if isinstance(m, torch.nn.Conv2d)]
     assert [tuple(s) for s in convs] == [(24, 8, 1, 1), (24, 1, 7, 7), (16, 24, 1, 1)]
     assert net(torch.randn(2, 3, 16, 16), g).shape == (2, 5)
+    import pytest
+
+    from compressor.frontends.hierarchical.genotypes import GENOTYPES, HierGenotype
+
+    with pytest.raises(ValueError, match="not a candidate of this supernet: it has 5 stages"):
+        net.extract(HierGenotype(8, GENOTYPES["mobile-small"].stages))
 
 
 def test_recalibration_changes_stats_and_inherited_network_matches() -> None:

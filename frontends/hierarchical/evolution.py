@@ -11,11 +11,11 @@ What runs (`run_search`):
 2. Each candidate (a `HierGenotype` of the space) is scored on inherited weights: its standalone network is
    extracted from the supernet (`Supernet.extract`), its BatchNorm statistics are recalibrated on `bn_batches`
    fixed training batches (`recalibrate_bn`), and the metric is `evaluate_module`'s accuracy on the val split.
-3. Objectives (`objectives`, any of): metric (max); macs (min): `genotype_macs` (the stem and blocks; the classifier
-   is the same for every candidate up to its input width), at batch 1 on the data's input shape; memory (min): parameter bytes + peak activation
-   bytes at batch 1 of the standalone network (`peak_activation_bytes`, as the DARTS evolution counts it);
-   latency (min, ms): predicted by the per-block latency table (`latency.latency_parts` on
-   `LatencyTable.load_or_measure`, backend `latency_backend`, table stored under `latency_store`).
+3. Objectives (`objectives`, any of): metric (max); macs (min): `genotype_macs` at batch 1 on the data's input
+   shape (the stem and blocks; the classifier differs between candidates only by its input width); memory (min):
+   parameter bytes + peak activation bytes at batch 1 of the standalone network (`peak_activation_bytes`, as the
+   DARTS evolution counts it); latency (min, ms): predicted by the per-block latency table (`latency.latency_parts`
+   on `LatencyTable.load_or_measure`, backend `latency_backend`, table stored under `latency_store`).
    Every scored candidate gets macs and memory; latency only when it is an objective or has budgets.
 4. Evolution: NSGA-II with (μ+λ) elitism, reusing the DARTS evolution's selection (`select_survivors`:
    `non_dominated_sort` + `crowding_distance`) and binary `tournament`. The genome operators are this space's:

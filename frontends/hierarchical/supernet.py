@@ -276,7 +276,8 @@ def train_supernet(net: Supernet, data: "DataBundle", epochs: int, batch_size: i
     loader = make_loader(data.train, batch_size, shuffle=True, seed=seed, drop_last=False)
     total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=4e-5, nesterov=True)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1))))
     step, losses = 0, []
     for _ in range(epochs):
         losses = []

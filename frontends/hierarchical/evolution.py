@@ -31,7 +31,7 @@ What runs (`run_search`):
    it is written as `genotype_budget{k}.json` (k = 1.. in increasing budget order), and the largest budget's
    winner also as `genotype.json`; `model: {frontend: hierarchical, genotype: <that file>}` builds it.
    `evolution.json` holds the options, the final population with its objectives, the per-generation
-   hypervolume (`generation_hypervolumes`) and the winners; `supernet.pt` the trained supernet's state dict.
+   hypervolume (`generation_hypervolumes`) and the winners; `supernet.safetensors` the trained supernet's weights.
 """
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
+from safetensors.torch import save_file
 
 from compressor.errors import ConfigError
 from compressor.evaluate.pareto import pareto_front
@@ -54,7 +55,7 @@ from compressor.frontends.hierarchical.genotypes import HierGenotype
 from compressor.frontends.hierarchical.networks import genotype_macs
 from compressor.frontends.hierarchical.supernet import Supernet, SupernetSpace, recalibrate_bn, train_supernet
 from compressor.options import option
-from compressor.store import atomic_write
+from compressor.store import atomic_path, atomic_write
 
 if TYPE_CHECKING:
     from compressor.data import DataBundle
@@ -300,7 +301,8 @@ def run_search(opts: HierarchicalSearchOptions, data: "DataBundle", out_dir: Pat
     torch.manual_seed(opts.seed)
     net = Supernet(space, shape[0], data.task.num_classes)
     trained = train_supernet(net, data, opts.epochs, opts.batch_size, opts.lr, opts.seed, device, opts.max_steps)
-    torch.save(net.state_dict(), out_dir / "supernet.pt")
+    with atomic_path(out_dir / "supernet.safetensors") as tmp:  # weights only: nothing here is ever unpickled
+        save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     net.eval()
     evaluate = SubnetEvaluator(net, data, opts, out_dir, device, measure)
     result = evolve(evaluate, space, opts, progress)

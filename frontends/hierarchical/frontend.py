@@ -6,6 +6,9 @@
 mapping itself (format: `genotypes.py`). Classification data gets the classifier head, segmentation data
 the decoder (`networks.py`); the data's task says how many logits.
 
+Search (`compress search` with `frontend: hierarchical`): NSGA-II over a weight-sharing supernet of an elastic
+slice of the space (`supernet.py`, `evolution.py`); its `search:` block is `HierarchicalSearchOptions`.
+
 Python API: `lower_genotype(...)` (alias `lower`), e.g.
     hierarchical.lower("mobile-small", task="classification", in_channels=3, input_size=32, num_classes=10)
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import torch
@@ -22,6 +26,8 @@ from compressor.errors import ConfigError, FrontendError
 from compressor.frontend import Frontend, input_spec_from
 from compressor.frontend import lower as lower_module
 from compressor.frontends.hierarchical.blocks import block_configs
+from compressor.frontends.hierarchical.evolution import (HierarchicalSearchOptions, HierarchicalSearchResult,
+                                                        run_search)
 from compressor.frontends.hierarchical.genotypes import GENOTYPES, HierGenotype, get_genotype
 from compressor.frontends.hierarchical.networks import HierarchicalNet
 from compressor.ir import ModelIR, TaskSpec
@@ -93,6 +99,14 @@ class Hierarchical(Frontend):
     Options = HierarchicalOptions
     label_keys = ("genotype",)
     offers_students = True
+    search_options = HierarchicalSearchOptions
+
+    @classmethod
+    def run_search(cls, options: HierarchicalSearchOptions, data: "DataBundle", out_dir: Path, device: str = "cpu",
+                   progress: bool = True) -> HierarchicalSearchResult:
+        """NSGA-II on a weight-sharing supernet of the space (`evolution.py`): genotype.json and one genotype per
+        budget in `out_dir`."""
+        return run_search(options, data, out_dir, device=device, progress=progress)
 
     @classmethod
     def student(cls, teacher: ModelIR, width: int | None = None, depth: int | None = None) -> ModelIR:

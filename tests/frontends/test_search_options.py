@@ -114,10 +114,11 @@ def test_the_algorithm_name_is_accepted_as_its_block_name_and_reads_back():
 
 
 def test_search_is_a_frontend_capability(tmp_path):
-    assert searching() == ["darts"]
+    assert searching() == ["darts", "hierarchical"]
     path = tmp_path / "s.yaml"
     path.write_text("data: digits\nfrontend: zoo\nsearch: {epochs: 1}\n")
-    with pytest.raises(ConfigError, match=r"s\.yaml:2: frontend zoo does not search; frontends that do: darts$"):
+    with pytest.raises(ConfigError,
+                       match=r"s\.yaml:2: frontend zoo does not search; frontends that do: darts, hierarchical$"):
         SearchJob.from_yaml(path)
     path.write_text("data: digits\nfrontend: darts\nsearch: {algorithm: darts, epochs: 1}\n")
     assert SearchJob.from_yaml(path).options.algorithm == "darts"

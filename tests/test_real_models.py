@@ -45,14 +45,8 @@ INT8 = {"hf-swin", "hf-dinov2", "named-block-cnn"}  # also prune-l1 → int8 →
 WHOLE_HEADS = {"hf-vit", "hf-swin"}  # prune-l1 heads: whole (Swin: its relative-position table loses them too)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is as fast, and much faster on 2 busy shared cores (Swin's ONNX
-    exports: 7 s + 6 s instead of 12 s + 10 s)."""
-    was = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(was)
+# tiny models: one intra-op thread is as fast, and much faster on 2 busy shared cores (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(shape: tuple[int, ...], kind: str, classes: int, n: int = 16) -> DataBundle:

@@ -33,12 +33,8 @@ GENO_MIX = {"stem": {"channels": 8},
                        {"channels": 16, "stride": 2, "blocks": [{"op": "mbconv", "expansion": 1}]}]}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    was = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(was)
+# tiny models: one intra-op thread is as fast, and much faster on 2 busy shared cores (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _stage(**kw):

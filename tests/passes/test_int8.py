@@ -22,13 +22,8 @@ from compressor.passes.int8 import Int8, calibrate, fold_batchnorm
 from compressor.quant import Int8Layer, int8_layers, quant_params
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """These models are tiny: one intra-op thread is as fast, and much faster on 2 busy shared cores."""
-    was = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(was)
+# tiny models: one intra-op thread is as fast, and much faster on 2 busy shared cores (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

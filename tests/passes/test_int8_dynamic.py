@@ -26,12 +26,8 @@ CNN = {"frontend": "zoo", "model": "cls-cnn", "width": 16, "train": {"epochs": 1
 EVALUATE = {"max_samples": 64, "macs": False, "latency": {"backends": []}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    was = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(was)
+# tiny models: one intra-op thread is as fast, and much faster on 2 busy shared cores (conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _doc(model: dict, passes: list, name: str) -> dict:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -96,6 +97,9 @@ class Sequential:
             ctx.root_dir = run_dir  # a stage's scratch outside the store (the darts frontend's search)
         first = steps[0]
         trust = first.trust() if isinstance(first, (ModelStep, InputStep)) else Trust("")
+        built = {f for s in steps[1:] for f in getattr(s.obj, "builds_frontends", lambda: ())()}
+        if built - {trust.frontend, "torch"}:
+            trust = replace(trust, also=tuple(sorted(built - {trust.frontend, "torch"})))
         run = Run(ctx, run_dir, steps, title or f"{self.name}: {' | '.join(s.label for s in steps)}",
                   pipeline, trust)
         for i in instruments:

@@ -86,6 +86,11 @@ class Pass(Configurable):
     def references(self) -> list[str]:
         return []
 
+    def builds_frontends(self) -> tuple[str, ...]:
+        """Frontends whose networks this pass's result may hold (a pass that replaces the model): the run rebuilds
+        cached stages of theirs besides the chain's own (`steps.Trust`)."""
+        return ()
+
     def data_reason(self) -> str:
         """Why the pass needs data, for check_chain's message."""
         return "trains"

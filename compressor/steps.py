@@ -136,6 +136,8 @@ class Trust:
 
     frontend: str
     factory: str | None = None
+    # frontends that passes of the chain build (the nas pass); never `torch`, whose recipes run a factory's code
+    also: tuple[str, ...] = ()
 
 
 def _load_ir(d: Path, trust: Trust) -> StepOutput | None:
@@ -144,8 +146,9 @@ def _load_ir(d: Path, trust: Trust) -> StepOutput | None:
     try:
         doc, _ = read_document(d)
         name = (doc["recipe"] or {}).get("frontend", {}).get("name")
-        if name != trust.frontend:
-            raise FrontendError(f"its recipe names frontend '{name}', this chain's is '{trust.frontend}'")
+        if name != trust.frontend and name not in trust.also:
+            mine = " or ".join(f"'{f}'" for f in (trust.frontend, *trust.also))
+            raise FrontendError(f"its recipe names frontend '{name}', this chain's is {mine}")
         return StepOutput(ModelIR.load(d, trust_factory=trust.factory or False), files=[IR_JSON, WEIGHTS])
     except FrontendError as exc:
         log.warning("stage %s is recomputed: %s", d.name, exc)

@@ -300,6 +300,22 @@ def test_pyproject_declares_the_builtin_plugins():
     assert sorted(declared.items()) == sorted(plugins.BUILTIN_PLUGINS)
 
 
+def test_pyproject_lists_every_package_folder():
+    """A folder with an __init__.py that `packages` misses is absent from a non-editable install (the hierarchical
+    frontend was, once)."""
+    import tomllib
+
+    root = Path(__file__).parent.parent
+    doc = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {name: Path(path) for name, path in doc["package-dir"].items()}
+    found = set()
+    for name, folder in folders.items():
+        for init in (root / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(root / folder)
+            found.add(".".join([name, *rel.parts]))
+    assert found - set(doc["packages"]) == set()
+
+
 def test_every_registry_entry_knows_its_package_and_module():
     from compressor.frontends.darts.algorithms import SEARCHES
     from compressor.registry import DATASETS, EXPORTERS, FRONTENDS, PASSES

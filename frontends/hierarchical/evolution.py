@@ -11,8 +11,10 @@ What runs (`run_search`):
 2. Each candidate (a `HierGenotype` of the space) is scored on inherited weights: its standalone network is
    extracted from the supernet (`Supernet.extract`), its BatchNorm statistics are recalibrated on `bn_batches`
    fixed training batches (`recalibrate_bn`), and the metric is `evaluate_module`'s accuracy on the val split.
-3. Objectives (`objectives`, any of): metric (max); macs (min): `genotype_macs` at batch 1 on the data's input
-   shape (the stem and blocks; the classifier differs between candidates only by its input width); memory (min):
+3. Objectives (`objectives`, any of): metric (max: accuracy, or IoU on segmentation data); macs (min):
+   `genotype_macs` at batch 1 on the data's input shape (the stem and blocks; the classifier differs between
+   candidates only by its input width), plus the decoder's for segmentation (`decoder_macs`: its convs run at the
+   skips' resolutions on the candidate's widths, so it is a large share of a small network's cost); memory (min):
    parameter bytes + peak activation bytes at batch 1 of the standalone network (`peak_activation_bytes`, as the
    DARTS evolution counts it); latency (min, ms): predicted by the per-block latency table (`latency.latency_parts`
    on `LatencyTable.load_or_measure`, backend `latency_backend`, table stored under `latency_store`).
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -167,12 +170,14 @@ class SubnetEvaluator:
         self.bn_batches = [x.to(device) for x, _ in islice(bn_loader, opts.bn_batches)]
         self.val_batches = list(make_loader(data.val, opts.batch_size))
         self.store = Path(opts.latency_store) if opts.latency_store else Path(out_dir) / ".store"
+        self.segmentation = data.task.kind == "segmentation"
         self.cache: dict[HierGenotype, dict[str, float]] = {}
 
     def costs(self, g: HierGenotype) -> dict[str, float]:
         net = self.supernet.extract(g, self.input_shape[1:]).eval()
         x = torch.zeros(1, *self.input_shape)
-        values = {"macs": float(genotype_macs(g, self.input_shape)), "params": float(parameter_bytes(net)),
+        values = {"macs": float(network_macs(g, self.input_shape, self.data.task.num_classes, self.segmentation)),
+                  "params": float(parameter_bytes(net)),
                   "memory": float(parameter_bytes(net) + peak_activation_bytes(net, x))}
         if self.opts.uses_latency:
             values["latency"] = self.latency(g)
@@ -182,18 +187,19 @@ class SubnetEvaluator:
         from compressor.evaluate.latency_table import LatencyTable
         from compressor.frontends.hierarchical.latency import latency_parts, make_part, part_inputs
 
-        parts = latency_parts(g, self.input_shape, self.data.task.num_classes)
+        parts = latency_parts(g, self.input_shape, self.data.task.num_classes, self.segmentation)
         table = LatencyTable.load_or_measure(self.store, self.opts.latency_backend, self.input_shape, 1, parts,
                                              make_part, part_inputs=part_inputs, threads=self.opts.latency_threads,
                                              measure=self.measure)
         return float(table.predict(parts))
 
     def metric(self, g: HierGenotype) -> float:
-        from compressor.evaluate.metrics import evaluate_module
+        from compressor.evaluate.metrics import evaluate_module, main_metric
 
         net = self.supernet.extract(g, self.input_shape[1:]).to(self.device)
         recalibrate_bn(net, self.bn_batches)
-        return float(evaluate_module(net, self.val_batches, self.data.task, device=self.device)["accuracy"])
+        values = evaluate_module(net, self.val_batches, self.data.task, device=self.device)
+        return float(values[main_metric(self.data.task)])
 
     def __call__(self, g: HierGenotype) -> dict[str, float]:
         if g not in self.cache:
@@ -241,13 +247,28 @@ def evolve(evaluate: SubnetEvaluator, space: SupernetSpace, opts: HierarchicalSe
         generations.append(list(population))
         if progress:
             best = max(evaluate(g)["metric"] for g in population)
-            print(f"generation {k + 1}/{opts.generations}: {len(seen)} scored, best metric {best:.4f}", flush=True)
+            print(f"generation {k + 1}/{opts.generations}: {len(seen)} scored, best metric {best:.4f}",
+                  file=sys.stderr, flush=True)
     return {"population": population, "scored": list(seen), "generations": generations}
 
 
-def default_budgets(space: SupernetSpace, input_shape: Sequence[int]) -> list[float]:
-    """Seed 002's b, 2b, 4b with b = max(S, L / 4): S, L the MACs of the space's smallest and largest networks."""
-    small, large = (float(genotype_macs(g, input_shape)) for g in (space.smallest(), space.largest()))
+def network_macs(g: HierGenotype, input_shape: Sequence[int], num_classes: int, segmentation: bool = False) -> int:
+    """The `macs` objective: the stem and blocks (`genotype_macs`), plus the decoder for segmentation."""
+    from compressor.frontends.hierarchical.blocks import block_configs
+    from compressor.frontends.hierarchical.latency import decoder_macs, head_config
+
+    macs = genotype_macs(g, input_shape)
+    if segmentation:
+        macs += decoder_macs(head_config(g, block_configs(g, input_shape), num_classes, segmentation=True))
+    return macs
+
+
+def default_budgets(space: SupernetSpace, input_shape: Sequence[int], num_classes: int = 1,
+                    segmentation: bool = False) -> list[float]:
+    """Seed 002's b, 2b, 4b with b = max(S, L / 4): S, L the MACs (`network_macs`) of the space's smallest and
+    largest networks."""
+    small, large = (float(network_macs(g, input_shape, num_classes, segmentation))
+                    for g in (space.smallest(), space.largest()))
     b = max(small, large / 4)
     return [b, 2 * b, 4 * b]
 
@@ -276,6 +297,22 @@ class HierarchicalSearchResult:
     steps: int
     scored: int
     winners: list[dict[str, Any]] = field(default_factory=list)
+    supernet: Supernet | None = field(default=None, repr=False)
+
+    def inherit(self, module: torch.nn.Module, batches: Sequence[torch.Tensor]) -> None:
+        """Load the trained supernet's slices into `module` (a `HierarchicalNet` of one of its candidates, such as
+        a winner) and re-estimate its BatchNorm statistics on `batches` (`recalibrate_bn`)."""
+        if self.supernet is None:
+            raise ValueError("this search result holds no supernet")
+        genotype = getattr(module, "genotype", None)
+        if genotype is None:
+            raise ValueError(f"inherit takes a HierarchicalNet, got {type(module).__name__}")
+        if getattr(module, "width_mult", 1.0) != 1.0:
+            raise ValueError("the supernet holds the winner at its searched widths; build it without a global "
+                             "width_mult to inherit its weights")
+        hw = tuple(int(v) for v in batches[0].shape[-2:]) if batches else None
+        module.load_state_dict(self.supernet.extract(genotype, hw).state_dict())
+        recalibrate_bn(module, batches)
 
     def summary(self) -> list[str]:
         lines = [f"genotype: {self.genotype_path or 'none (no candidate within the largest budget)'}",
@@ -291,23 +328,27 @@ def run_search(opts: HierarchicalSearchOptions, data: "DataBundle", out_dir: Pat
                progress: bool = False, measure: "Measure | None" = None) -> HierarchicalSearchResult:
     """Train the supernet, evolve, write the winners (see the module docstring). `measure` replaces the latency
     table's measurement of a part (`LatencyTable.load_or_measure`; tests)."""
-    if data.task.kind != "classification":
-        raise ConfigError(f"the hierarchical search runs on classification data, not {data.task.kind}")
+    if data.task.kind not in ("classification", "segmentation"):
+        raise ConfigError(f"the hierarchical search runs on classification or segmentation data, not "
+                          f"{data.task.kind}")
+    segmentation = data.task.kind == "segmentation"
     start = time.monotonic()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     space = opts.space()
     shape = tuple(int(d) for d in data.input_shape)
     torch.manual_seed(opts.seed)
-    net = Supernet(space, shape[0], data.task.num_classes)
-    trained = train_supernet(net, data, opts.epochs, opts.batch_size, opts.lr, opts.seed, device, opts.max_steps)
+    net = Supernet(space, shape[0], data.task.num_classes, segmentation)
+    trained = train_supernet(net, data, opts.epochs, opts.batch_size, opts.lr, opts.seed, device, opts.max_steps,
+                             progress=progress)
     with atomic_path(out_dir / "supernet.safetensors") as tmp:  # weights only: nothing here is ever unpickled
         save_file({k: v.detach().contiguous() for k, v in net.state_dict().items()}, str(tmp))
     net.eval()
     evaluate = SubnetEvaluator(net, data, opts, out_dir, device, measure)
     result = evolve(evaluate, space, opts, progress)
     scored = [evaluate(g) for g in result["scored"]]
-    budgets = sorted(opts.budgets) if opts.budgets else default_budgets(space, shape)
+    budgets = sorted(opts.budgets) if opts.budgets else default_budgets(space, shape, data.task.num_classes,
+                                                                          segmentation)
     latency_budgets = list(opts.latency_budgets)
     winners = budget_winners(scored, opts.objectives, budgets, latency_budgets)
     paths: list[Path | None] = []
@@ -334,7 +375,7 @@ def run_search(opts: HierarchicalSearchOptions, data: "DataBundle", out_dir: Pat
            "budgets": budgets, "latency_budgets": latency_budgets, "winners": docs}
     atomic_write(out_dir / EVOLUTION, json.dumps(doc, indent=1, default=str) + "\n")
     return HierarchicalSearchResult(final, out_dir, genotype_path, paths, budgets, time.monotonic() - start,
-                                    trained["steps"], len(scored), docs)
+                                    trained["steps"], len(scored), docs, supernet=net)
 
 
 __all__ = ["HierarchicalSearchOptions", "HierarchicalSearchResult", "SubnetEvaluator", "budget_winners",

@@ -53,6 +53,19 @@ class HeadConfig:
         return (self.kind, self.cin, self.num_classes, self.in_hw, self.hidden, self.skips, self.out_hw)
 
 
+def decoder_macs(cfg: HeadConfig) -> int:
+    """MACs of a segmentation decoder on one input (its 3×3 convs at each skip's size and the 1×1 head at the
+    shallowest skip's; bilinear upsampling is not counted, as `count_macs` does not count it)."""
+    if cfg.kind != "decoder":
+        raise ValueError(f"decoder_macs takes a decoder head, got {cfg.kind}")
+    macs, deeper = 0, cfg.cin
+    hw = cfg.in_hw
+    for width, h, w in reversed(cfg.skips):
+        macs += 9 * (deeper + width) * width * h * w
+        deeper, hw = width, (h, w)
+    return macs + deeper * cfg.num_classes * hw[0] * hw[1]
+
+
 class ClassifierHead(nn.Module):
     def __init__(self, cfg: HeadConfig) -> None:
         super().__init__()

@@ -41,6 +41,7 @@ class HierarchicalNet(nn.Module):
         self.stages = nn.ModuleList(nn.Sequential(*[make_block(c) for c in stage]) for stage in per_stage)
         widths = [configs[0].cout] + [stage[-1].cout for stage in per_stage]  # stem, then each stage's output
         self.segmentation = segmentation
+        self.genotype, self.width_mult = genotype, width_mult  # what built it (weight inheritance checks it)
         if segmentation:
             strides = [s.stride for s in genotype.stages]
             # feature index (0 = stem, i + 1 = stage i) of the last map at each resolution above the deepest

@@ -7,7 +7,8 @@ set of weights serves every choice). Elastic per stage: the depth (`min_depth`..
 `width_mult` (one of `width_mults`; the stage width is `scaled_channels(channels, width_mult)`, a multiple of 8);
 elastic per block: the `kernel` (one of `kernels`, subset of 3/5/7) and the `expansion` (one of `expansions`,
 subset of 3/6: expansion 1 has no expand conv in the discrete network, so no weight of the supernet maps onto it
-and it is left out). The head is the classifier (no `head_channels`); segmentation is not offered here.
+and it is left out). The head is the classifier (no `head_channels`) or, for segmentation, the decoder of
+`networks.py` (one 3×3 conv → BN → ReLU per skip, then a 1×1 conv to the logits) at the candidate's widths.
 A candidate is a plain `HierGenotype` of this space (`SupernetSpace.contains` checks it), so a winner is a genotype
 JSON the hierarchical frontend loads as is.
 
@@ -17,7 +18,11 @@ Weights (`Supernet`): each block holds the largest choice — the stage's widest
   expansion: the leading channels are the shared ones, as in OFA);
 - the centre k×k of the depthwise kernel (OFA adds a learned kernel transform; we slice plainly);
 - the first `depth` blocks of each stage (the deeper blocks are skipped, OFA's elastic depth);
-- the first `cout` input features of the classifier.
+- the first `cout` input features of the classifier;
+- segmentation: a decoder step's input is the concatenation [upsampled deeper map (c_dec channels), skip (w
+  channels)]; its 3×3 weight holds the widest of both, (w_max, c_dec_max + w_max), and a candidate uses output
+  rows `:w` and input columns `:c_dec` and `c_dec_max:c_dec_max + w` (the leading channels of each part); the 1×1
+  head uses its first `c_dec` input columns.
 A residual is added exactly where the discrete network has one (`blocks.residual_allowed`: stride 1 and
 cin == cout), so `Supernet.forward(x, genotype)` and `extract(genotype)` (a standalone `HierarchicalNet` holding
 copies of those slices) compute the same function once their BatchNorm statistics agree.
@@ -178,14 +183,35 @@ class ElasticMBConv(nn.Module):
         return x + out if residual_allowed("mbconv", cfg.cin, cfg.cout, cfg.stride) else out
 
 
+class ElasticDecoderStep(nn.Module):
+    """A decoder step (3×3 conv → BN → ReLU on [deeper map, skip]) of the widest choice; see the module docstring."""
+
+    def __init__(self, max_deeper: int, max_skip: int) -> None:
+        super().__init__()
+        self.max_deeper = max_deeper
+        self.conv = nn.Conv2d(max_deeper + max_skip, max_skip, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(max_skip)
+
+    def weight(self, deeper: int, skip: int) -> torch.Tensor:
+        w = self.conv.weight[:skip]
+        return torch.cat([w[:, :deeper], w[:, self.max_deeper:self.max_deeper + skip]], dim=1)
+
+    def forward(self, out: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        out = F.interpolate(out, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        x = F.conv2d(torch.cat([out, skip], dim=1), self.weight(out.shape[1], skip.shape[1]), None, 1, 1)
+        return F.relu(sliced_bn(self.bn, x, skip.shape[1]))
+
+
 class Supernet(nn.Module):
     """The weights of every candidate of `space` (see the module docstring); `forward(x, genotype)` runs one."""
 
-    def __init__(self, space: SupernetSpace, in_channels: int, num_classes: int) -> None:
+    def __init__(self, space: SupernetSpace, in_channels: int, num_classes: int, segmentation: bool = False) -> None:
         super().__init__()
         self.space, self.in_channels, self.num_classes = space, in_channels, num_classes
+        self.segmentation = segmentation
         wmax = max(space.width_mults)
         cin = scaled_channels(space.stem_channels)
+        widths = [cin]  # the widest output of the stem, then of each stage
         self.stem = ElasticConvBN(in_channels, cin, 3)
         self.stages = nn.ModuleList()
         for c, stride in space.stages:
@@ -196,10 +222,23 @@ class Supernet(nn.Module):
                                             max(space.kernels), stride if i == 0 else 1))
             self.stages.append(blocks)
             cin = cout
-        self.classifier = nn.Linear(cin, num_classes)
+            widths.append(cout)
+        if segmentation:
+            # as HierarchicalNet: the map before each stride-2 stage is a skip; the decoder runs deepest first
+            self.skip_at = tuple(i for i, (_, stride) in enumerate(space.stages) if stride == 2)
+            self.decoder = nn.ModuleList()
+            deeper = widths[-1]
+            for i in reversed(self.skip_at):
+                self.decoder.append(ElasticDecoderStep(deeper, widths[i]))
+                deeper = widths[i]
+            self.head = nn.Conv2d(deeper, num_classes, 1)
+        else:
+            self.classifier = nn.Linear(cin, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
@@ -213,9 +252,21 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor, genotype: HierGenotype) -> torch.Tensor:
         configs = self.configs(genotype)
         out = F.relu(self.stem(x, configs[0].cout, stride=self.space.stem_stride))
+        skips: list[torch.Tensor] = []
+        stage = -1
         for cfg in configs[1:]:
             _, s, i = cfg.name.split(".")
+            if self.segmentation and int(s) != stage:
+                stage = int(s)
+                if stage in self.skip_at:
+                    skips.append(out)
             out = self.stages[int(s)][int(i)](out, cfg)
+        if self.segmentation:
+            for step, skip in zip(self.decoder, reversed(skips)):
+                out = step(out, skip)
+            if tuple(out.shape[-2:]) != tuple(x.shape[-2:]):  # a stride-2 stem
+                out = F.interpolate(out, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+            return F.conv2d(out, self.head.weight[:, :out.shape[1]], self.head.bias)
         out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return F.linear(out, self.classifier.weight[:, :out.shape[1]], self.classifier.bias)
 
@@ -224,7 +275,7 @@ class Supernet(nn.Module):
         """A standalone `HierarchicalNet` of `genotype` holding copies of its slices of the supernet's weights and
         BatchNorm buffers (recalibrate it before scoring: see `recalibrate_bn`)."""
         configs = self.configs(genotype)
-        net = HierarchicalNet(genotype, self.in_channels, self.num_classes, input_hw=input_hw)
+        net = HierarchicalNet(genotype, self.in_channels, self.num_classes, self.segmentation, input_hw=input_hw)
         _copy_conv_bn(self.stem, net.stem.body[0], net.stem.body[1], configs[0].cin, configs[0].cout, 3)
         for cfg in configs[1:]:
             _, s, i = cfg.name.split(".")
@@ -233,6 +284,15 @@ class Supernet(nn.Module):
             _copy_conv_bn(src.expand, body[0], body[1], cfg.cin, h)
             _copy_conv_bn(src.depthwise, body[3], body[4], h, h, cfg.kernel)
             _copy_conv_bn(src.project, body[6], body[7], h, cfg.cout)
+        if self.segmentation:
+            for src, dst in zip(self.decoder, net.decoder):
+                skip, deeper = dst[0].out_channels, dst[0].in_channels - dst[0].out_channels
+                dst[0].weight.copy_(src.weight(deeper, skip))
+                _copy_bn(src.bn, dst[1], skip)
+            c = net.head.in_channels
+            net.head.weight.copy_(self.head.weight[:, :c])
+            net.head.bias.copy_(self.head.bias)
+            return net
         c = net.classifier.in_features
         net.classifier.weight.copy_(self.classifier.weight[:, :c])
         net.classifier.bias.copy_(self.classifier.bias)
@@ -242,9 +302,13 @@ class Supernet(nn.Module):
 def _copy_conv_bn(src: ElasticConvBN, conv: nn.Conv2d, bn: nn.BatchNorm2d, cin: int, cout: int,
                   kernel: int | None = None) -> None:
     conv.weight.copy_(src.weight(cin, cout, kernel))
+    _copy_bn(src.bn, bn, cout)
+
+
+def _copy_bn(src: nn.BatchNorm2d, bn: nn.BatchNorm2d, c: int) -> None:
     for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(bn, name).copy_(getattr(src.bn, name)[:cout])
-    bn.num_batches_tracked.copy_(src.bn.num_batches_tracked)
+        getattr(bn, name).copy_(getattr(src, name)[:c])
+    bn.num_batches_tracked.copy_(src.num_batches_tracked)
 
 
 def batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -267,9 +331,12 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], genotype: 
 def train_supernet(net: Supernet, data: "DataBundle", epochs: int, batch_size: int, lr: float, seed: int,
                    device: str = "cpu", max_steps: int | None = None, progress: bool = False) -> dict[str, Any]:
     """SPOS training (see the module docstring): SGD (momentum 0.9, weight decay 4e-5, cosine lr over the steps),
-    one uniformly sampled candidate per step, cross-entropy. Returns {"steps", "loss"} (the last epoch's mean)."""
+    one uniformly sampled candidate per step, the task's training loss (`train.task_loss`: cross-entropy, or BCE + Dice
+for binary masks). Returns {"steps", "loss"} (the last epoch's mean)."""
     from compressor.data import make_loader
+    from compressor.train import task_loss
 
+    loss_fn = task_loss(data.task)
     rng = random.Random(seed)
     torch.manual_seed(seed)
     net.to(device).train()
@@ -278,14 +345,18 @@ def train_supernet(net: Supernet, data: "DataBundle", epochs: int, batch_size: i
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=4e-5, nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1))))
+    from compressor.progress import progress_bar
+
     step, losses = 0, []
+    bar = progress_bar(total=total, desc="supernet", disable=not progress, leave=False)
     for _ in range(epochs):
         losses = []
         for x, y in loader:
             if step >= total:
                 break
             genotype = net.space.sample(rng)
-            loss = F.cross_entropy(net(x.to(device), genotype).float(), y.to(device).long())
+            x = x.to(device)
+            loss = loss_fn(net(x, genotype), y.to(device), x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -293,5 +364,8 @@ def train_supernet(net: Supernet, data: "DataBundle", epochs: int, batch_size: i
             sched.step()
             losses.append(loss.item())
             step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    bar.close()
     return {"steps": step, "loss": sum(losses) / len(losses) if losses else float("nan")}
 

@@ -136,3 +136,65 @@ def test_latency_objective_and_budgets_from_the_latency_table(digits, tmp_path) 
     scored = [{"metric": 0.5, "macs": 10.0, "memory": 1.0, "latency": 2.0},
               {"metric": 0.7, "macs": 20.0, "memory": 1.0, "latency": 3.0}]
     assert budget_winners(scored, ["metric", "macs"], [30.0, 30.0], [1.0, 2.5]) == [None, 0]
+
+
+SEG_SPACE = SupernetSpace(stages=((8, 1), (16, 2), (24, 2)), stem_channels=8, max_depth=2, width_mults=(0.5, 1.0))
+
+
+def test_segmentation_supernet_slices_the_decoder_and_matches_its_extracted_network() -> None:
+    torch.manual_seed(0)
+    net = Supernet(SEG_SPACE, 2, 1, segmentation=True)
+    # skips before the two stride-2 stages: the stage-0 output (max 8) and the stage-1 output (max 16)
+    assert net.skip_at == (1, 2)
+    step = net.decoder[0]  # deepest (max 24) + the stage-1 skip (max 16) → 16
+    assert tuple(step.conv.weight.shape) == (16, 40, 3, 3)
+    w = step.weight(16, 8)  # a candidate at half width: deeper 16 of 24, skip 8 of 16
+    assert torch.equal(w[:, :16], step.conv.weight[:8, :16]) and torch.equal(w[:, 16:], step.conv.weight[:8, 24:32])
+    rng = random.Random(3)
+    batches, x = [torch.randn(4, 2, 16, 16) for _ in range(2)], torch.randn(2, 2, 16, 16)
+    for g in [SEG_SPACE.largest(), SEG_SPACE.smallest(), SEG_SPACE.sample(rng), SEG_SPACE.sample(rng)]:
+        recalibrate_bn(net, batches, g)
+        with torch.no_grad():
+            out_super = net(x, g)
+        assert out_super.shape == (2, 1, 16, 16)
+        sub = net.extract(g, (16, 16))
+        recalibrate_bn(sub, batches)
+        with torch.no_grad():
+            torch.testing.assert_close(sub(x), out_super, atol=1e-5, rtol=1e-4)
+
+
+def test_decoder_macs_equal_the_counted_macs_of_the_decoder() -> None:
+    from compressor.evaluate.stats import count_macs
+    from compressor.frontends.hierarchical.blocks import block_configs
+    from compressor.frontends.hierarchical.evolution import network_macs
+    from compressor.frontends.hierarchical.latency import DecoderHead, decoder_macs, head_config
+
+    g = SEG_SPACE.genotype([1, 2, 1], [1.0, 0.5, 1.0], [[(3, 3)], [(5, 6), (3, 3)], [(7, 3)]])
+    cfg = head_config(g, block_configs(g, (2, 16, 16)), 1, segmentation=True)
+    # by hand: widths stem 8, stage0 8, stage1 8 (16 × 0.5), stage2 24; skips stage0 out (8 @ 16×16) and
+    # stage1 out (8 @ 8×8); steps 24+8 → 8 at 8×8, 8+8 → 8 at 16×16, head 8 → 1 at 16×16
+    assert decoder_macs(cfg) == 9 * 32 * 8 * 64 + 9 * 16 * 8 * 256 + 8 * 256
+    head = DecoderHead(cfg)
+    counted = count_macs(head, (torch.zeros(1, 24, 4, 4), torch.zeros(1, 8, 16, 16), torch.zeros(1, 8, 8, 8)))
+    assert counted == decoder_macs(cfg)
+    from compressor.frontends.hierarchical.networks import genotype_macs
+
+    assert network_macs(g, (2, 16, 16), 1, True) == genotype_macs(g, (2, 16, 16)) + decoder_macs(cfg)
+
+
+def test_search_on_segmentation_data_scores_iou_and_writes_winners(tmp_path) -> None:
+    import json
+
+    from compressor.data import build_data
+    from compressor.frontends.hierarchical.evolution import HierarchicalSearchOptions, run_search
+    from compressor.frontends.hierarchical.genotypes import HierGenotype
+
+    data = build_data("insar-synthetic", {"size": 16, "n_train": 32, "n_val": 16, "n_test": 8}, seed=0)
+    opts = HierarchicalSearchOptions(stage_channels=(8, 16, 24), stage_strides=(1, 2, 2), stem_channels=8,
+                                     max_depth=2, width_mults=(0.5, 1.0), epochs=1, max_steps=2, batch_size=16,
+                                     bn_batches=1, population=4, generations=1)
+    result = run_search(opts, data, tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "evolution.json").read_text())
+    assert all(0.0 <= p["metric"] <= 1.0 for p in doc["population"])
+    assert doc["budgets"][0] >= 1 and result.genotype_path is not None
+    assert SEG_SPACE.contains(HierGenotype.load(result.genotype_path)) is None

@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import torch
 import torch.nn as nn
@@ -154,7 +154,31 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
     return state
 
 
-def fit(
+def channels_last_pays(module: nn.Module, device: str) -> bool:
+    """True when training `module` on the CPU in channels-last memory format avoids a slow path of torch: the
+    weight gradient of a depthwise convolution with a 5×5 or larger kernel took 16 s in NCHW and 0.3 s in
+    channels-last for a (32, 96, 24, 24) input on this project's CPU (torch 2.13 with oneDNN 3.12; 3×3: 0.5 s
+    and 0.26 s). Only the memory layout changes: values agree to float rounding."""
+    if not str(device).startswith("cpu"):
+        return False
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels and max(m.kernel_size) >= 5
+               for m in module.modules())
+
+
+def fit(module: nn.Module, train_loader, task: TaskSpec, opts: TrainOptions, *, device: str = "cpu",
+        **kwargs: Any) -> TrainResult:
+    """Train `module` in place (`_fit`), in channels-last memory format where that pays (`channels_last_pays`);
+    the module is back in the default layout when this returns, so what saves or exports it sees no change."""
+    if not channels_last_pays(module, device):
+        return _fit(module, train_loader, task, opts, device=device, **kwargs)
+    module.to(memory_format=torch.channels_last)
+    try:
+        return _fit(module, train_loader, task, opts, device=device, **kwargs)
+    finally:
+        module.to(memory_format=torch.contiguous_format)
+
+
+def _fit(
     module: nn.Module,
     train_loader,
     task: TaskSpec,

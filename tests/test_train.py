@@ -86,3 +86,32 @@ def test_interrupted_epoch_resumes_exactly(tmp_path):
     resumed, r = run(ck)
     assert r.resumed_from == 2 and r.losses == ref_r.losses
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), ref.state_dict().values()))
+
+
+def test_depthwise_5x5_models_train_in_channels_last_and_come_back_in_the_default_layout():
+    import copy
+
+    from compressor.train import channels_last_pays
+
+    def net(k: int) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(2, 8, 3, padding=1), torch.nn.Conv2d(8, 8, k, padding=k // 2, groups=8),
+                                   torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                   torch.nn.Linear(8, 3))
+
+    assert channels_last_pays(net(5), "cpu") and channels_last_pays(net(7), "cpu")
+    assert not channels_last_pays(net(3), "cpu") and not channels_last_pays(net(5), "cuda")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 2, 12, 12, generator=g), torch.randint(0, 3, (16,), generator=g)
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    opts = TrainOptions(epochs=2, lr=1e-2)
+    model = net(5)
+    reference = copy.deepcopy(model)
+    fit(model, loader, TaskSpec("classification", 3), opts, progress=False)
+    assert all(p.is_contiguous() for p in model.parameters())
+    # the same steps in NCHW give the same weights (to float rounding): only the layout differed
+    from compressor.train import _fit
+
+    _fit(reference, loader, TaskSpec("classification", 3), opts, progress=False)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

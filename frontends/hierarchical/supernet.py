@@ -145,7 +145,8 @@ class ElasticConvBN(nn.Module):
         full = self.conv.weight.shape[-1]
         k = full if kernel is None else kernel
         lo = (full - k) // 2
-        return w[:, :, lo:lo + k, lo:lo + k]
+        # contiguous: torch's CPU convolution backward takes a path ~100× slower for a strided weight view
+        return w[:, :, lo:lo + k, lo:lo + k].contiguous()
 
     def forward(self, x: torch.Tensor, cout: int, kernel: int | None = None, stride: int = 1) -> torch.Tensor:
         cin = x.shape[1]
@@ -331,12 +332,24 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], genotype: 
 def train_supernet(net: Supernet, data: "DataBundle", epochs: int, batch_size: int, lr: float, seed: int,
                    device: str = "cpu", max_steps: int | None = None, progress: bool = False) -> dict[str, Any]:
     """SPOS training (see the module docstring): SGD (momentum 0.9, weight decay 4e-5, cosine lr over the steps),
-    one uniformly sampled candidate per step, the task's training loss (`train.task_loss`: cross-entropy, or BCE + Dice
-for binary masks). Returns {"steps", "loss"} (the last epoch's mean)."""
-    from compressor.data import make_loader
-    from compressor.train import task_loss
+    one uniformly sampled candidate per step, the task's training loss (`train.task_loss`: cross-entropy, or BCE +
+    Dice for binary masks), in channels-last memory format where that pays (`train.channels_last_pays`). Returns
+    {"steps", "loss"} (the last epoch's mean)."""
+    from compressor.train import channels_last_pays, task_loss
 
-    loss_fn = task_loss(data.task)
+    layout = torch.channels_last if channels_last_pays(net, device) else torch.contiguous_format
+    net.to(memory_format=layout)
+    try:
+        return _train(net, data, epochs, batch_size, lr, seed, device, max_steps, progress, task_loss(data.task))
+    finally:
+        net.to(memory_format=torch.contiguous_format)
+
+
+def _train(net: Supernet, data: "DataBundle", epochs: int, batch_size: int, lr: float, seed: int, device: str,
+           max_steps: int | None, progress: bool, loss_fn: Any) -> dict[str, Any]:
+    from compressor.data import make_loader
+    from compressor.progress import progress_bar
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
     net.to(device).train()
@@ -345,8 +358,6 @@ for binary masks). Returns {"steps", "loss"} (the last epoch's mean)."""
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=4e-5, nesterov=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / max(total, 1))))
-    from compressor.progress import progress_bar
-
     step, losses = 0, []
     bar = progress_bar(total=total, desc="supernet", disable=not progress, leave=False)
     for _ in range(epochs):

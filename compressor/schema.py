@@ -402,9 +402,13 @@ PAIR = Tuple(Str(description="an op name"), Int(description="an integer input in
              description="an [op, input_index] pair such as ['sep_conv_3x3', 1]")
 PAIRS = List(PAIR, description="a list of [op, input_index] pairs")
 INDICES = List(Int(), description="a list of integer node indices such as [2, 3, 4, 5]")
-GENOTYPE = Record({"normal": PAIRS, "normal_concat": INDICES, "reduce": PAIRS, "reduce_concat": INDICES},
-                  noun="genotype key", missing="missing genotype key '{key}'")
-CELL_GENE = Record({"pairs": PAIRS, "concat": INDICES})
+# a variable-input cell (D-DARTS threshold parsing): the number of pairs of each node, in order
+NODE_SIZES = List(Int(), min_len=1, description="a non-empty list of integer node sizes such as [1, 3, 2, 2]")
+GENOTYPE = Record({"normal": PAIRS, "normal_concat": INDICES, "reduce": PAIRS, "reduce_concat": INDICES,
+                   "normal_nodes": NODE_SIZES, "reduce_nodes": NODE_SIZES},
+                  optional=("normal_nodes", "reduce_nodes"), noun="genotype key",
+                  missing="missing genotype key '{key}'")
+CELL_GENE = Record({"pairs": PAIRS, "concat": INDICES, "nodes": NODE_SIZES}, optional=("nodes",))
 CELLS_GENOTYPE = Record({"cells": List(CELL_GENE), "reduce_at": INDICES}, noun="per-cell genotype key")
 ANY_GENOTYPE = Switch(lambda v: CELLS_GENOTYPE if isinstance(v, Mapping) and "cells" in v else GENOTYPE,
                       "a genotype mapping (normal, normal_concat, reduce, reduce_concat; or cells, reduce_at)")
@@ -487,8 +491,9 @@ def alpha_history_entry(num_edges: int) -> Record:
                   extra=ANY, missing="missing '{key}'")
 
 
-__all__ = ["ANY", "ANY_GENOTYPE", "Bool", "Checked", "GENOTYPE", "GENOTYPE_MAX_BYTES", "HISTORY_MAX_BYTES", "INDICES",
-           "INPUT", "IR_DOCUMENT", "IR_MAX_BYTES", "Int", "Invalid", "List", "MAX_DEPTH", "MAX_EXAMPLE_ELEMENTS", "Map",
-           "Nullable", "Number", "PAIRS", "REPRODUCER", "REPRODUCE_MAX_BYTES", "Record", "SAFETENSORS_HEADER",
-           "SAFETENSORS_HEADER_MAX_BYTES", "SAFETENSORS_ITEMSIZE", "SAFETENSORS_METADATA", "Schema", "Str", "Switch",
-           "Tuple", "alpha_history_entry", "count_elements", "load_json", "parse_json", "validate"]
+__all__ = ["ANY", "ANY_GENOTYPE", "Bool", "Checked", "GENOTYPE", "GENOTYPE_MAX_BYTES", "HISTORY_MAX_BYTES",
+           "INDICES", "INPUT", "IR_DOCUMENT", "IR_MAX_BYTES", "Int", "Invalid", "List", "MAX_DEPTH",
+           "MAX_EXAMPLE_ELEMENTS", "Map", "NODE_SIZES", "Nullable", "Number", "PAIRS", "REPRODUCER",
+           "REPRODUCE_MAX_BYTES", "Record", "SAFETENSORS_HEADER", "SAFETENSORS_HEADER_MAX_BYTES",
+           "SAFETENSORS_ITEMSIZE", "SAFETENSORS_METADATA", "Schema", "Str", "Switch", "Tuple", "alpha_history_entry",
+           "count_elements", "load_json", "parse_json", "validate"]

@@ -8,7 +8,8 @@ import click
 
 from compressor.clikit import OneLineGroup, handle_errors
 from compressor.errors import ConfigError
-from compressor.frontends.darts.distance import cell_distance, history_distances, load_history, network_distance
+from compressor.frontends.darts.distance import (cell_distance, genotype_cell, history_distances, load_history,
+                                                 network_distance)
 from compressor.frontends.darts.genotypes import Genotype, get_genotype
 from compressor.registry import register_command
 
@@ -32,7 +33,9 @@ def genotype_distance(a: str | None, b: str | None, history: Path | None, encodi
     """Distance M between genotypes A and B (D-DARTS, seed 001 section 4.1.5), or along a search.
 
     A and B are published genotype names (DARTS_V1, DARTS_V2, PC_DARTS_cifar, PC_DARTS_image,
-    PDARTS) or genotype .json paths, also per-cell (D-DARTS) ones. Prints M(A, B), the mean over cell
+    PDARTS) or genotype .json paths, also per-cell (D-DARTS) ones and ones with a variable number of
+    (op, input) pairs per node (threshold parsing: an edge holding several ops is one point with
+    several op bits). Prints M(A, B), the mean over cell
     positions of the cell distances (for two-cell genotypes: the normal and reduce cells), in
     distance units; 0 means equal.
 
@@ -65,5 +68,6 @@ def genotype_distance(a: str | None, b: str | None, history: Path | None, encodi
     ga, gb = get_genotype(a), get_genotype(b)
     click.echo(f"distance {a} -> {b}: {network_distance(ga, gb, encoding):.6f} distance units ({encoding} encoding)")
     if isinstance(ga, Genotype) and isinstance(gb, Genotype):
-        click.echo(f"  normal {cell_distance(ga.normal, gb.normal, encoding):.6f}  "
-                   f"reduce {cell_distance(ga.reduce, gb.reduce, encoding):.6f}")
+        dn, dr = (cell_distance(genotype_cell(ga, kind), genotype_cell(gb, kind), encoding)
+                  for kind in ("normal", "reduce"))
+        click.echo(f"  normal {dn:.6f}  reduce {dr:.6f}")

@@ -26,14 +26,32 @@ with each cell deactivated (n + 1 forward and backward passes: the thesis report
 of memory and more), and steps every cell's α on the gradient of its own L_T^i
 (`total_loss_alpha_grads`). Defaults w_01 = 8 and w_AB = 0.5, the values of the thesis's
 experimental settings (4.2.1; its hyperparameter study in 4.2.2 settles on w_01 = 7 instead). The
-weights train as in DARTS. The genotype has one gene per cell, parsed as DARTS does on σ(α_i).
+weights train as in DARTS.
+
+The genotype has one gene per cell, parsed on σ(α_i) (`parse_cell`) by the block's `parsing`:
+- `darts` (default): each node keeps its 2 strongest edges, each its strongest non-`none` op (the
+  thesis's *darts* parsing; the networks of every other algorithm);
+- `threshold`: each node keeps every non-`none` op on its incoming edges with σ(α) ≥ `threshold`
+  (default 0.85, the thesis's value in 4.2.1): a variable number of ops per node, several ops per
+  edge allowed;
+- `edge` and `sparse`: the two FairDARTS threshold parsings the thesis names in 4.2.1 ("edge: 2
+  operations maximum per edge", "sparse: 1 operation maximum per edge"), as FairDARTS's code
+  (xiaomi-automl/FairDARTS, utils.py `parse`) defines them: *edge* keeps, on every incoming edge, its
+  2 strongest non-`none` ops each if σ ≥ `threshold`; *sparse* takes the node's 2 DARTS edges and
+  keeps each edge's strongest non-`none` op if σ ≥ `threshold`.
+**Choice** (the thesis and FairDARTS leave a node with no op above the threshold without inputs,
+which a cell cannot compute): such a node keeps its single strongest non-`none` (op, edge), so every
+node has at least one input. Within a node the kept pairs are ordered strongest first (ties: lower
+input, then primitive order). A threshold parsing gives variable-input genes (`CellsGenotype` with
+node sizes); one where every node kept exactly 2 pairs is the DARTS form.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -41,10 +59,12 @@ from compressor.errors import ConfigError
 # expand_cell_indices (Algorithm 2) lives with the genotypes that use it; re-exported here with the rest of D-DARTS
 from compressor.frontends.darts.genotypes import CellsGenotype, expand_cell_indices  # noqa: F401
 from compressor.frontends.darts.search_base import SearchAlgorithm, register_search
-from compressor.frontends.darts.search_space import CONCAT, NUM_EDGES, SearchNetwork, derive_cell
+from compressor.frontends.darts.search_space import (CONCAT, NUM_EDGES, STEPS, EdgePrimitives, SearchNetwork,
+                                                     derive_cell)
 from compressor.options import option
 
 if TYPE_CHECKING:
+    from compressor.data.base import DataBundle
     from compressor.frontends.darts.search_base import SearchOptions, Stage
 
 
@@ -106,6 +126,48 @@ def total_loss_alpha_grads(grad_all: Sequence[torch.Tensor], grad_without: Seque
     return out
 
 
+# ---- parsing ----------------------------------------------------------------------------------------
+Parsing = Literal["darts", "threshold", "edge", "sparse"]
+PARSINGS = ("darts", "threshold", "edge", "sparse")
+
+
+def parse_cell(weights: np.ndarray, primitives: EdgePrimitives, parsing: str = "darts",
+               threshold: float = 0.85) -> tuple[list[tuple[str, int]], tuple[int, ...] | None]:
+    """One cell's gene from its σ(α) (`weights`, one row per edge): (pairs, node sizes), node sizes
+    None for `darts` (2 per node, `derive_cell`). The threshold parsings (module docstring) keep
+    σ ≥ `threshold`; a node where none passes keeps its strongest non-`none` (op, edge)."""
+    if parsing not in PARSINGS:
+        raise ValueError(f"unknown parsing {parsing!r}; valid: {', '.join(PARSINGS)}")
+    if parsing == "darts":
+        return derive_cell(weights, primitives), None
+    W = np.asarray(weights, dtype=np.float64)
+    pairs: list[tuple[str, int]] = []
+    sizes: list[int] = []
+    start = 0
+    for i in range(STEPS):
+        n = 2 + i
+        # (σ, input, op index) of every non-`none` op on the node's edges, strongest first (ties: input, op)
+        cands = sorted(((float(W[start + j][k]), j, k) for j in range(n) for k, p in enumerate(primitives[start + j])
+                        if p != "none"), key=lambda c: (-c[0], c[1], c[2]))
+        if not cands:
+            raise ValueError(f"node {i}: its edges hold only 'none'; cannot derive an op")
+        if parsing == "threshold":
+            kept = [c for c in cands if c[0] >= threshold]
+        elif parsing == "edge":  # every edge: its 2 strongest ops, each if above the threshold
+            kept = [c for j in range(n) for c in [c for c in cands if c[1] == j][:2] if c[0] >= threshold]
+        else:  # sparse: the 2 DARTS edges (by their strongest op), each's strongest op if above the threshold
+            best = {}
+            for c in cands:
+                best.setdefault(c[1], c)
+            edges = sorted(best, key=lambda j: (-best[j][0], j))[:2]
+            kept = [best[j] for j in edges if best[j][0] >= threshold]
+        kept = sorted(kept, key=lambda c: (-c[0], c[1], c[2])) or cands[:1]  # no op passes: the strongest
+        pairs += [(primitives[start + j][k], j) for _, j, k in kept]
+        sizes.append(len(kept))
+        start += n
+    return pairs, tuple(sizes)
+
+
 # ---- the d-darts search algorithm -----------------------------------------------------------------
 class CellwiseSearchNetwork(SearchNetwork):
     """The D-DARTS supernet: the DARTS supernet with one α per cell (`alphas_cells`, shape
@@ -113,10 +175,13 @@ class CellwiseSearchNetwork(SearchNetwork):
     one α per cell type. One Adam over the stacked tensor is exactly one Adam per cell (Adam is
     elementwise and every cell has the same hyperparameters), the thesis's "own optimizer" per cell."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, parsing: str = "darts", threshold: float = 0.85, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         if self.edge_norm or self.partial_k != 1:
             raise ValueError("d-darts searches every op on all channels without edge normalization")
+        if parsing not in PARSINGS:
+            raise ValueError(f"unknown parsing {parsing!r}; valid: {', '.join(PARSINGS)}")
+        self.parsing, self.threshold = parsing, float(threshold)
         n_ops = self.alphas_normal.shape[1]
         del self.alphas_normal, self.alphas_reduce
         self.alphas_cells = nn.Parameter(1e-3 * torch.randn(self.layers, NUM_EDGES, n_ops))
@@ -153,14 +218,15 @@ class CellwiseSearchNetwork(SearchNetwork):
         return super().forward(x, cell_weights=cell_weights, detach_arch=detach_arch)
 
     def genotype(self) -> CellsGenotype:
-        """DARTS parsing per cell on σ(α_i): each node keeps its 2 strongest edges, each its strongest
-        non-`none` op (the thesis's "darts" parsing method; its threshold parsings give variable
-        numbers of ops per node, which the networks here do not build)."""
+        """One gene per cell from σ(α_i), parsed by `self.parsing` (`parse_cell`): DARTS parsing (2
+        strongest edges per node, each its strongest non-`none` op) or a threshold parsing at
+        `self.threshold` (variable-input genes)."""
         with torch.no_grad():
             w = torch.sigmoid(self.alphas_cells).double().cpu().numpy()
-        cells = [derive_cell(w[i], self.primitives_reduce if c.reduction else self.primitives_normal)
-                 for i, c in enumerate(self.cells)]
-        return CellsGenotype(tuple(map(tuple, cells)), tuple(CONCAT for _ in cells), self.reduction_cells())
+        genes = [parse_cell(w[i], self.primitives_reduce if c.reduction else self.primitives_normal, self.parsing,
+                            self.threshold) for i, c in enumerate(self.cells)]
+        return CellsGenotype(tuple(tuple(p) for p, _ in genes), tuple(CONCAT for _ in genes), self.reduction_cells(),
+                             tuple(nodes for _, nodes in genes))
 
 
 @dataclass(frozen=True)
@@ -169,6 +235,11 @@ class DDartsOptions:
 
     w01: float = option(8.0, "w_01, the weight of FairDARTS's zero-one loss in L_T (eq. 4.5)", min=0)
     wab: float = option(0.5, "w_AB, the weight of the ablation loss in L_T (eq. 4.5)", min=0)
+    parsing: Parsing = option("darts", "how each cell's genotype is parsed from σ(α): darts (2 strongest edges per "
+                                       "node, 1 op each), threshold (every op with σ ≥ threshold: a variable number "
+                                       "per node), edge / sparse (FairDARTS: ≤ 2 / 1 op per edge above the threshold)")
+    threshold: float = option(0.85, "σ_t, the sigmoid threshold of the threshold parsings (thesis 4.2.1: 0.85); a "
+                                    "node with no op above it keeps its strongest", min=0, max=1)
 
 
 @register_search("d-darts")
@@ -180,6 +251,12 @@ class DDarts(SearchAlgorithm):
     block = "ddarts"
     default_arch_lr = 3e-4
     supernet_class = CellwiseSearchNetwork
+    key_when_changed = ("parsing", "threshold")  # added later: the keys of searches that leave them stay
+
+    def supernet(self, stage: int, data: DataBundle, primitives_normal: EdgePrimitives | None,
+                 primitives_reduce: EdgePrimitives | None, **extra: object) -> SearchNetwork:
+        return super().supernet(stage, data, primitives_normal, primitives_reduce, parsing=self.opts.ddarts.parsing,
+                                threshold=self.opts.ddarts.threshold, **extra)
 
     @classmethod
     def check_options(cls, opts: SearchOptions) -> None:

@@ -25,6 +25,14 @@ The thesis does not say how a cell becomes a set of binary vectors. Two encoding
 
 A cell is a set either way: the order of the pairs within a node does not matter. Our values are
 comparable with each other, not with the thesis's (its encoding is unpublished).
+
+Variable-input cells (D-DARTS threshold parsing, `genotypes.Genotype` with node sizes) use the same
+definition: a pair (op, j) of node i puts op's bit on edge (i, j), so an edge holding several ops
+is one point with several bits (the edge encoding's "a 1 for each op on the edge"), and the node
+sizes only say which node each pair belongs to. A DARTS-form cell is therefore at the same distance
+whether written with or without its node sizes of 2, and cells still compare only at equal node
+counts. A cell is given as its list of pairs (2 per node) or as {"pairs": [...], "nodes": [sizes]}
+(the per-cell JSON form); `genotype_cell` gives a genotype's cells in that form.
 """
 from __future__ import annotations
 
@@ -48,7 +56,7 @@ OP_SCORES: dict[str, float] = {
 }
 _OPS = tuple(OP_SCORES)
 
-Cell = Sequence[tuple[str, int]]
+Cell = Sequence[tuple[str, int]] | Mapping[str, Any]  # pairs (2 per node), or {"pairs": ..., "nodes": ...}
 Point = tuple[int, ...]
 
 
@@ -65,11 +73,38 @@ def _edges(nodes: int) -> int:
     return sum(2 + j for j in range(nodes))
 
 
-def _nodes(cell: Cell, name: str) -> int:
+def _gene(cell: Cell, name: str) -> tuple[Sequence[Any], tuple[int, ...]]:
+    """(pairs, node sizes) of a cell given as its pairs (2 per node) or as {"pairs": ..., "nodes": ...}."""
+    form = ("expected a list of (op, input) pairs, 2 per node (8 for 4 nodes), or {'pairs': [...], 'nodes': "
+            "[sizes]} for a variable number per node")
+    if isinstance(cell, Mapping):
+        extra = sorted(set(cell) - {"pairs", "nodes"})
+        pairs, nodes = cell.get("pairs"), cell.get("nodes")
+        if extra or isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or not pairs:
+            raise ConfigError(f"cell {name}: {form}; got {cell!r}")
+        if nodes is None:
+            return _gene(pairs, name)
+        if (isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence) or not nodes
+                or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in nodes)):
+            raise ConfigError(f"cell {name}: nodes must be a non-empty list of node sizes ≥ 1 such as [1, 3, 2, 2], "
+                              f"got {nodes!r}")
+        if sum(nodes) != len(pairs):
+            raise ConfigError(f"cell {name}: nodes {list(nodes)} count {sum(nodes)} pairs but the cell has "
+                              f"{len(pairs)}; they must sum to the number of pairs")
+        return pairs, tuple(nodes)
     if isinstance(cell, (str, bytes)) or not isinstance(cell, Sequence) or not cell or len(cell) % 2:
-        raise ConfigError(f"cell {name}: expected a list of (op, input) pairs, 2 per node (8 for 4 nodes); "
-                          f"got {cell!r}")
-    return len(cell) // 2
+        raise ConfigError(f"cell {name}: {form}; got {cell!r}")
+    return cell, (2,) * (len(cell) // 2)
+
+
+def genotype_cell(genotype: Genotype | CellsGenotype, which: str | int) -> Cell:
+    """A genotype's cell as the distance takes it: `which` is "normal" or "reduce" of a Genotype, or
+    the cell index of a CellsGenotype; its pairs in the DARTS form, else {"pairs", "nodes"}."""
+    if isinstance(genotype, CellsGenotype):
+        pairs, nodes = genotype.cells[which], genotype.cell_nodes(which)
+    else:
+        pairs, nodes = getattr(genotype, which), getattr(genotype, f"{which}_nodes")
+    return pairs if nodes is None else {"pairs": pairs, "nodes": nodes}
 
 
 Encoding = Literal["edge", "positional"]
@@ -84,16 +119,17 @@ def _check_encoding(encoding: str) -> None:
 def cell_points(cell: Cell, name: str = "cell", encoding: Encoding = "edge") -> set[Point]:
     """The cell as a set of points (see the module docstring for the two encodings)."""
     _check_encoding(encoding)
-    nodes = _nodes(cell, name)
-    blocks: list[set[int]] = [set() for _ in range(_edges(nodes))]
-    for i, pair in enumerate(cell):
+    pairs, sizes = _gene(cell, name)
+    blocks: list[set[int]] = [set() for _ in range(_edges(len(sizes)))]
+    node_of = [j for j, size in enumerate(sizes) for _ in range(size)]
+    for i, pair in enumerate(pairs):
         if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
             raise ConfigError(f"{name}[{i}]: expected an (op, input) pair such as ('sep_conv_3x3', 1), got {pair!r}")
         op, index = pair
         if op not in OP_SCORES:
             raise ConfigError(f"{name}[{i}]: op {op!r} has no score in Table 4.1, so the distance cannot weigh it; "
                               f"valid: {', '.join(_OPS)}")
-        node = i // 2
+        node = node_of[i]
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= node + 1:
             raise ConfigError(f"{name}[{i}] ({op!r}, {index!r}): node {node} may only take inputs 0..{node + 1}")
         blocks[_edges(node) + index].add(_OPS.index(op))
@@ -116,10 +152,12 @@ def _weights(nodes: int, encoding: Encoding) -> list[float]:
 
 def cell_distance(cell_a: Cell, cell_b: Cell, encoding: Encoding = "edge") -> float:
     """M_H (eq. 4.7): the symmetric Hausdorff distance between the two cells' point sets, with
-    weighted_hamming between points. Both cells must have the same number of nodes."""
-    na, nb = _nodes(cell_a, "A"), _nodes(cell_b, "B")
+    weighted_hamming between points. Both cells must have the same number of nodes (each with any
+    number of pairs)."""
+    (pa, sa), (pb, sb) = _gene(cell_a, "A"), _gene(cell_b, "B")
+    na, nb = len(sa), len(sb)
     if na != nb:
-        raise ConfigError(f"cell A has {na} nodes ({2 * na} pairs) and cell B {nb} ({2 * nb} pairs); cells compare "
+        raise ConfigError(f"cell A has {na} nodes ({len(pa)} pairs) and cell B {nb} ({len(pb)} pairs); cells compare "
                           f"only at equal node counts, so compare architectures searched with the same steps")
     a, b = cell_points(cell_a, "A", encoding), cell_points(cell_b, "B", encoding)
     w = _weights(na, encoding)
@@ -132,12 +170,13 @@ def cell_distance(cell_a: Cell, cell_b: Cell, encoding: Encoding = "edge") -> fl
 
 def expand_cells(genotype: Genotype, layers: int) -> list[Cell]:
     """The per-cell list of a DARTS network of `layers` cells: reduce cells at layers//3 and
-    2*layers//3, normal cells elsewhere."""
+    2*layers//3, normal cells elsewhere (each as `genotype_cell` gives it)."""
     if isinstance(layers, bool) or not isinstance(layers, int) or layers < 3:
         raise ConfigError(f"layers must be an integer ≥ 3 (reduce cells at layers//3 and 2*layers//3), "
                           f"got {layers!r}")
     reductions = {layers // 3, 2 * layers // 3}
-    return [genotype.reduce if i in reductions else genotype.normal for i in range(layers)]
+    normal, reduce = genotype_cell(genotype, "normal"), genotype_cell(genotype, "reduce")
+    return [reduce if i in reductions else normal for i in range(layers)]
 
 
 def _cell_list(cells: Any, name: str) -> list[Cell]:
@@ -156,9 +195,10 @@ def network_distance(a: Genotype | CellsGenotype | Sequence[Cell], b: Genotype |
     lists compare cell i with cell i and must have the same length; a Genotype against a per-cell one
     is first expanded to that many cells (`expand_cells`)."""
     if isinstance(a, Genotype) and isinstance(b, Genotype):
-        return (cell_distance(a.normal, b.normal, encoding) + cell_distance(a.reduce, b.reduce, encoding)) / 2
-    a = list(a.cells) if isinstance(a, CellsGenotype) else a
-    b = list(b.cells) if isinstance(b, CellsGenotype) else b
+        return sum(cell_distance(genotype_cell(a, kind), genotype_cell(b, kind), encoding)
+                   for kind in ("normal", "reduce")) / 2
+    a = [genotype_cell(a, i) for i in range(len(a.cells))] if isinstance(a, CellsGenotype) else a
+    b = [genotype_cell(b, i) for i in range(len(b.cells))] if isinstance(b, CellsGenotype) else b
     if isinstance(a, Genotype):
         a = expand_cells(a, len(_cell_list(b, "B")))
     if isinstance(b, Genotype):

@@ -52,7 +52,12 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 
 class Cell(nn.Module):
     """`genotype` gives the cell's gene: a Genotype its normal or reduce cell; a CellsGenotype (one
-    gene per cell) the gene of cell `index` of a `layers`-cell network."""
+    gene per cell) the gene of cell `index` of a `layers`-cell network.
+
+    Node i sums the outputs of its (op, input) pairs, in pair order: 2 pairs in the DARTS form, as
+    many as its node size in a variable-input cell (D-DARTS threshold parsing; 1 pair: the node is
+    that op's output). `_ops` holds one op per pair in pair order, so a DARTS-form cell has the
+    modules, names and computation it always had."""
 
     def __init__(self, genotype: Genotype | CellsGenotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
                  reduction_prev: bool, index: int = 0, layers: int = 0) -> None:
@@ -62,9 +67,12 @@ class Cell(nn.Module):
         else:
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
-        pairs, concat = genotype.cell_gene(index, reduction, layers)
+        pairs, concat, sizes = genotype.cell_gene(index, reduction, layers)
         self.reduction = reduction
-        self._steps = len(pairs) // 2
+        self._steps = len(sizes)
+        # each node's pairs as a range of `_ops`: node i holds _ops[start:end] for (start, end) = _node_ranges[i]
+        ends = [sum(sizes[:i + 1]) for i in range(len(sizes))]
+        self._node_ranges = tuple(zip([0] + ends[:-1], ends))
         self._concat = tuple(concat)
         self.multiplier = len(concat)
         self._indices = tuple(index for _, index in pairs)
@@ -76,16 +84,16 @@ class Cell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(self._steps):
-            op1, op2 = self._ops[2 * i], self._ops[2 * i + 1]
-            h1 = op1(states[self._indices[2 * i]])
-            h2 = op2(states[self._indices[2 * i + 1]])
-            if self.training and self.drop_prob > 0.0:  # Python values at trace time: eval traces skip it
-                if not isinstance(op1, Identity):
-                    h1 = drop_path(h1, self.drop_prob)
-                if not isinstance(op2, Identity):
-                    h2 = drop_path(h2, self.drop_prob)
-            states.append(h1 + h2)
+        drop = self.training and self.drop_prob > 0.0  # Python values at trace time: eval traces skip it
+        for start, end in self._node_ranges:
+            node = None
+            for k in range(start, end):
+                op = self._ops[k]
+                h = op(states[self._indices[k]])
+                if drop and not isinstance(op, Identity):
+                    h = drop_path(h, self.drop_prob)
+                node = h if node is None else node + h
+            states.append(node)
         return torch.cat([states[i] for i in self._concat], dim=1)
 
 

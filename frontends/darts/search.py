@@ -201,7 +201,7 @@ def _differing(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The option names whose stored value differs from the current one. An option the stored run did
     not know (added by a later version) counts as its default, so that an upgrade does not orphan a
     search folder whose options it only extends."""
-    defaults = SearchOptions(algorithm=current.get("algorithm", "pc-darts")).key_data()
+    defaults = SearchOptions(algorithm=current.get("algorithm", "pc-darts")).key_data(complete=True)
     names = set(stored) | set(current)
     return sorted(k for k in names
                   if stored.get(k, defaults.get(k)) != current.get(k, defaults.get(k)) or k not in defaults)

@@ -187,15 +187,21 @@ class SearchOptions:
             items.append((cls.block_name(), self.block, cls.Options()))
         return items
 
-    def key_data(self) -> dict[str, Any]:
+    def key_data(self, complete: bool = False) -> dict[str, Any]:
         """The options as stage keys and search folders hash them: the flat form from before the blocks
         (every built-in block's keys with their prefix, the unselected ones at their defaults), so that keys
-        made before the blocks stay valid; the block of an algorithm without flat keys nests under its name."""
+        made before the blocks stay valid; the block of an algorithm without flat keys nests under its name.
+        A block option its algorithm lists in `key_when_changed` (added after the keys were pinned) is left
+        out at its default, so that runs which leave it there keep their keys; `complete` keeps it (the
+        defaults a stored run is compared against)."""
         out = {f.name: options_dict_value(getattr(self, f.name)) for f in dataclasses.fields(self)
                if not f.metadata.get("hidden")}
         for name, flat_prefix in LEGACY_PREFIXES.items():
-            block = self.block if name == self.algorithm else search_algorithm(name).Options()
-            out.update({flat_prefix + k: v for k, v in options_dict(block).items()})
+            algo = search_algorithm(name)
+            block = self.block if name == self.algorithm else algo.Options()
+            defaults = options_dict(algo.Options())
+            out.update({flat_prefix + k: v for k, v in options_dict(block).items()
+                        if complete or k not in algo.key_when_changed or v != defaults[k]})
         if self.algorithm not in LEGACY_PREFIXES and dataclasses.fields(self.block):
             out[self.algorithm_class.block_name()] = options_dict(self.block)
         return out
@@ -280,6 +286,9 @@ class SearchAlgorithm:
     clip_arch_grads: bool = False  # clip α's gradient norm at `grad_clip` before its step
     split_train: bool = True  # cut the train split into a weight part and an α part (`train_portion`)
     supernet_class: type[SearchNetwork] = SearchNetwork  # what `supernet` builds
+    # block options added after the stage keys were pinned: hashed only when they differ from their default
+    # (`SearchOptions.key_data`), so that a search leaving them there keeps its key and its folder
+    key_when_changed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, opts: SearchOptions, loss_fn: LossFn) -> None:
         self.opts, self.loss_fn = opts, loss_fn

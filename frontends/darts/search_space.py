@@ -334,6 +334,9 @@ class SearchNetwork(nn.Module):
         the genotype lowers to, with the supernet's shared weights and ops (BN without affine
         parameters; pools followed by a BN)."""
         if genotype is not None:
+            if getattr(genotype, "variable", False):
+                raise ValueError("the supernet's discrete path runs 2 (op, input) pairs per node; this genotype has "
+                                 "a variable number per node (node sizes): build its network instead")
             if tuple(genotype.normal_concat) != CONCAT or tuple(genotype.reduce_concat) != CONCAT:
                 raise ValueError(f"the supernet concatenates nodes {list(CONCAT)}; the genotype concatenates "
                                  f"{list(genotype.normal_concat)} / {list(genotype.reduce_concat)}")

@@ -9,7 +9,7 @@ from typing import Any
 
 from compressor.sweep.objectives import m_factor, weighted_sum
 from compressor.sweep.smallest import fixed_p_min
-from compressor.sweep.spec import TASK_METRICS, SweepSpec
+from compressor.sweep.spec import DERIVED, TASK_METRICS, SweepSpec
 
 
 def completed(study: Any) -> list[Any]:
@@ -33,11 +33,13 @@ def trial_figures(spec: SweepSpec, figures: dict[str, float], p_min: float | Non
 
 
 def direction_of(spec: SweepSpec, figure: str) -> str:
-    """A weighted term adds a figure that is maximized (task metrics) and subtracts one that is minimized."""
+    """The direction of a figure: its objective's, else maximize for task metrics and the sweep-level scores
+    (m_factor, weighted: higher is better) and minimize for the rest. A weighted term adds a figure that is
+    maximized and subtracts one that is minimized; the samplers' fitness negates a minimized one."""
     for o in spec.objectives:
         if o.metric.text == figure:
             return o.direction
-    return "maximize" if figure.split("@")[0] in TASK_METRICS else "minimize"
+    return "maximize" if figure.split("@")[0] in (*TASK_METRICS, *DERIVED) else "minimize"
 
 
 def p_min_of(trials: list[Any]) -> float | None:

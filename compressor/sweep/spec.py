@@ -532,7 +532,7 @@ class SweepSpec:
         for p in self.network_params():
             if isinstance(p.distribution, CategoricalDistribution) and not all(
                     finite_number(p.value(c)) for c in p.distribution.choices):
-                shown = ", ".join(_label(p.value(c)) for c in p.distribution.choices)
+                shown = ", ".join(str(p.value(c)) for c in p.distribution.choices)
                 refuse(f"{p.key} chooses among [{shown}], values that are not numbers and have no size order",
                        p.where)
 

@@ -16,7 +16,7 @@ budgets: {edge: ["size_mb <= 0.5", "latency_ms@onnxruntime-cpu <= 3"]}
 sampler: {name: nsga2, seed: 0}    # a registered sampler: compress passes lists them with their options
 trials: 20
 executor: {local: {workers: 1}}    # a registered executor, e.g. {ray: {address: auto, cpus: 1}}
-m_factor: {alpha: 1, accuracy: iou}
+m_factor: {alpha: 1, accuracy: iou, p_min: trials}   # P_min: trials | space | a parameter count
 ```
 
 A trial is the base pipeline with one value per space key; a key whose pass is not in the chosen
@@ -516,8 +516,8 @@ class SweepSpec:
                               f"{P_MIN_INSTEAD}")
 
         if getattr(base.model.frontend.options, "search", None) is not None:
-            refuse("the base's network comes out of an architecture search (model.search), its size known only "
-                   "after the search")
+            refuse("the base's network comes out of an architecture search (model.search) and is known only once "
+                   "the search has run")
         if self.stage != "baseline":
             lists = [self.base.get("passes") or []]  # the base's pass list and every pass-list variant
             lists += [v for p in self.params if p.is_variant and p.path == ["passes"] for v in p.labels.values()]

@@ -207,6 +207,8 @@ def test_invalid_p_min_through_the_cli_names_the_line(tmp_path):
 
 
 CLS = {**BASE, "model": {"frontend": "zoo", "model": "cls-cnn", "width": 4, "train": {"epochs": 1}}}
+DARTS = {**BASE, "model": {"frontend": "darts", "search": {"epochs": 1}, "init_channels": 4, "layers": 3,
+                            "train": {"epochs": 1}}}
 VIT = {**BASE, "model": {"frontend": "zoo", "model": "vit", "width": 4, "depth": 1, "train": {"epochs": 1}}}
 
 
@@ -220,6 +222,9 @@ VIT = {**BASE, "model": {"frontend": "zoo", "model": "vit", "width": 4, "depth":
      "the sweep reads params at the last stage, after passes (prune-l1, finetune) that can change"),
     ({"base": {**BASE, "passes": ["finetune"], "export": ["onnx"]}, "stage": "onnx"}, "m_factor",
      "the sweep reads params at stage 'onnx', after passes (finetune) that can change"),
+    ({"base": DARTS, "space": {"model.init_channels": [4, 8]}}, "m_factor",
+     "the base's network comes out of an architecture search (model.search) and is known only once the search "
+     "has run"),
 ])
 def test_a_space_without_a_smallest_network_is_refused_before_anything_is_built(changes, where, why, monkeypatch):
     monkeypatch.setattr(smallest, "smallest_network", lambda _s: pytest.fail("built"))

@@ -63,12 +63,13 @@ def m_factors(
 ) -> list[float]:
     """The M-factor of each trial, with ``P_min`` the smallest ``params`` among these trials.
 
-    [M] takes ``P_min`` as the smallest model *in the search space*, which needs the whole
-    space enumerated (or its smallest member built) up front. Here ``P_min`` is the smallest
-    model *seen so far*: the caller passes the trials completed up to now, and every M is
-    recomputed as trials arrive. Values are therefore comparable within one call, and the
-    ranking of two trials only changes when a new smallest model appears. Once the smallest
-    model of the space has been evaluated both definitions agree.
+    [M] takes ``P_min`` as the smallest model *in the search space*. Here ``P_min`` is the
+    smallest model *seen so far* (a sweep's ``m_factor.p_min: trials``): the caller passes the
+    trials completed up to now, and every M is recomputed as trials arrive. Values are therefore
+    comparable within one call, and the ranking of two trials only changes when a new smallest
+    model appears. Once the smallest model of the space has been evaluated both definitions
+    agree. A sweep's ``p_min: space`` builds that model up front instead
+    (`compressor.sweep.smallest`) and calls `m_factor` with it.
     """
     if len(accuracies) != len(params):
         raise ValueError(

@@ -4,7 +4,8 @@
   feasibility, wall time, error;
 - `pareto.md`, `pareto.png`: the non-dominated feasible trials over the objectives (2-D projections when
   there are more than two), `hypervolume.png`: hypervolume of the front of the first k trials;
-- `mfactor.md`: trials ranked by M_α (P_min over all completed trials);
+- `mfactor.md`: trials ranked by M_α, with the P_min used (`m_factor.p_min`: the smallest params among all
+  completed trials, the space's smallest network, or a given number);
 - `budgets/<name>/pipeline.yaml` (+ `run` linking the trial's run directory): each budget's winner;
 - `summary.json`, `sweep.md`: all of it in one place.
 Nothing here depends on when it is written: a finished sweep re-run rewrites the same files.
@@ -22,7 +23,8 @@ from typing import Any
 from compressor.errors import ConfigError
 from compressor.store import atomic_path, atomic_write, swap_symlink, write_json
 from compressor.sweep.spec import SweepSpec
-from compressor.sweep.figures import all_figures, completed
+from compressor.sweep.figures import all_figures, completed, p_min_of
+from compressor.sweep.smallest import fixed_p_min
 
 FIG_COLUMNS = ["params", "size_mb", "macs", "latency_ms"]
 
@@ -82,6 +84,17 @@ def best_under(spec: SweepSpec, trials: list[Any], figs: dict[int, dict[str, flo
         return (*vals, t.number)
 
     return min(ok, key=key)
+
+
+def p_min_summary(spec: SweepSpec, done: list[Any]) -> tuple[dict[str, Any], str]:
+    """(summary entry, one line) of the P_min the report's M values use."""
+    fixed = fixed_p_min(spec)
+    if fixed is not None:
+        return fixed.to_dict(), fixed.describe()
+    value = p_min_of(done)
+    line = (f"P_min: {value:,.0f} (trials: the smallest params among the {len(done)} completed trials)"
+            if value is not None else "P_min: none yet (trials: no completed trial has params)")
+    return {"value": value, "source": "trials", "network": {}}, line
 
 
 def write_sweep_report(spec: SweepSpec, study: Any, sweep_dir: Path) -> dict[str, Path]:
@@ -155,9 +168,10 @@ def write_sweep_report(spec: SweepSpec, study: Any, sweep_dir: Path) -> dict[str
     mrows = [[i + 1, t.number, *[trial_values(spec, t).get(k) for k in keys], figs[t.number].get(spec.m_factor.accuracy),
               figs[t.number].get("params"), figs[t.number].get("m_factor")] for i, t in enumerate(ranked[:20])]
     paths["mfactor_md"] = sweep_dir / "mfactor.md"
+    p_min_entry, p_min_line = p_min_summary(spec, done)
     atomic_write(paths["mfactor_md"], f"# {spec.name}: M-factor ranking\n\nM_α = (1+α)·A·S′/(α·A + S′), S′ = P_min/P "
-                                f"(seed 003 eq. 8), α = {spec.m_factor.alpha:g}, A = {spec.m_factor.accuracy}, "
-                                f"P_min = the smallest params among the {len(done)} completed trials.\n\n"
+                                f"(seed 003 eq. 8; S′ = 1 for a trial smaller than P_min), α = {spec.m_factor.alpha:g}, "
+                                f"A = {spec.m_factor.accuracy}.\n\n{p_min_line}.\n\n"
                                 + _md_table(["rank", "trial", *keys, spec.m_factor.accuracy, "params", "M"], mrows) + "\n")
 
     # ---- budgets ---------------------------------------------------------------------------------------
@@ -175,6 +189,7 @@ def write_sweep_report(spec: SweepSpec, study: Any, sweep_dir: Path) -> dict[str
                "front": [t.number for t in front], "hypervolume": hv_history[-1] if hv_history else None,
                "hypervolume_history": hv_history,
                "best_m_factor": {"trial": best_m.number, "m_factor": figs[best_m.number].get("m_factor")} if best_m else None,
+               "p_min": p_min_entry,
                "budgets": {k: {"constraints": [c.text for c in spec.budgets[k]], "trial": v} for k, v in winners.items()},
                "figures": {str(n): f for n, f in figs.items()}}
     paths["summary"] = sweep_dir / "summary.json"
@@ -189,7 +204,7 @@ def write_sweep_report(spec: SweepSpec, study: Any, sweep_dir: Path) -> dict[str
                                              else "no trial meets it"))
     if best_m is not None:
         lines += ["", f"Best M-factor: trial {best_m.number}, M = {figs[best_m.number]['m_factor']:.4f} "
-                  f"(`mfactor.md`). All trials: `trials.md`, `trials.csv`."]
+                  f"(`mfactor.md`; {p_min_line}). All trials: `trials.md`, `trials.csv`."]
     paths["md"] = sweep_dir / "sweep.md"
     atomic_write(paths["md"], "\n".join(lines) + "\n")
     return paths

@@ -157,7 +157,7 @@ class _HistorySampler(BaseSampler):
         """``(trial, fitness)`` of the completed trials with a fitness, by trial number.
 
         The fitness is evaluated afresh over the whole history, so one that depends on all
-        trials (the M-factor with P_min over the trials seen so far) follows them.
+        trials (the M-factor with ``p_min: trials``, P_min over the trials seen so far) follows them.
         """
         if self._fitness is not None:
             fitness = self._fitness

@@ -16,7 +16,7 @@ budgets: {edge: ["size_mb <= 0.5", "latency_ms@onnxruntime-cpu <= 3"]}
 sampler: {name: nsga2, seed: 0}    # a registered sampler: compress passes lists them with their options
 trials: 20
 executor: {local: {workers: 1}}    # a registered executor, e.g. {ray: {address: auto, cpus: 1}}
-m_factor: {alpha: 1, accuracy: iou}
+m_factor: {alpha: 1, accuracy: iou, p_min: trials}   # P_min: trials | space | a parameter count
 ```
 
 A trial is the base pipeline with one value per space key; a key whose pass is not in the chosen
@@ -331,12 +331,33 @@ class Constraint:
         return s < 0 if self.op in ("<", ">") else s <= 0
 
 
+P_MIN_WORDS = ("trials", "space")
+P_MIN_VALID = ("write trials (the smallest model among the finished trials), space (the smallest network of the "
+               "sweep's space) or a positive whole parameter count such as 272474")
+P_MIN_INSTEAD = "write p_min: trials (the smallest model among the finished trials) or a parameter count"
+
+
+def p_min_valid(value: Any) -> bool:
+    """`trials`, `space`, or a positive whole parameter count (not a bool, not a float)."""
+    if isinstance(value, str):
+        return value in P_MIN_WORDS
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 10**15
+
+
 @dataclass(frozen=True)
 class MFactorOptions:
     alpha: float = option(1.0, "weight of size against accuracy (seed 003 eq. 8): 1 balanced, >1 favours small "
                                "models", min=0)
     accuracy: str = option("accuracy", "task metric used as A (in [0, 1]): accuracy, f1, iou, miou, ... (default "
                                        "accuracy; miou where the task has no accuracy: multi-class segmentation)")
+    p_min: str | int = option("trials", "P_min of S' = P_min/P: trials (the smallest model among the finished "
+                                        "trials; moves as trials arrive), space (the smallest network of the "
+                                        "sweep's space, built once: seed 003's definition) or a parameter count; "
+                                        "a trial smaller than P_min gets S' = 1")
+
+    def __post_init__(self) -> None:
+        if not p_min_valid(self.p_min):
+            raise ValueError(f"p_min {self.p_min!r} is not valid; {P_MIN_VALID}")
 
 
 # ---- the spec -----------------------------------------------------------------------------------------
@@ -359,6 +380,8 @@ class SweepSpec:
     weights: dict[str, float] = field(default_factory=dict)
     stage: str | None = None
     document: dict[str, Any] = field(default_factory=dict)  # the sweep as plain data, base inlined
+    # m_factor.p_min resolved to a number (`compressor.sweep.smallest.fixed_p_min`; None: not yet, or `trials`)
+    resolved_p_min: Any = None
 
     # ---- loading ----------------------------------------------------------------------------------
     @classmethod
@@ -415,7 +438,11 @@ class SweepSpec:
         trials = doc.get("trials", 20)
         if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= 100_000:
             raise ConfigError(f"{prefix(doc, 'trials', 'trials')}: expected an integer in [1, 100000], got {trials!r}")
-        mf = parse_options(MFactorOptions, doc.get("m_factor"), prefix(doc, "m_factor", "m_factor") or "m_factor")
+        mf_raw = doc.get("m_factor")
+        if isinstance(mf_raw, Mapping) and "p_min" in mf_raw and not p_min_valid(mf_raw["p_min"]):
+            raise ConfigError(f"{prefix(mf_raw, 'm_factor', 'p_min') or 'm_factor'}: p_min {mf_raw['p_min']!r} is "
+                              f"not valid; {P_MIN_VALID}")
+        mf = parse_options(MFactorOptions, mf_raw, prefix(doc, "m_factor", "m_factor") or "m_factor")
         if mf.accuracy not in TASK_METRICS:
             raise ConfigError(f"{prefix(doc, 'm_factor', 'm_factor')}: m_factor.accuracy must be a task metric in "
                               f"[0, 1]; valid: {', '.join(TASK_METRICS)}")
@@ -433,6 +460,7 @@ class SweepSpec:
                             default_accuracy=not accuracy_given)
         spec._check_sampler(prefix(doc, "sampler", "sampler") or source)
         spec._check_space()
+        spec._check_p_min(base_pipeline, prefix(doc, "m_factor", "m_factor") or source)
         spec.document = {**plain(doc), "base": base, "name": name}
         return spec
 
@@ -465,7 +493,49 @@ class SweepSpec:
         names += [self.m_factor.accuracy, "params", "size_mb", "macs"]
         return list(dict.fromkeys(names))
 
+    def network_params(self) -> list[Param]:
+        """The space keys that can shape the network the base's frontend builds: its model options (not
+        `model.train`, how it is trained) and data options (the data gives the network its channels, classes
+        and input size). The others (seed, evaluate, passes, export, model.train) leave that network as it is."""
+        return [p for p in self.params
+                if (p.path[0] == "model" and p.path[1:2] != ["train"]) or p.path[0] == "data"]
+
     # ---- validation -------------------------------------------------------------------------------
+    def _check_p_min(self, base: Any, where: str) -> None:
+        """`p_min: space` needs a space whose smallest network can be built without running a trial
+        (`compressor.sweep.smallest`): refused here, before anything is built, when the network comes out
+        of an architecture search, when the sweep reads params after passes (pruning, distillation: their
+        effect on size is known only by running them), or when a key that shapes the network has values
+        that are not numbers (a choice of models, genotypes, frontends: no size order). Whether each
+        numeric key's effect on size is monotone is checked when the network is built, at the sweep's start."""
+        if self.m_factor.p_min != "space":
+            return
+
+        def refuse(why: str, at: str = where) -> None:
+            raise ConfigError(f"{at}: m_factor.p_min: space: {why}, so the space defines no smallest network; "
+                              f"{P_MIN_INSTEAD}")
+
+        if getattr(base.model.frontend.options, "search", None) is not None:
+            refuse("the base's network comes out of an architecture search (model.search) and is known only once "
+                   "the search has run")
+        if self.stage != "baseline":
+            lists = [self.base.get("passes") or []]  # the base's pass list and every pass-list variant
+            lists += [v for p in self.params if p.is_variant and p.path == ["passes"] for v in p.labels.values()]
+            names = list(dict.fromkeys(_entry_name(e) for entries in lists
+                                       for e in ([entries] if isinstance(entries, str) else entries)))
+            if names:
+                read = f"stage '{self.stage}'" if self.stage else "the last stage"
+                refuse(f"the sweep reads params at {read}, after passes ({', '.join(names)}) that can change the "
+                       f"network's size (stage: baseline reads the built network)")
+        from optuna.distributions import CategoricalDistribution
+
+        for p in self.network_params():
+            if isinstance(p.distribution, CategoricalDistribution) and not all(
+                    finite_number(p.value(c)) for c in p.distribution.choices):
+                shown = ", ".join(str(p.value(c)) for c in p.distribution.choices)
+                refuse(f"{p.key} chooses among [{shown}], values that are not numbers and have no size order",
+                       p.where)
+
     def _check_figures(self, base: Any, where: str, default_accuracy: bool = False) -> None:
         """Every figure the sweep reads can be measured by the base pipeline's task and latency backends. With
         `default_accuracy` (m_factor.accuracy not given), a task that does not measure `accuracy` (multi-class
@@ -535,6 +605,13 @@ class SweepSpec:
         out = copy.deepcopy(doc)
         set_path(out, p.path, copy.deepcopy(value), f"{p.key}={value!r}", "space key")
         return out
+
+
+def _entry_name(entry: Any) -> str:
+    """A pass-list entry's pass name: `prune-l1` or `{prune-l1: {...}}`."""
+    if isinstance(entry, Mapping) and len(entry) == 1:
+        return str(next(iter(entry)))
+    return str(entry)
 
 
 def _validate(build: Any, p: Param, value: Any) -> None:

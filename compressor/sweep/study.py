@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from compressor.errors import ConfigError
-from compressor.sweep.figures import completed, direction_of, p_min_of, trial_figures
+from compressor.sweep.figures import completed, direction_of, sweep_p_min, trial_figures
+from compressor.sweep.smallest import PMin, fixed_p_min
 from compressor.sweep.spec import SweepSpec, row_figures
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ class SweepResult:
 
 def make_fitness(spec: SweepSpec) -> Callable[[Any, Any], float | None]:
     """The scalar evolution and RL maximize: the sampler's `fitness` figure, else the first objective (negated
-    when minimized). Recomputed over all completed trials at each call, so the M-factor's P_min follows the
-    trials as they arrive."""
+    when minimized). Recomputed over all completed trials at each call, so that with `p_min: trials` the
+    M-factor's P_min follows the trials as they arrive (with `space` or a number it is fixed)."""
     from compressor.sweep.spec import Metric
 
     text = getattr(spec.sampler_options, "fitness", None)
@@ -58,7 +59,7 @@ def make_fitness(spec: SweepSpec) -> Callable[[Any, Any], float | None]:
 
         if trial.state != optuna.trial.TrialState.COMPLETE:
             return None
-        figs = trial_figures(spec, trial.user_attrs.get("figures", {}), p_min_of(completed(study)))
+        figs = trial_figures(spec, trial.user_attrs.get("figures", {}), sweep_p_min(spec, completed(study)))
         value = figs.get(metric.text)
         return None if value is None or not math.isfinite(value) else sign * value
 
@@ -144,7 +145,26 @@ def open_study(spec: SweepSpec, sweep_dir: Path, create: bool = True) -> Any:
     elif mark != spec.fingerprint():
         raise ConfigError(f"{sweep_dir} holds a sweep with another base, space or objectives; give this one a new "
                           f"--out (or delete {journal} to start over)")
+    _keep_p_min(spec, study, sweep_dir)
     return study
+
+
+def _keep_p_min(spec: SweepSpec, study: Any, sweep_dir: Path) -> None:
+    """`p_min: space`: the study records the P_min it started with (`p_min`), and a resumed sweep or a rewritten
+    report uses that one, so the M values do not change with the code that builds the network."""
+    if spec.m_factor.p_min != "space":
+        return
+    raw = study.user_attrs.get("p_min")
+    if raw is None:
+        study.set_user_attr("p_min", fixed_p_min(spec).to_dict())  # type: ignore[union-attr]
+        return
+    recorded = PMin.from_dict(raw)
+    if recorded is None or recorded.source != "space":
+        raise _unreadable(sweep_dir, f"p_min {raw!r:.80}, not a recorded P_min of the space")
+    if spec.resolved_p_min is not None and spec.resolved_p_min.value != recorded.value:
+        log.warning("the space's smallest network now has %s params; this sweep keeps the P_min it started with "
+                    "(%s)", f"{spec.resolved_p_min.value:,}", f"{recorded.value:,}")
+    spec.resolved_p_min = recorded
 
 
 @contextlib.contextmanager
@@ -229,6 +249,9 @@ def run_sweep(spec: SweepSpec, out: str | Path | None = None, store: str | Path 
 
     sweep_dir = Path(out) if out is not None else Path("runs") / spec.name
     check_run_dir(sweep_dir)
+    fixed = fixed_p_min(spec)  # p_min: space builds the smallest network here, before the study or any trial
+    if fixed is not None and spec.m_factor.p_min == "space":
+        log.info("%s", fixed.describe())
     sweep_dir.mkdir(parents=True, exist_ok=True)
     store_dir = Path(store) if store is not None else sweep_dir.parent / ".store"
     target = min(trials or spec.trials, grid_size(spec)) if spec.sampler == "grid" else (trials or spec.trials)
@@ -283,7 +306,7 @@ def _tell(spec: SweepSpec, study: Any, trial: Any, result: dict[str, Any]) -> No
     figures["wall_s"] = round(result.get("wall_s", 0.0), 3)
     trial.set_user_attr("figures", figures)
     trial.set_user_attr("stage", (row or {}).get("name"))
-    figs = trial_figures(spec, figures, p_min_of([*completed(study), _Figs(figures)]))
+    figs = trial_figures(spec, figures, sweep_p_min(spec, [*completed(study), _Figs(figures)]))
     values = [figs.get(o.metric.text) for o in spec.objectives]
     missing = [o.metric.text for o, v in zip(spec.objectives, values) if v is None or not math.isfinite(v)]
     if missing:
@@ -297,7 +320,7 @@ def _tell(spec: SweepSpec, study: Any, trial: Any, result: dict[str, Any]) -> No
 
 
 class _Figs:
-    """A trial not yet told, as `p_min_of` reads trials."""
+    """A trial not yet told, as `sweep_p_min` reads trials."""
 
     def __init__(self, figures: dict[str, float]) -> None:
         self.user_attrs = {"figures": figures}

@@ -133,6 +133,8 @@ CHANGES = st.one_of(
         {"name": st.sampled_from(["grid", "random", "tpe", "nsga2", "evolution", "rl"])},
         optional={k: SCALARS for k in ("seed", "population_size", "sample_size", "fitness", "mutation_prob", "lr")}))),
     st.tuples(st.sampled_from(["trials", "stage", "name", "executor", "m_factor", "weighted"]), VALUES),
+    st.tuples(st.just("m_factor"), st.fixed_dictionaries({}, optional={
+        "p_min": st.one_of(SCALARS, st.sampled_from(["space", "trials"])), "alpha": SCALARS, "accuracy": SCALARS})),
 )
 
 

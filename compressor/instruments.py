@@ -332,6 +332,8 @@ def measure(s: StageRun, ctx: Any, ev: Any, lat: Any) -> dict[str, Any]:
     record = {"index": s.index, "name": s.name, "label": s.label, "kind": s.kind, "artifact": rel,
               "precision": ir.precision, "metrics": metrics, "params": count_params(ir.module), "macs": macs,
               "size_bytes": size, "latency": latency, "latency_skipped": skipped}
+    if lat.predict:
+        record["latency_pred"], record["latency_pred_skipped"] = predict_latency(ir, s, lat)
     if skipped_metrics is not None:
         record["metrics_skipped"] = skipped_metrics
     stats = ir.history[-1].stats if s.kind == "pass" and ir.history else {}
@@ -341,6 +343,23 @@ def measure(s: StageRun, ctx: Any, ev: Any, lat: Any) -> dict[str, Any]:
     if produced is not None:  # what the precision the pass produces reports (int8: its mixed-precision table)
         record.update(get_precision(produced).stage_record(stats))
     return record
+
+
+def predict_latency(ir: Any, s: StageRun, lat: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """Predicted latency (ms) on each of `lat.predict`'s backends from the per-block latency table kept in the
+    stage store, and why a backend got none."""
+    from compressor.evaluate.latency_table import predict_ir_latency
+
+    store = Path(s.dir).resolve().parent if s.dir is not None else None
+    pred: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for backend in lat.predict:
+        value = predict_ir_latency(ir, backend, lat.batch, store, lat.threads)
+        if isinstance(value, str):
+            skipped[backend] = value
+        else:
+            pred[backend] = round(value, 6)
+    return pred, skipped
 
 
 def measure_latency(runtime: Any, artifact: Path | None, opts: Any) -> tuple[dict[str, Any], dict[str, str]]:

@@ -10,8 +10,9 @@
       - distill: {teacher: baseline}    # e.g. from the model the pipeline started with
 
 What runs: the frontend's search (`Frontend.run_search` with the `search:` block, the same block `compress search`
-reads) on the training data, in the stage's folder (`search/`: the genotype files, the search's log and, for the
-hierarchical frontend, the supernet's weights); the winner of `budget` (a search that writes one winner only
+reads) on the training data, in `<store>/.searches/<key>` (keyed by the frontend, the search options, the data and the
+seed: stages that train the winner differently share one search, which a frontend's `run_search` reuses once it
+finished; the genotype files and the search's log are copied into the stage's `search/`); the winner of `budget` (a search that writes one winner only
 takes `budget: null`); the frontend builds it (`model:` adds that frontend's model options, e.g. `width_mult`,
 next to the winner's `genotype`); with `init: supernet` it starts from the supernet's weights (a frontend whose
 search result offers `inherit(module, batches)`, which loads the supernet's slices and re-estimates the BatchNorm
@@ -81,20 +82,22 @@ class Nas(Pass):
         frontend = search_frontend(o.frontend, "nas: frontend")
         search = parse_options(frontend.search_options, o.search, "nas: search", "search option")
         if ctx.run_dir is not None and hasattr(search, "latency_store") and search.latency_store is None:
-            search = replace(search, latency_store=str(Path(ctx.run_dir).parent))  # the stage store: shared
-        out_dir = ctx.scratch_dir("search")
-        if out_dir is None:
-            import tempfile
-
-            out_dir = Path(tempfile.mkdtemp(prefix="nas-search-"))
+            search = replace(search, latency_store=str(Path(ctx.run_dir).resolve().parent))  # the stage store
+        out_dir = self._search_dir(search, ctx)
         ctx.seed_everything(len(ir.history))
         result = frontend.run_search(search, data, out_dir, device=ctx.device, progress=ctx.progress)
         path, winner = self._winner(result)
         model = frontend.from_mapping({**o.model, "genotype": str(path)}, f"nas: {o.frontend}")
         ctx.seed_everything(len(ir.history))
         new = model.build(data, ctx)  # type: ignore[attr-defined]
+        import shutil
+
+        found = ctx.scratch_dir("search")  # the winners and the search's log beside the stage's weights
+        if found is not None:
+            for f in sorted(out_dir.glob("*.json")):
+                shutil.copy2(f, found / f.name)
         stats: dict[str, Any] = {"search_seconds": round(float(getattr(result, "seconds", 0.0)), 1),
-                                 "genotype": str(Path(path).relative_to(out_dir.parent)) if ctx.run_dir else str(path),
+                                 "search_dir": str(out_dir), "genotype": f"search/{Path(path).name}",
                                  "budget": o.budget, "init": o.init, "winner": winner}
         if o.init == "supernet":
             self._inherit(result, new, data, o, ctx)
@@ -104,6 +107,24 @@ class Nas(Pass):
         stats.update(epochs=trained.epochs_run,
                      final_loss=round(trained.final_loss, 5) if trained.epochs_run else None)
         return PassResult(new, changed=True, stats=stats)
+
+    def _search_dir(self, search: Any, ctx: PassContext) -> Path:
+        """Where the search runs: `<store>/.searches/<key>`, keyed by the frontend, the search options, the data and
+        the seed, so that a stage that only trains the winner differently (budget, init, epochs) reuses it."""
+        import hashlib
+        import json
+        import tempfile
+
+        from compressor.options import options_dict
+
+        if ctx.run_dir is None:
+            return Path(tempfile.mkdtemp(prefix="nas-search-"))
+        key = hashlib.sha256(json.dumps({"frontend": self.options.frontend, "search": options_dict(search),
+                                         "data": ctx.data_spec, "seed": ctx.seed}, sort_keys=True,
+                                        default=str).encode()).hexdigest()[:16]
+        out = Path(ctx.run_dir).resolve().parent / ".searches" / key  # beside .tables: not a stage of the store
+        out.mkdir(parents=True, exist_ok=True)
+        return out
 
     def _winner(self, result: Any) -> tuple[Path, dict[str, Any]]:
         """The winner's genotype file and what the search knows of it (its objectives)."""

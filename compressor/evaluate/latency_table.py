@@ -294,6 +294,30 @@ class LatencyTable:
 
 # ---- checking a predictor ----------------------------------------------------------------------------
 
+def predict_ir_latency(ir: Any, backend: str, batch: int, store_root: str | os.PathLike[str] | None,
+                       threads: int | None = None) -> float | str:
+    """The latency of `ir`'s network predicted by the latency table of the frontend that built it (its
+    `latency_parts(ir)` capability: the parts, the module of a part and a part's input shapes), measuring the parts
+    the stored table lacks; or, as a string, why it cannot be predicted."""
+    from compressor.registry import FRONTENDS
+
+    if store_root is None:
+        return "no stage store to keep the latency table in (an in-memory run)"
+    recipe = getattr(ir, "recipe", None)
+    name = ((recipe.frontend if recipe is not None else None) or {}).get("name")
+    frontend = FRONTENDS.get(name) if name else None
+    parts_of = getattr(frontend, "latency_parts", None)
+    if parts_of is None:
+        return f"the {name or 'unknown'} frontend has no per-block latency table (hierarchical has)"
+    found = parts_of(ir)
+    if isinstance(found, str):
+        return found
+    parts, make_part, part_inputs, input_shape = found
+    table = LatencyTable.load_or_measure(store_root, backend, input_shape, batch, parts, make_part,
+                                         part_inputs=part_inputs, threads=threads)
+    return float(table.predict(parts))
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks, ties given the mean of the ranks they span."""
     order = np.argsort(x, kind="mergesort")

@@ -25,19 +25,28 @@ class LatencyOptions:
     iters: int = option(30, "timed runs", min=1, max=10**7)
     min_seconds: float = option(0.0, "keep timing until this many seconds (at most 10 x iters runs)", min=0)
     cuda_graphs: bool = option(False, "torch-cuda: time a CUDA-graph replay of the forward")
+    predict: list[str] = option([], "backends whose latency is also predicted from a per-block latency table (a "
+                                    "network whose frontend offers one: hierarchical), measured once per backend, "
+                                    "input size and batch and kept in the store (.tables); report rows get "
+                                    "latency_pred, sweeps the figure latency_pred_ms@backend")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "backends", self._names(self.backends))
+        object.__setattr__(self, "predict", self._names(self.predict))
+
+    @staticmethod
+    def _names(backends: list[str]) -> list[str]:
         from compressor.evaluate.latency import normalize_backend  # numpy only, no torch
 
         names: list[str] = []
-        for b in self.backends:
+        for b in backends:
             try:
                 name = normalize_backend(b)
             except ConfigError as exc:  # parse_options prefixes ValueErrors with the file and line
                 raise ValueError(str(exc)) from None
             if name not in names:
                 names.append(name)
-        object.__setattr__(self, "backends", names)
+        return names
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,9 @@ from one report row (`stage:`, default the last stage): task metrics (accuracy, 
 iou; top5 for classification with more than 5 classes; miou, pixel_accuracy for multi-class
 segmentation; each checked against the base's task, `task_metrics`), params, macs, size_mb,
 latency_ms / latency_p90_ms / latency_p99_ms on a backend (`@backend`, default the first configured
-backend that measured the stage), wall_s, and the sweep-level m_factor and weighted (seed 002's eq. 2).
+backend that measured the stage), latency_pred_ms (`@backend`: predicted by the per-block latency table, with
+`evaluate: {latency: {predict: [backend]}}` in the base; reproducible where measured times are noisy), wall_s, and
+the sweep-level m_factor and weighted (seed 002's eq. 2).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ SWEEP_KEYS = ["name", "base", "space", "objectives", "constraints", "budgets", "
               "m_factor", "weighted", "stage"]
 TASK_METRICS = ("accuracy", "precision", "recall", "f1", "iou", "top5", "miou", "pixel_accuracy")
 LATENCY = {"latency_ms": "median_ms", "latency_p90_ms": "p90_ms", "latency_p99_ms": "p99_ms"}
+PREDICTED = "latency_pred_ms"  # from the per-block latency table (evaluate: {latency: {predict: [backend]}})
 PLAIN = ("params", "macs", "size_mb", "wall_s")
 DERIVED = ("m_factor", "weighted")
 DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
@@ -94,12 +97,13 @@ class Metric:
         name, _, backend = text.strip().partition("@")
         if name not in FIGURES:
             raise ConfigError(f"{where}: {unknown_key_message(name, FIGURES, 'figure')}")
-        if backend and name not in LATENCY:
-            raise ConfigError(f"{where}: '@{backend}' applies to latency figures only ({', '.join(LATENCY)})")
+        if backend and name not in LATENCY and name != PREDICTED:
+            raise ConfigError(f"{where}: '@{backend}' applies to latency figures only "
+                              f"({', '.join([*LATENCY, PREDICTED])})")
         return cls(text.strip(), name, backend or None)
 
 
-FIGURES = [*TASK_METRICS, *PLAIN, *LATENCY, *DERIVED]
+FIGURES = [*TASK_METRICS, *PLAIN, *LATENCY, PREDICTED, *DERIVED]
 
 
 def task_metrics(kind: str | None, num_classes: int | None = None) -> tuple[str, ...]:
@@ -142,6 +146,11 @@ def row_figures(row: Mapping[str, Any]) -> dict[str, float]:
             out[k] = float(row[k])
     if isinstance(row.get("size_bytes"), (int, float)):
         out["size_mb"] = row["size_bytes"] / 1e6
+    for i, (backend, ms) in enumerate((row.get("latency_pred") or {}).items()):
+        if isinstance(ms, (int, float)):
+            out[f"{PREDICTED}@{backend}"] = float(ms)
+            if i == 0:
+                out[PREDICTED] = float(ms)
     for i, (backend, stats) in enumerate((row.get("latency") or {}).items()):
         for name, key in LATENCY.items():
             if isinstance(stats, Mapping) and isinstance(stats.get(key), (int, float)):
@@ -559,6 +568,11 @@ class SweepSpec:
                 if m.backend is not None and m.backend not in backends:
                     raise ConfigError(f"{where}: '{m.text}': backend '{m.backend}' is not measured by the base; "
                                       f"valid: {', '.join(backends)}")
+            if m.name == PREDICTED:
+                predicted = list(base.evaluate.latency_options().predict)
+                if not predicted or (m.backend is not None and m.backend not in predicted):
+                    raise ConfigError(f"{where}: '{m.text}' needs a predicted latency; set evaluate: {{latency: "
+                                      f"{{predict: [{m.backend or 'onnxruntime-cpu'}]}}}} in the base")
             if m.name == "weighted" and not self.weights:
                 raise ConfigError(f"{where}: 'weighted' needs weighted: {{weights: {{figure: λ}}}} (seed 002 eq. 2)")
         if self.m_factor.accuracy not in measurable:

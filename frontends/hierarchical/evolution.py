@@ -324,10 +324,40 @@ class HierarchicalSearchResult:
         return lines
 
 
+def finished_search(opts: HierarchicalSearchOptions, data: "DataBundle", out_dir: Path) -> HierarchicalSearchResult | None:
+    """The result of the search `out_dir` already holds with exactly these options (its evolution.json, winners and
+    supernet weights), or None: a search that did not finish, or ran with other options, is not reused."""
+    from safetensors.torch import load_file
+
+    out_dir = Path(out_dir)
+    try:
+        doc = json.loads((out_dir / EVOLUTION).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("options") != json.loads(json.dumps(asdict(opts), default=str)):
+        return None
+    shape = tuple(int(d) for d in data.input_shape)
+    net = Supernet(opts.space(), shape[0], data.task.num_classes, data.task.kind == "segmentation")
+    try:
+        net.load_state_dict(load_file(str(out_dir / "supernet.safetensors")))
+        paths = [out_dir / BUDGET_FILE.format(k=k) if w else None for k, w in enumerate(doc["winners"], 1)]
+        final = HierGenotype.load(out_dir / "genotype.json") if paths and paths[-1] else None
+    except (OSError, RuntimeError, ValueError, ConfigError):
+        return None
+    net.eval()
+    return HierarchicalSearchResult(final, out_dir, out_dir / "genotype.json" if final else None, paths,
+                                    list(doc["budgets"]), float(doc.get("seconds", 0.0)), int(doc["steps"]),
+                                    len(doc.get("population", [])), list(doc["winners"]), supernet=net)
+
+
 def run_search(opts: HierarchicalSearchOptions, data: "DataBundle", out_dir: Path, device: str = "cpu",
                progress: bool = False, measure: "Measure | None" = None) -> HierarchicalSearchResult:
-    """Train the supernet, evolve, write the winners (see the module docstring). `measure` replaces the latency
-    table's measurement of a part (`LatencyTable.load_or_measure`; tests)."""
+    """Train the supernet, evolve, write the winners (see the module docstring); a folder that holds a finished
+    search with the same options is reused (`finished_search`). `measure` replaces the latency table's measurement
+    of a part (`LatencyTable.load_or_measure`; tests)."""
+    done = finished_search(opts, data, out_dir)
+    if done is not None:
+        return done
     if data.task.kind not in ("classification", "segmentation"):
         raise ConfigError(f"the hierarchical search runs on classification or segmentation data, not "
                           f"{data.task.kind}")
@@ -370,6 +400,7 @@ def run_search(opts: HierarchicalSearchOptions, data: "DataBundle", out_dir: Pat
         final.save(genotype_path)
     hvs, reference = generation_hypervolumes(result["generations"], scored, evaluate, list(opts.objectives))
     doc = {"options": asdict(opts), "steps": trained["steps"], "train_loss": trained["loss"],
+           "seconds": round(time.monotonic() - start, 1),
            "population": [{"genotype": g.to_dict(), **evaluate(g)} for g in result["population"]],
            "hypervolume": hvs, "hypervolume_reference": reference, "hv_reference_point": HV_REFERENCE,
            "budgets": budgets, "latency_budgets": latency_budgets, "winners": docs}

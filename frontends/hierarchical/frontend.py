@@ -126,6 +126,28 @@ class Hierarchical(Frontend):
         return lower_module(cls.rebuild(recipe), list(teacher.inputs), teacher.task, meta=_meta(geno, mult),
                             recipe=recipe)
 
+    @classmethod
+    def latency_parts(cls, ir: ModelIR) -> tuple[Any, Any, Any, tuple[int, ...]] | str:
+        """The parts a latency table predicts `ir`'s network from (`latency.latency_parts`), the part builder, the
+        parts' inputs and the network's input shape; or why they do not describe the network: a pass changed its
+        structure (its parameter count differs from its genotype's network) or its precision."""
+        from compressor.evaluate.stats import count_params
+        from compressor.frontends.hierarchical.latency import latency_parts, make_part, part_inputs
+
+        spec = dict(ir.recipe.frontend) if ir.recipe is not None else {}
+        if ir.precision != "fp32":
+            return f"the latency table holds fp32 blocks; this network is {ir.precision}"
+        geno = HierGenotype.from_dict(spec["genotype"], "recipe hierarchical: genotype")
+        shape = (int(spec["in_channels"]), *(int(v) for v in spec["input_hw"]))
+        segmentation = spec["task"] == "segmentation"
+        reference = HierarchicalNet(geno, shape[0], int(spec["num_classes"]), segmentation,
+                                    float(spec["width_mult"]), input_hw=shape[1:])
+        if count_params(ir.module) != count_params(reference):
+            return ("a pass changed the network's structure (its parameters differ from its genotype's network); "
+                    "the table predicts genotypes as built")
+        parts = latency_parts(geno, shape, int(spec["num_classes"]), segmentation, float(spec["width_mult"]))
+        return parts, make_part, part_inputs, shape
+
     def build(self, data: "DataBundle | None", ctx: "PassContext") -> ModelIR:
         o = self.options
         if data is None:

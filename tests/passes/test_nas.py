@@ -41,7 +41,8 @@ def test_nas_builds_the_budget_winner_with_the_supernets_weights_and_caches(tmp_
     # init: supernet: the winner's convolutions are the supernet's slices (only BatchNorm was re-estimated)
     space = SupernetSpace(((8, 1), (16, 2), (24, 2)), 8, max_depth=2, width_mults=(0.5, 1.0))
     supernet = Supernet(space, 2, 1, segmentation=True)
-    supernet.load_state_dict(load_file(str(stage / "search" / "supernet.safetensors")))
+    supernet.load_state_dict(load_file(str(next((tmp_path / ".store" / ".searches").iterdir()) /
+                                           "supernet.safetensors")))
     expected = supernet.extract(winner, (16, 16)).state_dict()
     from compressor.ir import ModelIR
 
@@ -50,10 +51,15 @@ def test_nas_builds_the_budget_winner_with_the_supernets_weights_and_caches(tmp_
     convs = [k for k, v in expected.items() if k.endswith("weight") and v.ndim == 4]
     assert convs and all(torch.equal(got[k], expected[k]) for k in convs)
     assert not torch.equal(got["stem.body.1.running_mean"], expected["stem.body.1.running_mean"])
-    # a second run reuses the stage: no search runs (the search folder is untouched)
-    before = (stage / "search" / "evolution.json").stat().st_mtime_ns
+    # a second run reuses the stage; another budget trains another winner from the same, finished search
+    searched = next((tmp_path / ".store" / ".searches").iterdir()) / "evolution.json"
+    before = searched.stat().st_mtime_ns
     Pipeline.from_dict(pipe).run(out=tmp_path / "run", progress=False)
-    assert (stage / "search" / "evolution.json").stat().st_mtime_ns == before
+    other = _pipe({"search": SEARCH, "budget": 3, "init": "supernet", "epochs": 0})
+    result3 = Pipeline.from_dict(other).run(out=tmp_path / "run3", progress=False)
+    assert searched.stat().st_mtime_ns == before
+    winner3 = HierGenotype.load(tmp_path / "run3" / "01_nas" / "search" / "genotype_budget3.json")
+    assert result3.ir.module.genotype == winner3
 
 
 @pytest.mark.parametrize("nas, message", [

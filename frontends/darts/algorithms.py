@@ -7,6 +7,8 @@ loss); the loop owns data, schedules of the weights' learning rate, resumption, 
 and plots, and calls, in this order:
 
     check_options(opts), stages(opts)         class level, from SearchOptions: validation; cells per stage
+    stage_epochs(opts), alpha_free_epochs(opts)   class level: epochs per stage (default `epochs` each);
+                                              α-free epochs at each stage's start (default `warmup_epochs`)
     build_supernet(stage, data, pn, pr)       per stage, after torch.manual_seed(seed + 1000·stage)
     per epoch:  epoch_start(model, stage, epoch) → schedule values for the α history
         per step:   arch_step(st, x, y, x_val, y_val, lr) → α-split loss   (after the warm-up)

@@ -378,27 +378,54 @@ def op_importances(network: SearchNetwork, x: torch.Tensor, proxy: Proxy = "netp
     the op's cached term (first order: later nodes keep their activations)."""
     _check("proxy", proxy, tuple(PROXIES))
     _check("kernel", kernel, KERNELS)
-    mode = PROXIES[proxy]
     full = collect_op_kernels(network, x)
-    coefs = full.coefficients(mode, count_none)
-    base = log_det(full.kernel(coefs, kernel))
     present = {"reduce" if cell.reduction else "normal" for cell in network.cells}
+    if not exact:
+        return importances_from_kernels(full, proxy, kernel, count_none, present)
+    mode = PROXIES[proxy]
+    base = _score(full, mode, count_none, kernel)
     out = {}
     for t in CELL_TYPES:
         n_edges, n_ops = full.op_weights[t].shape
         imp = np.zeros((n_edges, n_ops), dtype=np.float64)
-        if t not in present:  # no cell of this type: removing its ops changes nothing
-            out[t] = imp
-            continue
-        for e in range(n_edges):
-            for k in range(n_ops):
-                if exact:
-                    score = _score(collect_op_kernels(network, x, _without(full, t, e, k)), mode, count_none, kernel)
-                else:
-                    c = {s: coefs[s].clone() for s in CELL_TYPES}
-                    c[t][e, k] = 0.0
-                    score = log_det(full.kernel(c, kernel))
-                imp[e, k] = _drop(base, score)
+        if t in present:  # no cell of this type: removing its ops changes nothing
+            for e in range(n_edges):
+                for k in range(n_ops):
+                    without = collect_op_kernels(network, x, _without(full, t, e, k))
+                    imp[e, k] = _drop(base, _score(without, mode, count_none, kernel))
         out[t] = imp
-        logger.debug("op importance (%s, %s, exact=%s): %s", t, proxy, exact, imp)
+        logger.debug("op importance (%s, %s, exact): %s", t, proxy, imp)
+    return out
+
+
+def importances_from_kernels(full: OpKernels, proxy: Proxy = "netperf", kernel: KernelKind = "similarity",
+                             count_none: bool = False, present: Sequence[str] = CELL_TYPES) -> dict[str, np.ndarray]:
+    """The cached form of `op_importances` from one forward's kernels `full`: for every (edge, op) of the
+    cell types in `present`, log det of the kernel with all coefficients minus log det with that op's
+    coefficient set to 0 (its term leaves the sum; nothing else changes); 0 for the types not present."""
+    _check("proxy", proxy, tuple(PROXIES))
+    _check("kernel", kernel, KERNELS)
+    coefs = full.coefficients(PROXIES[proxy], count_none)
+    K = full.kernel(coefs, kernel)
+    base = log_det(K)
+    diag = K.diagonal().clone()
+    out = {}
+    for t in CELL_TYPES:
+        n_edges, n_ops = full.op_weights[t].shape
+        imp = np.zeros((n_edges, n_ops), dtype=np.float64)
+        if t in present:
+            for e in range(n_edges):
+                for k in range(n_ops):
+                    w = float(coefs[t][e, k])
+                    if w == 0.0:  # the op adds nothing: removing it leaves the kernel as it is
+                        continue
+                    # the kernel is linear in the coefficients: drop the op's term (the paper form's
+                    # diagonal, the code length, does not depend on them)
+                    term = full.sim[t][e, k] if kernel == "similarity" else full.length[t][e] - full.sim[t][e, k]
+                    without = K - w * term
+                    if kernel != "similarity":
+                        without.diagonal().copy_(diag)
+                    imp[e, k] = _drop(base, log_det(without))
+        out[t] = imp
+        logger.debug("op importance (%s, %s, cached): %s", t, proxy, imp)
     return out

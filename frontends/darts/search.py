@@ -4,7 +4,10 @@ seed 004: hpe-darts; seed 002: evolution).
 `run_search(options, data, out_dir)` searches the DARTS space (see `search_space.py`) on `data`
 and writes `genotype.json`, the α history (`alpha_history.json`, `alpha_history.png`), a checkpoint
 after every epoch (`search_checkpoint.pt`; a re-run resumes after the last finished epoch) and
-`search_result.json` (a re-run of a finished search returns it at once).
+`search_result.json` (a re-run of a finished search returns it at once). Time is recorded per epoch in the
+α history (`train_s`: the α and weight steps; `score_s`: the algorithm's `epoch_start` hook, where hpe-darts
+scores its ops) and per stage in `search_result.json`'s `stages` (`_stage_times`: training, scoring, and
+the stage's wall time).
 
 The train split is cut in two, deterministically (first `train_portion` for the weights w, the rest
 for α), as in the references. Each step: an α step on an α batch (after `warmup_epochs`), then a
@@ -31,7 +34,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -81,6 +84,7 @@ class SearchResult:
     seconds: float
     epochs_run: int
     resumed_from: int
+    stage_seconds: list[dict[str, Any]] = field(default_factory=list)  # per stage: see `_stage_times`
 
     def summary(self) -> list[str]:
         """What `compress search` prints: the files, the epochs and the genotype."""
@@ -127,7 +131,8 @@ def _stable(history: Sequence[dict[str, Any]], stage: int, epoch_in_stage: int, 
     """Whether the stage ends early (`stop_stable_epochs`): its last that many epochs each derived the
     genotype of the epoch before, and it has run at least `stop_min_epochs` epochs."""
     n = opts.stop_stable_epochs
-    if n == 0 or epoch_in_stage < opts.stop_min_epochs or epoch_in_stage >= opts.epochs or len(history) < n:
+    if n == 0 or epoch_in_stage < opts.stop_min_epochs or epoch_in_stage >= opts.stage_epochs[stage] or \
+            len(history) < n:
         return False
     return all(h["stage"] == stage and h.get("unchanged") for h in history[-n:])
 
@@ -207,10 +212,25 @@ def _differing(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
                   if stored.get(k, defaults.get(k)) != current.get(k, defaults.get(k)) or k not in defaults)
 
 
-def _result(out_dir: Path, genotype: Genotype, seconds: float, epochs_run: int, resumed_from: int) -> SearchResult:
+def _result(out_dir: Path, genotype: Genotype, seconds: float, epochs_run: int, resumed_from: int,
+            stage_seconds: list[dict[str, Any]] | None = None) -> SearchResult:
     return SearchResult(genotype=genotype, out_dir=out_dir, genotype_path=out_dir / GENOTYPE,
                         alpha_history_path=out_dir / HISTORY, plot_path=out_dir / PLOT, seconds=seconds,
-                        epochs_run=epochs_run, resumed_from=resumed_from)
+                        epochs_run=epochs_run, resumed_from=resumed_from, stage_seconds=list(stage_seconds or []))
+
+
+def _stage_times(times: list[dict[str, Any]], stage: int) -> dict[str, Any]:
+    """The time record of `stage` (created at zero): `epochs` run, `train_s` (the epochs' α and weight
+    steps), `score_s` (the algorithm's hooks around them: `epoch_start`, `stage_end`, and for the last stage
+    the derivation `finish`; hpe-darts scores and prunes its ops there) and `seconds` (the stage's wall time:
+    those, plus building its supernet and writing the checkpoint and α history after each epoch)."""
+    while len(times) <= stage:
+        times.append({"stage": len(times), "epochs": 0, "train_s": 0.0, "score_s": 0.0, "seconds": 0.0})
+    return times[stage]
+
+
+def _rounded(times: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: round(v, 3) if isinstance(v, float) else v for k, v in t.items()} for t in times]
 
 
 def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: str = "cpu",
@@ -226,19 +246,22 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, result_path = out_dir / CHECKPOINT, out_dir / RESULT
     n_stages = len(opts.stages)
-    total = opts.epochs * n_stages
+    stage_epochs = opts.stage_epochs
+    total = sum(stage_epochs)
 
     if result_path.is_file() and (out_dir / GENOTYPE).is_file():
         doc = json.loads(result_path.read_text())
         if isinstance(doc.get("options"), dict) and not _differing(doc["options"], opts.key_data()):
             log.info("search: %s already holds a finished search; returning it", out_dir)
-            return _result(out_dir, Genotype.load(out_dir / GENOTYPE), doc["seconds"], 0, doc["epochs_done"])
+            return _result(out_dir, Genotype.load(out_dir / GENOTYPE), doc["seconds"], 0, doc["epochs_done"],
+                           doc.get("stages"))
 
     _check_data(opts, data)
     algo = opts.algorithm_class(opts, task_loss_fn(data.task.kind))
     w_split, a_split = _split(data.train, opts.train_portion) if algo.split_train else (data.train, data.train)
 
     stage_i, epoch_in_stage, done, history, seconds = 0, 0, 0, [], 0.0
+    times: list[dict[str, Any]] = []  # per stage, see `_stage_times`
     ckpt = None
     if ckpt_path.is_file():
         try:  # tensors and plain data only: a checkpoint never unpickles code
@@ -254,25 +277,34 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
                               f"same options")
         stage_i, epoch_in_stage, done = ckpt["stage"], ckpt["epoch_in_stage"], ckpt["done"]
         history, seconds = ckpt["history"], ckpt["seconds"]
+        times = ckpt.get("stage_times", [])  # none in checkpoints from before the per-stage times
         st = Stage(algo, data, stage_i, ckpt["stage_state"]["primitives_normal"],
                    ckpt["stage_state"]["primitives_reduce"], device)
         st.load_state_dict(ckpt["stage_state"])
         torch.set_rng_state(ckpt["rng"].cpu())
         log.info("search: resumed from %s after epoch %d", ckpt_path, done)
     else:
+        t0 = time.perf_counter()
         st = Stage(algo, data, 0, None, None, device)
+        _stage_times(times, 0)["seconds"] += time.perf_counter() - t0
     resumed_from = done
     start = time.perf_counter()
 
     dtype = next(st.model.parameters()).dtype
     epochs_run = 0
     while True:
-        if epoch_in_stage >= opts.epochs:  # the stage is over: the next one (p-darts) or stop
+        if epoch_in_stage >= stage_epochs[stage_i]:  # the stage is over: the next one (p-darts, hpe-darts) or stop
             if stage_i + 1 >= n_stages:
                 break
+            t0 = time.perf_counter()
             pn, pr = algo.stage_end(st.model, stage_i)
+            t1 = time.perf_counter()
+            rec = _stage_times(times, stage_i)
+            rec["score_s"] += t1 - t0
+            rec["seconds"] += t1 - t0
             stage_i, epoch_in_stage = stage_i + 1, 0
             st = Stage(algo, data, stage_i, pn, pr, device)
+            _stage_times(times, stage_i)["seconds"] += time.perf_counter() - t1
             log.info("search: %s stage %d: %d cells, %d ops per edge", opts.algorithm, stage_i + 1,
                      opts.stages[stage_i], len(st.model.primitives_normal[0]))
             continue
@@ -280,10 +312,12 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
             break
         e = epoch_in_stage
         model = st.model
+        t_epoch = time.perf_counter()
         lr = st.set_lr(opts)
         warm = e < opts.warmup
         # every history entry has the same keys; an algorithm without a λ or a mutation records 0
         schedule = {"lr": lr, "lambda": 0.0, "mutation_prob": 0.0, **algo.epoch_start(model, stage_i, e)}
+        t_steps = time.perf_counter()
 
         w_loader = make_loader(w_split, opts.batch_size, shuffle=True, seed=opts.seed + done)
         a_loader = make_loader(a_split, opts.batch_size, shuffle=True, seed=opts.seed + done + 7919)
@@ -313,33 +347,46 @@ def run_search(options: SearchOptions, data: DataBundle, out_dir: Path, device: 
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.4f}")
         bar.close()
+        t_trained = time.perf_counter()
         st.epoch += 1
         epoch_in_stage += 1
         done += 1
         epochs_run += 1
         epoch_stats = {k: sums[k] / counts[k] for k in sums if counts[k]}
         epoch_stats.update(schedule)
+        epoch_stats.update({"score_s": t_steps - t_epoch, "train_s": t_trained - t_steps})
         history.append(_history_entry(model, done, stage_i, epoch_stats, history[-1] if history else None))
         log.info("search %s epoch %d/%d loss %.4f genotype %s", opts.algorithm, done, total,
                  epoch_stats.get("loss", float("nan")), history[-1]["genotype"])
         if _stable(history, stage_i, epoch_in_stage, opts):
             log.info("search: stage %d's genotype unchanged for %d epochs: ending the stage after epoch %d of %d",
-                     stage_i + 1, opts.stop_stable_epochs, epoch_in_stage, opts.epochs)
+                     stage_i + 1, opts.stop_stable_epochs, epoch_in_stage, stage_epochs[stage_i])
             history[-1]["stopped_early"] = True
-            epoch_in_stage = opts.epochs
+            epoch_in_stage = stage_epochs[stage_i]
+        rec = _stage_times(times, stage_i)
+        rec["epochs"] += 1
+        rec["score_s"] += t_steps - t_epoch
+        rec["train_s"] += t_trained - t_steps
+        rec["seconds"] += time.perf_counter() - t_epoch  # before the checkpoint: it records the times so far
         seconds_now = seconds + time.perf_counter() - start
+        t_saved = time.perf_counter()
         _atomic_torch({"options": _structural(opts), "stage": stage_i, "epoch_in_stage": epoch_in_stage,
                        "done": done, "history": history, "seconds": seconds_now, "rng": torch.get_rng_state(),
-                       "stage_state": st.state_dict()}, ckpt_path)
+                       "stage_state": st.state_dict(), "stage_times": times}, ckpt_path)
         _atomic_json(history, out_dir / HISTORY)
         plot_alpha_history(history, out_dir / PLOT)
+        rec["seconds"] += time.perf_counter() - t_saved
 
+    t0 = time.perf_counter()
     genotype = algo.finish(st.model, data, out_dir, device, progress).validate()
+    rec = _stage_times(times, stage_i)
+    rec["score_s"] += time.perf_counter() - t0
+    rec["seconds"] += time.perf_counter() - t0
     genotype.save(out_dir / GENOTYPE)
     seconds_total = seconds + time.perf_counter() - start
     if not (out_dir / HISTORY).is_file():
         _atomic_json(history, out_dir / HISTORY)
         plot_alpha_history(history, out_dir / PLOT)
     _atomic_json({"genotype": genotype.to_dict(), "seconds": seconds_total, "epochs_done": done,
-                  "options": opts.key_data()}, result_path)
-    return _result(out_dir, genotype, seconds_total, epochs_run, resumed_from)
+                  "stages": _rounded(times), "options": opts.key_data()}, result_path)
+    return _result(out_dir, genotype, seconds_total, epochs_run, resumed_from, _rounded(times))

@@ -91,7 +91,8 @@ class SearchOptions:
                                        "(evolution: unused, the weights train on the whole split)",
                                   min=0, max=1, min_exclusive=True, max_exclusive=True)
     warmup_epochs: int | None = option(None, "epochs of weights-only training before α updates (null: 30% for "
-                                             "pc-darts, 40% of each stage for p-darts, else 0)", min=0)
+                                             "pc-darts, 40% of each stage for p-darts, else 0; hpe-darts: its "
+                                             "warm-up stage's epochs E_warmup, null: epochs)", min=0)
     stop_stable_epochs: int = option(0, "end a stage once its derived genotype has not changed for this many "
                                         "consecutive epochs (0 = off; D-DARTS §4.2.4 uses 5)", min=0)
     stop_min_epochs: int = option(10, "no such early end before this many epochs of the stage (D-DARTS: 10)",
@@ -198,10 +199,10 @@ class SearchOptions:
                if not f.metadata.get("hidden")}
         for name, flat_prefix in LEGACY_PREFIXES.items():
             algo = search_algorithm(name)
-            block = self.block if name == self.algorithm else algo.Options()
+            block = options_dict(self.block) if name == self.algorithm else algo.unselected_key_data()
             defaults = options_dict(algo.Options())
-            out.update({flat_prefix + k: v for k, v in options_dict(block).items()
-                        if complete or k not in algo.key_when_changed or v != defaults[k]})
+            out.update({flat_prefix + k: v for k, v in block.items()
+                        if complete or k not in algo.key_when_changed or v != defaults.get(k)})
         if self.algorithm not in LEGACY_PREFIXES and dataclasses.fields(self.block):
             out[self.algorithm_class.block_name()] = options_dict(self.block)
         return out
@@ -213,13 +214,17 @@ class SearchOptions:
 
     @property
     def warmup(self) -> int:
-        if self.warmup_epochs is not None:
-            return self.warmup_epochs
-        return int(round(self.algorithm_class.default_warmup * self.epochs))
+        """Epochs at the start of each stage without α steps (`SearchAlgorithm.alpha_free_epochs`)."""
+        return self.algorithm_class.alpha_free_epochs(self)
 
     @property
     def stages(self) -> tuple[int, ...]:
         return self.algorithm_class.stages(self)
+
+    @property
+    def stage_epochs(self) -> tuple[int, ...]:
+        """Epochs of each stage (`SearchAlgorithm.stage_epochs`; `epochs` each unless the algorithm says)."""
+        return self.algorithm_class.stage_epochs(self)
 
 
 def _field_default(f: dataclasses.Field) -> Any:
@@ -305,8 +310,31 @@ class SearchAlgorithm:
 
     @classmethod
     def stages(cls, opts: SearchOptions) -> tuple[int, ...]:
-        """Cells of each stage's supernet; each stage trains for `opts.epochs` epochs."""
+        """Cells of each stage's supernet; each stage trains for `stage_epochs` epochs."""
         return (opts.layers,)
+
+    @classmethod
+    def stage_epochs(cls, opts: SearchOptions) -> tuple[int, ...]:
+        """Epochs of each stage (one entry per `stages` entry): `opts.epochs` each. An algorithm whose
+        stages differ in length (hpe-darts: its warm-up stage) overrides it; each stage's cosine schedule
+        spans its own epochs."""
+        return (opts.epochs,) * len(cls.stages(opts))
+
+    @classmethod
+    def alpha_free_epochs(cls, opts: SearchOptions) -> int:
+        """Epochs at the start of each stage in which the loop takes no α step: `warmup_epochs`, or
+        `default_warmup` × `epochs` when it is null."""
+        if opts.warmup_epochs is not None:
+            return opts.warmup_epochs
+        return int(round(cls.default_warmup * opts.epochs))
+
+    @classmethod
+    def unselected_key_data(cls) -> dict[str, Any]:
+        """What this algorithm's block adds to the stage keys of a search by ANOTHER algorithm
+        (`SearchOptions.key_data`, built-in algorithms only): its defaults. Such a block changes nothing in
+        that search, so an algorithm that later adds or re-defaults an option returns its earlier form here,
+        and the keys of the other algorithms' pipelines do not change."""
+        return options_dict(cls.Options())
 
     # ---- supernet --------------------------------------------------------------------------------
     def build_supernet(self, stage: int, data: DataBundle, primitives_normal: EdgePrimitives | None,
@@ -388,12 +416,14 @@ class Stage:
                                      weight_decay=opts.w_wd)
         self.a_opt = torch.optim.Adam(self.model.arch_parameters(), lr=opts.arch_lr, betas=(0.5, 0.999),
                                       weight_decay=opts.a_wd)
+        self.stage = stage
         self.epoch = 0  # the schedule's state: epochs finished in this stage
 
     def set_lr(self, opts: SearchOptions) -> float:
-        """Cosine from w_lr (epoch 0) towards w_lr_min, in closed form so that a resumed run with a
-        larger `epochs` follows the new schedule exactly."""
-        lr = opts.w_lr_min + 0.5 * (opts.w_lr - opts.w_lr_min) * (1 + math.cos(math.pi * self.epoch / opts.epochs))
+        """Cosine from w_lr (epoch 0) towards w_lr_min over the stage's epochs, in closed form so that a
+        resumed run with a larger `epochs` follows the new schedule exactly."""
+        epochs = opts.stage_epochs[self.stage]
+        lr = opts.w_lr_min + 0.5 * (opts.w_lr - opts.w_lr_min) * (1 + math.cos(math.pi * self.epoch / epochs))
         for group in self.w_opt.param_groups:
             group["lr"] = lr
         return lr

@@ -80,7 +80,8 @@ from compressor.frontends.darts.hpe import inherit  # noqa: E402
 from compressor.frontends.darts.search import HISTORY, SearchOptions, run_search  # noqa: E402
 from compressor.frontends.darts.search_space import SearchNetwork  # noqa: E402
 
-TINY = dict(algorithm="hpe-darts", epochs=2, batch_size=8, init_channels=4, layers=3, max_steps=2, hpe={"batch": 8})
+TINY = dict(algorithm="hpe-darts", epochs=2, batch_size=8, init_channels=4, layers=3, max_steps=2,
+            hpe={"batch": 8, "accuracy_batch": 8})
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def digits():
 
 @pytest.mark.parametrize("importance", ["hybrid", "netperf"])
 def test_hpe_darts_end_to_end_yields_a_valid_genotype(digits, tmp_path, importance):
-    res = run_search(SearchOptions.of(**{**TINY, "hpe": {"batch": 8, "importance": importance}}), digits, tmp_path, progress=False)
+    res = run_search(SearchOptions.of(**{**TINY, "hpe": {**TINY["hpe"], "importance": importance}}), digits, tmp_path, progress=False)
     geno = res.genotype.validate()
     assert all(op != "none" for op, _ in geno.normal + geno.reduce)
     history = json.loads((tmp_path / HISTORY).read_text())

@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: the machine line and the BENCHMARKS.md section writer."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -53,3 +54,29 @@ def side_by_side_latency(paths: list[Path], rounds: int, iters: int, threads: in
     from compressor.evaluate.latency import side_by_side_onnxruntime
 
     return side_by_side_onnxruntime(paths, rounds, iters, threads=threads, batch=batch, spinning=spinning)
+
+
+def op_profile(path: Path, batch: int = 1, iters: int = 10) -> list[tuple[str, float, float]]:
+    """onnxruntime's own profiler on `path`: per operator type, its share of kernel time and its kernel ms per
+    run, largest first."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from compressor.evaluate.latency import _random_inputs
+
+    so = ort.SessionOptions()
+    so.enable_profiling = True
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.profile_file_prefix = str(path.parent / "ort_profile")
+    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    feed = _random_inputs(sess.get_inputs(), batch, np.random.default_rng(0))
+    for _ in range(iters):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + float(e.get("dur", 0))
+    total = sum(per_op.values()) or 1.0
+    return sorted(((op, t / total, t / 1000 / iters) for op, t in per_op.items()), key=lambda x: -x[1])

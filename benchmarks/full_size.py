@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, side_by_side_latency, write_section  # noqa: E402
+from _common import ROOT, machine, op_profile, side_by_side_latency, write_section  # noqa: E402
 
 EVALUATE = {"batch_size": 8, "max_samples": 8, "macs": False, "latency": {"backends": []}}
 
@@ -170,32 +170,6 @@ def stage_rows(run_dir: Path) -> list[dict[str, Any]]:
         rows.append({"name": s["name"], "seconds": rec.get("seconds"), "size_mb": s["size_bytes"] / 1e6,
                      "params": s["params"], "metrics": s["metrics"], "info": rec.get("info", {})})
     return rows
-
-
-def op_profile(path: Path, batch: int = 1, iters: int = 10) -> list[tuple[str, float, float]]:
-    """onnxruntime's own profiler on `path`: per operator type, its share of kernel time and its kernel ms per
-    run, largest first."""
-    import numpy as np
-    import onnxruntime as ort
-
-    from compressor.evaluate.latency import _random_inputs
-
-    so = ort.SessionOptions()
-    so.enable_profiling = True
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.profile_file_prefix = str(path.parent / "ort_profile")
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    feed = _random_inputs(sess.get_inputs(), batch, np.random.default_rng(0))
-    for _ in range(iters):
-        sess.run(None, feed)
-    events = json.loads(Path(sess.end_profiling()).read_text())
-    per_op: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            op = e.get("args", {}).get("op_name", "?")
-            per_op[op] = per_op.get(op, 0.0) + float(e.get("dur", 0))
-    total = sum(per_op.values()) or 1.0
-    return sorted(((op, t / total, t / 1000 / iters) for op, t in per_op.items()), key=lambda x: -x[1])
 
 
 def main() -> int:

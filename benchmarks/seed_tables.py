@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, side_by_side_latency, write_section  # noqa: E402
+from _common import ROOT, machine, op_profile, side_by_side_latency, write_section  # noqa: E402
 
 PROFILES: dict[str, dict[str, Any]] = {
     # The teacher is the search-phase network (16 channels, 8 cells) on 48×48 crops: a C=16, 8-cell
@@ -330,6 +330,26 @@ def check_targets(figures: list[dict[str, Any]]) -> list[tuple[str, bool, str]]:
     return out
 
 
+def operator_profiles(rs: list[Row], top: int = 6) -> str:
+    """onnxruntime's per-operator profile of the baseline's and the searched rows' ONNX files (kernel time per
+    operator type, batch 1) with their node counts: where the searched network's time goes, and the baseline's."""
+    import onnx
+
+    picked = [r for r in rs if r.id == "baseline" or r.id.startswith("searched-")]
+    if len(picked) < 2:
+        return ""
+    lines = ["**Per-operator profile (onnxruntime CPU, batch 1, kernel time per run)**", "",
+             "| Row | nodes | kernel ms | top operators (share of kernel time) |", "|---|---:|---:|---|"]
+    for r in picked:
+        path = r.run_dir / r.record["artifact"]
+        nodes = len(onnx.load(str(path), load_external_data=False).graph.node)
+        prof = op_profile(path, iters=20)
+        total = sum(ms for _, _, ms in prof)
+        ops = ", ".join(f"{op} {100 * share:.0f}%" for op, share, _ in prof[:top])
+        lines.append(f"| {r.label} | {nodes} | {total:.3f} | {ops} |")
+    return "\n".join(lines)
+
+
 def compute_minutes(rs: list[Row]) -> float:
     """The grid's cost from scratch: every distinct stage's time when it was computed (stage.json),
     summed over all rows, whatever this invocation reused. Evaluation and latency are not included."""
@@ -463,6 +483,9 @@ def main() -> int:
     settings = ", ".join(f"{k}={v}" for k, v in prof.items() if k not in ("students",)) + \
         ", students=" + " ".join(f"{c}x{layers}" for c, layers in prof["students"])
     analysis = head_filters(chosen)
+    profiles = operator_profiles(chosen)
+    if profiles:
+        analysis = f"{analysis}\n\n{profiles}" if analysis else profiles
     target_lines = "\n".join(f"- {'met' if ok else 'MISSED'}: {name}: {fig}" for name, ok, fig in targets)
     body = (f"## Seed 000's compression tables, {args.profile} profile{f' ({args.section})' if args.section else ''}\n\n"
             f"- command: `{cmd}`\n- machine: {machine()}\n- date: {dt.date.today().isoformat()}\n"
@@ -476,7 +499,7 @@ def main() -> int:
             f"of {prof['latency_rounds']} interleaved rounds × {prof['latency_iters']} calls, batch 1, all "
             "sessions side by side in one process\n\n"
             f"{tables}\n\n" + (f"{analysis}\n\n" if analysis else "") +
-            f"**Targets (issues 4 and 16)**\n\n{target_lines}\n")
+            f"**Targets (issues 4, 16 and 25)**\n\n{target_lines}\n")
     print(body)
     if not args.no_write:
         write_section(args.section or f"seed-tables-{args.profile}", body)

@@ -19,7 +19,7 @@ Hugging Face ViT. For each:
    Since accuracy(M∖m) = accuracy(M) − importance_m, this is minus the correlation between the proxy and the
    measured block importance; a proxy that ranks blocks the way the search uses it has the sign of its
    search direction (negative for var, minimized; positive for the others, maximized).
-4. The DARIO gate: σ(α_m) after the pass's default search (var, differentiable, 100 + 500); its row
+4. The DARIO gate: σ(α_m) after the pass's search (var, differentiable, --warm-start + --iterations); its row
    correlates 1 − σ(α_m) (the weight of block m's skip path) with accuracy(M∖m): positive when the gate
    keeps the important blocks.
 5. The thesis's own protocol, without its fine-tuning: N models sampled uniformly from the head-granularity
@@ -81,7 +81,7 @@ def evaluate(module: Any, x: Any, y: Any) -> float:
         return float((module(x).argmax(1) == y).float().mean()) * 100
 
 
-def study(name: str, ir: Any, x: Any, y: Any, samples: int, seed: int) -> dict[str, Any]:
+def study(name: str, ir: Any, x: Any, y: Any, samples: int, seed: int, warm_start: int, iterations: int) -> dict[str, Any]:
     """Steps 1–5 of the module docstring for one trained model."""
     import torch
 
@@ -109,10 +109,12 @@ def study(name: str, ir: Any, x: Any, y: Any, samples: int, seed: int) -> dict[s
     one_out_s = time.perf_counter() - t0
 
     prep = prepare(copy.deepcopy(base), example, "block")
-    r = search(prep, shape, mode=d.mode, proxy_kind=d.proxy, iterations=d.iterations, warm_start=d.warm_start,
+    print(f"{name}: one-block-removed models done ({one_out_s:.0f} s); DARIO search ...", file=sys.stderr, flush=True)
+    r = search(prep, shape, mode=d.mode, proxy_kind=d.proxy, iterations=iterations, warm_start=warm_start,
                lr=d.lr, weight_decay=d.weight_decay, seed=d.seed, **kw)
     sigma = torch.sigmoid(r.alpha).tolist()
 
+    print(f"{name}: search done ({r.seconds:.0f} s); {samples} random-head models ...", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     prep = prepare(copy.deepcopy(base), example, "head")
     n_heads = sum(s.size for s in prep.structures)
@@ -143,7 +145,7 @@ def section(results: list[dict[str, Any]], args: argparse.Namespace, wall: float
     lines = [
         "## DARIO's proxies against measured importance (thesis tables 6.2/6.3, digits)",
         "",
-        "- command: `python benchmarks/dario_proxies.py`",
+        f"- command: `python benchmarks/dario_proxies.py {' '.join(sys.argv[1:])}`".replace(" `", "`").replace(" --no-write", ""),
         f"- machine: {machine()}",
         f"- date: {dt.date.today().isoformat()}; wall time {wall / 60:.1f} min (trained stages already in the "
         "--out stores are reused)",
@@ -156,8 +158,9 @@ def section(results: list[dict[str, Any]], args: argparse.Namespace, wall: float
         "accuracy over the one-block-removed models, signed as in tables 6.2/6.3; this is minus the correlation with the measured "
         "block importance (the accuracy drop), so a proxy that ranks blocks the way the search uses it has the "
         "sign of its direction: negative for `var` (minimized), positive for the others (maximized)",
-        "- DARIO gate: 1 − σ(α_m) after the pass's default search (var, differentiable, 100 warm-start samples + "
-        "500 iterations) against accuracy(M∖m): positive when the gate keeps the blocks that matter",
+        f"- DARIO gate: 1 − σ(α_m) after the pass's search (var, differentiable, {args.warm_start} warm-start samples + "
+        f"{args.iterations} iterations; the pass's default is 100 + 500) against accuracy(M∖m): positive when the "
+        "gate keeps the blocks that matter",
         f"- random heads (the thesis's protocol, without its fine-tuning): {args.samples} models sampled uniformly "
         "from the head-granularity space (each head kept with probability 1/2), gated at ±inf (= the head-pruned "
         "model); ρ = Spearman, r = Pearson of the proxy (search view) against their validation accuracy",
@@ -202,6 +205,8 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
     ap.add_argument("--samples", type=int, default=100, help="random head-pruned models per model (thesis: 100)")
     ap.add_argument("--seed", type=int, default=0, help="of the random head masks")
+    ap.add_argument("--warm-start", type=int, default=100, help="of the gate row's search (the pass's default)")
+    ap.add_argument("--iterations", type=int, default=500, help="of the gate row's search (the pass's default)")
     ap.add_argument("--models", nargs="+", default=["zoo", "hf"], choices=["zoo", "hf"])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -233,7 +238,7 @@ def main() -> int:
         print(f"{key}: {p.to_line()}", file=sys.stderr, flush=True)
         ir = p.run(out=out, progress=False).ir
         model_lines.append(f"- {label}: `{p.to_line()}`")
-        res = study(label, ir, x, y, args.samples, args.seed)
+        res = study(label, ir, x, y, args.samples, args.seed, args.warm_start, args.iterations)
         res["y"] = y
         results.append(res)
     body = section(results, args, time.perf_counter() - start, model_lines)

@@ -5,11 +5,13 @@
 
 The model is a user's model: `samples/user_models.py:hf_vit` (random init from a small config: hidden
 64, 4 heads, patch 2, 12 layers) behind the three-line wrapper that returns `.logits`, built by the
-`torch` frontend. Three pipelines share its trained baseline stage:
+`torch` frontend. Four pipelines share its trained baseline stage:
   unpruned = baseline → finetune (F epochs) → onnx
   blocks   = baseline → prune-dario{granularity: block, remove_blocks: 6, F epochs of fine-tuning} → onnx
   heads    = baseline → prune-dario{granularity: head, remove_heads: 24 (half of 48), F epochs} → onnx
-Accuracy of each on its ONNX file (onnxruntime, validation split); inference throughput of the three
+  thesis   = baseline → prune-dario{granularity: block, threshold: 0.65 (the layers whose σ(α) ≥ 0.65 stay),
+             F epochs of fine-tuning of the last kept layer and the head (finetune_scope: last-block)} → onnx
+Accuracy of each on its ONNX file (onnxruntime, validation split); inference throughput of the four
 ONNX files side by side in one process (onnxruntime CPU, interleaved rounds) at batch 1 and 64.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=0.001)
     ap.add_argument("--finetune-epochs", type=int, default=10)
     ap.add_argument("--finetune-lr", type=float, default=5e-4)
+    ap.add_argument("--threshold", type=float, default=0.65, help="of the thesis-mode pipeline")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--no-write", action="store_true")
@@ -56,6 +59,8 @@ def main() -> int:
         "unpruned": [{"finetune": {"epochs": args.finetune_epochs, "lr": args.finetune_lr, "batch_size": 16}}],
         "blocks": [{"prune-dario": {"granularity": "block", "remove_blocks": remove_blocks, **ft}}],
         "heads": [{"prune-dario": {"granularity": "head", "remove_heads": heads_total // 2, **ft}}],
+        "thesis": [{"prune-dario": {"granularity": "block", "threshold": args.threshold,
+                                    **ft, "finetune_scope": "last-block"}}],
     }
     results = {}
     for name, passes in plans.items():
@@ -72,7 +77,7 @@ def main() -> int:
     wall = time.perf_counter() - start
 
     acc = {n: 100 * recs[n]["metrics"]["accuracy"] for n in plans}
-    stats = {n: results[n][1].ir.history[-1].stats for n in ("blocks", "heads")}
+    stats = {n: results[n][1].ir.history[-1].stats for n in ("blocks", "heads", "thesis")}
     heads_left = {n: sum(sum(s["kept"]) for s in stats[n]["structures"] if s["kind"] == "heads") for n in ("heads",)}
     lines = [
         f"## DARIO on a Hugging Face ViT ({args.depth} layers, digits)",
@@ -91,8 +96,11 @@ def main() -> int:
         "p50 ms, batch 64 | items/s, batch 64 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    layers = {"unpruned": args.depth, "blocks": args.depth - len(stats["blocks"]["removed_blocks"]), "heads": args.depth}
-    heads = {"unpruned": heads_total, "blocks": 4 * layers["blocks"], "heads": heads_left["heads"]}
+    layers = {"unpruned": args.depth, "blocks": args.depth - len(stats["blocks"]["removed_blocks"]), "heads": args.depth,
+              "thesis": args.depth - len(stats["thesis"]["removed_blocks"])}
+    heads = {"unpruned": heads_total, "blocks": 4 * layers["blocks"], "heads": heads_left["heads"],
+             "thesis": 4 * layers["thesis"]}
+    sig_t = [s["sigma"][0] for s in stats["thesis"]["structures"] if s["kind"] == "block"]
     for k, n in enumerate(plans):
         lines.append(f"| {n} | {layers[n]} | {heads[n]} | {recs[n]['params']:,} | {acc[n]:.2f} | {lat1[k]:.2f} | "
                      f"{1000 / lat1[k]:.0f} | {lat64[k]:.2f} | {64000 / lat64[k]:.0f} |")
@@ -106,6 +114,12 @@ def main() -> int:
         f"- half the heads removed ({heads_total - heads_left['heads']} of {heads_total}): throughput "
         f"**{100 * (lat1[0] / lat1[2] - 1):+.0f}%** at batch 1, **{100 * (lat64[0] / lat64[2] - 1):+.0f}%** at batch 64; "
         f"accuracy {acc['heads'] - acc['unpruned']:+.2f} points",
+        f"- thesis mode (threshold {args.threshold:g}, last layer + head fine-tuned, "
+        f"{stats['thesis']['finetune']['trainable_params']:,} of {recs['thesis']['params']:,} parameters): σ(α) of layers "
+        f"0–{args.depth - 1}: {', '.join(f'{v:.3f}' for v in sig_t)}; {len(stats['thesis']['removed_blocks'])} removed"
+        f"{' (' + ', '.join(x.rsplit('.', 1)[-1] for x in stats['thesis']['removed_blocks']) + ')' if stats['thesis']['removed_blocks'] else ''}; "
+        f"throughput **{100 * (lat1[0] / lat1[3] - 1):+.0f}%** at batch 1, **{100 * (lat64[0] / lat64[3] - 1):+.0f}%** "
+        f"at batch 64; accuracy {acc['thesis'] - acc['unpruned']:+.2f} points",
         f"- search inside the passes: {stats['blocks']['search']['seconds']:.1f} s (blocks), "
         f"{stats['heads']['search']['seconds']:.1f} s (heads), {stats['blocks']['search']['evaluations']} proxy "
         "evaluations each (measured when the stage was computed)",

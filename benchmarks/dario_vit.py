@@ -4,11 +4,13 @@
     python benchmarks/dario_vit.py --no-write       # print, leave BENCHMARKS.md alone
 
 What one run measures:
-1. Two pipelines from the same trained ViT (trained once; its stage is shared):
-   unpruned = baseline → finetune (F epochs) → onnx, and
-   pruned   = baseline → prune-dario (remove half the blocks, then F epochs of fine-tuning) → onnx.
-   Accuracy of both is measured on their ONNX files through onnxruntime (validation split).
-2. Inference throughput of the two ONNX files, side by side in one process (onnxruntime CPU,
+1. Three pipelines from the same trained ViT (trained once; its stage is shared):
+   unpruned = baseline → finetune (F epochs) → onnx,
+   pruned   = baseline → prune-dario (remove half the blocks, then F epochs of fine-tuning) → onnx, and
+   thesis   = baseline → prune-dario (the thesis's mode: keep the blocks whose σ(α) ≥ 0.65, then F epochs
+              of fine-tuning of the last kept block and the head, `finetune_scope: last-block`) → onnx.
+   Accuracy of each is measured on its ONNX file through onnxruntime (validation split).
+2. Inference throughput of the three ONNX files, side by side in one process (onnxruntime CPU,
    interleaved rounds), at batch 1 and at batch 64; the gain is pruned / unpruned − 1.
 3. The search itself with the pass's defaults (500 iterations, 100 warm-start samples), timed.
 4. Differentiable search vs the reference-code mode vs random search, same budget (k + n proxy
@@ -53,7 +55,8 @@ def main() -> int:
     ap.add_argument("--remove", type=int, default=None, help="blocks removed (default: half)")
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--finetune-lr", type=float, default=5e-4)
-    ap.add_argument("--finetune-scope", default="all", choices=["all", "last-block"])
+    ap.add_argument("--finetune-scope", default="all", choices=["all", "last-block"], help="of the fixed-count row")
+    ap.add_argument("--threshold", type=float, default=0.65, help="of the thesis-mode row")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the search-mode comparison")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=40)
@@ -72,15 +75,21 @@ def main() -> int:
                              "finetune_lr": args.finetune_lr, "finetune_scope": args.finetune_scope,
                              "finetune_batch_size": 16}}
     pruned = Pipeline.from_dict(pipeline("dario_vit_pruned", [dario], args))
-    print(f"unpruned: {unpruned.to_line()}\npruned:   {pruned.to_line()}", file=sys.stderr, flush=True)
+    thesis_pass = {"prune-dario": {"threshold": args.threshold, "finetune_epochs": args.finetune_epochs,
+                                   "finetune_lr": args.finetune_lr, "finetune_scope": "last-block",
+                                   "finetune_batch_size": 16}}
+    thesis = Pipeline.from_dict(pipeline("dario_vit_thesis", [thesis_pass], args))
+    print(f"unpruned: {unpruned.to_line()}\npruned:   {pruned.to_line()}\nthesis:   {thesis.to_line()}",
+          file=sys.stderr, flush=True)
     u = unpruned.run(out=args.out / "unpruned", progress=False)
     p = pruned.run(out=args.out / "pruned", progress=False)
-    u_rec, p_rec = u.stages[-1].record, p.stages[-1].record
-    dario_stats = p.ir.history[-1].stats
+    t = thesis.run(out=args.out / "thesis", progress=False)
+    u_rec, p_rec, t_rec = u.stages[-1].record, p.stages[-1].record, t.stages[-1].record
+    dario_stats, thesis_stats = p.ir.history[-1].stats, t.ir.history[-1].stats
     pipelines_s = time.perf_counter() - start
 
     print("throughput, side by side ...", file=sys.stderr, flush=True)
-    paths = [u.run_dir / u_rec["artifact"], p.run_dir / p_rec["artifact"]]
+    paths = [u.run_dir / u_rec["artifact"], p.run_dir / p_rec["artifact"], t.run_dir / t_rec["artifact"]]
     lat1 = side_by_side_latency(paths, args.rounds, args.iters, batch=1)
     lat64 = side_by_side_latency(paths, args.rounds, max(5, args.iters // 8), batch=64)
 
@@ -99,7 +108,9 @@ def main() -> int:
     results = {m: [run_search(m, s) for s in range(args.seeds)] for m in modes}
     wall = time.perf_counter() - start
 
-    acc_u, acc_p = 100 * u_rec["metrics"]["accuracy"], 100 * p_rec["metrics"]["accuracy"]
+    acc_u, acc_p, acc_t = (100 * r["metrics"]["accuracy"] for r in (u_rec, p_rec, t_rec))
+    kept_t = args.depth - len(thesis_stats["removed_blocks"])
+    sig_t = [s["sigma"][0] for s in thesis_stats["structures"] if s["kind"] == "block"]
     initial = results["differentiable"][0][1]
     lines = [
         f"## DARIO on the {args.depth}-block zoo ViT (digits)",
@@ -110,6 +121,7 @@ def main() -> int:
         "stages already in --out are reused)",
         f"- unpruned: `{unpruned.to_line()}`",
         f"- pruned: `{pruned.to_line()}`",
+        f"- thesis mode: `{thesis.to_line()}`",
         "",
         "| Model | Blocks | Params | Accuracy % (ONNX, val) | p50 ms, batch 1 | items/s, batch 1 | p50 ms, batch 64 | items/s, batch 64 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -117,11 +129,19 @@ def main() -> int:
         f"{lat64[0]:.2f} | {64000 / lat64[0]:.0f} |",
         f"| DARIO-pruned, fine-tuned | {args.depth - len(dario_stats['removed_blocks'])} | {p_rec['params']:,} | {acc_p:.2f} | "
         f"{lat1[1]:.2f} | {1000 / lat1[1]:.0f} | {lat64[1]:.2f} | {64000 / lat64[1]:.0f} |",
+        f"| DARIO threshold {args.threshold:g}, last block + head fine-tuned | {kept_t} | {t_rec['params']:,} | "
+        f"{acc_t:.2f} | {lat1[2]:.2f} | {1000 / lat1[2]:.0f} | {lat64[2]:.2f} | {64000 / lat64[2]:.0f} |",
         "",
         f"- removed blocks: {', '.join(dario_stats['removed_blocks'])}",
         f"- inference throughput gain: **{100 * (lat1[0] / lat1[1] - 1):+.0f}%** at batch 1, "
         f"**{100 * (lat64[0] / lat64[1] - 1):+.0f}%** at batch 64 (thesis: +69% for MAE-ViT-base, 6 of 12 blocks)",
         f"- accuracy change: {acc_p - acc_u:+.2f} points (target: within 1 point)",
+        f"- thesis mode: σ(α) of blocks 0–{args.depth - 1}: {', '.join(f'{v:.3f}' for v in sig_t)}; "
+        f"{len(thesis_stats['removed_blocks'])} below {args.threshold:g} removed"
+        f"{' (' + ', '.join(thesis_stats['removed_blocks']) + ')' if thesis_stats['removed_blocks'] else ''}; "
+        f"fine-tuned {thesis_stats['finetune']['trainable_params']:,} of {t_rec['params']:,} parameters; "
+        f"throughput {100 * (lat1[0] / lat1[2] - 1):+.0f}% at batch 1, {100 * (lat64[0] / lat64[2] - 1):+.0f}% "
+        f"at batch 64; accuracy {acc_t - acc_u:+.2f} points (thesis, MAE-ViT-base: 6 of 12 blocks removed at 0.65)",
         f"- the pass's search inside the pipeline: {dario_stats['search']['seconds']:.1f} s "
         f"({dario_stats['search']['evaluations']} proxy evaluations)",
         "",

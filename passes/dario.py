@@ -354,6 +354,25 @@ class _Objective:
             return float(self.value(self.set_alpha_tensors(values.detach()), create_graph=False).detach())
 
 
+def proxy_values(prepared: Prepared, input_shape: tuple[int, ...], alpha: torch.Tensor,
+                 kinds: tuple[str, ...] = PROXIES, gamma: float = 1e-3, batch: int = 1,
+                 coefs: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, float]:
+    """The raw value S(θ̃(α)) of each proxy in `kinds` (not the search's signed objective) for the gated
+    model at gates `alpha`, in the search's setting; one inner step θ̃ = θ − γ ∂R_SF/∂θ serves them all.
+    A model without gates (`Prepared(module, [])`, an empty `alpha`) gets its own proxies, e.g. a pruned one."""
+    with _search_mode(prepared.module), torch.enable_grad():
+        obj = _Objective(prepared, input_shape, batch, "var", gamma, coefs)
+        parts = obj.set_alpha_tensors(alpha.detach())
+        theta_t = [t.detach() for t in obj.inner_step(parts, create_graph=False)]
+        syn: list[torch.Tensor] = []
+
+        def synflow(theta: list[torch.Tensor]) -> torch.Tensor:  # computed once, shared by synflow and nsynflow
+            if not syn:
+                syn.append(obj._synflow(parts, create_graph=False)(theta).detach())
+            return syn[0]
+        return {k: float(proxy(k, theta_t, synflow, *coefs)) for k in kinds}
+
+
 def search(prepared: Prepared, input_shape: tuple[int, ...], *, mode: str = "differentiable",
            proxy_kind: str = "var", iterations: int = 500, warm_start: int = 100, lr: float = 0.1,
            weight_decay: float = 1e-2, gamma: float = 1e-3, batch: int = 1,

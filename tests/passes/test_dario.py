@@ -18,11 +18,14 @@ from compressor.passes.dario import (
     BlockGate,
     Prepared,
     PruneDario,
+    SearchResult,
     _Objective,
+    _search_mode,
     convert,
     decide,
     prepare,
     proxy,
+    proxy_values,
     search,
 )
 
@@ -294,6 +297,30 @@ def test_synflow_of_a_two_layer_linear_net():
     assert obj.evaluate(torch.zeros(0)) == pytest.approx(-20.0)
 
 
+def test_proxy_values_are_the_search_objectives_proxies(vit_ir):
+    """One inner step shared by every proxy gives each proxy's raw value: the search's objective times its sign
+    (var minimized, the rest maximized)."""
+    p = _prepare(vit_ir)
+    alpha = torch.tensor([1.5, -INF, 0.3])
+    got = proxy_values(p, (1, 8, 8), alpha, gamma=1e-2, coefs=(2.0, 0.5, 3.0))
+    assert list(got) == ["var", "l0", "l1", "l2", "synflow", "nsynflow", "l0-var", "l1-var", "l0-l1"]
+    for kind, value in got.items():
+        with _search_mode(p.module):
+            objective = _Objective(p, (1, 8, 8), 1, kind, 1e-2, (2.0, 0.5, 3.0)).evaluate(alpha)
+        assert value == pytest.approx(objective * (1 if kind == "var" else -1), rel=1e-6), kind
+
+
+def test_proxy_values_of_an_ungated_model_are_its_parameters_proxies():
+    """A model without gates (a pruned one) and γ = 0: the proxies of its own parameters."""
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 2.0], [-3.0, 4.0]]))
+        net[1].weight.copy_(torch.tensor([[1.0, -1.0]]))
+    got = proxy_values(Prepared(net, []), (2,), torch.zeros(0), ("var", "l1", "synflow"), gamma=0.0)
+    flat = np.array([1, 2, -3, 4, 1, -1], dtype=float)
+    assert got == pytest.approx({"var": flat.var(ddof=1), "l1": (10 + 2) / 2, "synflow": 20.0})
+
+
 # ---- search --------------------------------------------------------------------------------------
 
 def test_differentiable_search_moves_alpha_and_keeps_theta(vit_ir):
@@ -371,6 +398,50 @@ def test_decide_threshold_count_min_blocks_and_heads(vit_ir):
     assert keep["blocks.0.attn"] == [True, False, False, False]
     assert keep["blocks.1.attn"] == [False, False, False, True]
     assert keep["blocks.2.attn"] == [True] * 4
+
+
+def _logit(s: float) -> float:
+    return math.log(s / (1 - s))
+
+
+def test_decide_threshold_boundary_is_kept():
+    """σ(α) ≥ threshold is kept: α = 0 gives σ exactly 0.5, kept at threshold 0.5; α = −1e-6 (σ = 0.49999975
+    in float32) is not."""
+    torch.manual_seed(0)
+    p = prepare(TinyViT(depth=3), (_x(2),), "block")
+    keep = decide(p.structures, torch.tensor([0.0, -1e-6, 1.0]), 0.5)
+    assert [keep[f"blocks.{i}"] for i in range(3)] == [[True], [False], [True]]
+
+
+@pytest.mark.parametrize("threshold,blocks,kept", [
+    (0.65, [0.9, 0.2, 0.651, 0.649, 0.7, 0.1], [0, 2, 4]),
+    (0.5, [0.5, 0.3, 0.4, 0.5, 0.2, 0.95], [0, 3, 5]),  # σ = 0.5 exactly (α = 0): on the boundary, kept
+])
+def test_threshold_mode_keeps_exactly_the_blocks_and_heads_at_or_above_it(monkeypatch, threshold, blocks, kept):
+    """The pass in threshold mode (no remove_blocks / remove_heads) with the search's α set by hand: exactly
+    the blocks with σ(α) ≥ threshold remain, removed ones are the identity, and in the kept blocks exactly
+    the heads with σ ≥ threshold remain (heads of removed blocks go with their block)."""
+    torch.manual_seed(0)
+    ir = _ir(TinyViT(depth=6))
+    heads = [[0.9, 0.1, threshold + 1e-3, threshold - 1e-3]] * 6
+    alpha = torch.tensor([0.0 if b == 0.5 else _logit(b) for b in blocks] + [_logit(h) for hs in heads for h in hs])
+    monkeypatch.setattr("compressor.passes.dario.search",
+                        lambda *a, **k: SearchResult(alpha.clone(), 0.0, 0.0, evaluations=1))
+    before = sum(q.numel() for q in ir.module.parameters())
+    out = PruneDario(granularity="both", threshold=threshold)(ir, PassContext(progress=False))
+    stats = out.history[-1].stats
+    removed = [f"blocks.{i}" for i in range(6) if i not in kept]
+    assert stats["removed_blocks"] == removed and stats["blocks"] == f"{len(kept)}/6 kept"
+    assert stats["removed_heads"] == {f"blocks.{i}.attn": [1, 3] for i in kept}
+    for i in range(6):
+        block = out.module.get_submodule(f"blocks.{i}")
+        if i in kept:
+            assert block.attn.num_heads == 2 and tuple(block.attn.qkv.weight.shape) == (24, 16)
+        else:
+            assert isinstance(block, SkipBlock)
+    per_block = sum(q.numel() for q in Block(16, 4).parameters())
+    two_heads = 3 * 8 * 16 + 3 * 8 + 16 * 8  # qkv rows and bias, proj columns of two heads of 4 dims
+    assert stats["params_after"] == before - per_block * (6 - len(kept)) - two_heads * len(kept)
 
 
 # ---- the pass ------------------------------------------------------------------------------------

@@ -36,6 +36,10 @@ def test_every_pass_runs_with_defaults(name, seg_ir):
     ctx = PassContext(seed=0, data=data, teacher=seg_ir, progress=False)
     cls = PASSES[name]
     p = cls(max_steps=1) if "max_steps" in cls.Options.__dataclass_fields__ else cls()
+    if name == "nas":  # its default search is a real one (176 candidates): a tiny search, the other options default
+        p = cls(max_steps=1, search={"stage_channels": [8, 16], "stage_strides": [1, 2], "stem_channels": 8,
+                                     "max_depth": 1, "epochs": 1, "max_steps": 1, "population": 2,
+                                     "generations": 0, "bn_batches": 1})
     if name == "prune-dario":  # seg-cnn has no residual block nor attention: a clear refusal (tests/passes/test_dario.py runs it)
         with pytest.raises(PassError, match="nothing to gate"):
             p(seg_ir, ctx)

@@ -317,7 +317,8 @@ def markdown(figures: list[dict[str, Any]]) -> str:
         macs = "–" if f["macs"] is None else f"{f['macs'] / 1e6:.1f} M"
         lat = "–" if f["latency_ms"] is None else f"{f['latency_ms']:.2f}"
         spd = "–" if f["speedup"] is None else f"{f['speedup']:.2f}×"
-        train = "–" if not f.get("train_min") else f"{f['train_min']:.1f}"
+        t = f.get("train_min")
+        train = "–" if not t else "< 0.1" if t < 0.05 else f"{t:.1f}"
         lines.append(f"| {f['label']} | {_pct(f['accuracy'])} | {_pct(f['recall'])} | {_pct(f.get('f1'))} | "
                      f"{_pct(f['iou'])} | {_params(f['params'])} | {macs} | {f['size_mb']:.3f} | "
                      f"{f['size_reduction_pct']:.1f} | {lat} | {spd} | {train} |")

@@ -76,7 +76,8 @@ def test_f1_and_training_time_columns(tmp_path):
     base_stage = ("baseline", "darts{genotype=PC_DARTS_cifar} | train{epochs=10}", 300.0)
     rows = [_row("baseline", "T2", 1_000_000, 0.80, f1=0.8421), _row("prune-freeze-0.6", "T3", 850_000, 0.75, f1=0.7),
             _row("hybrid-freeze", "T6", 430_000, 0.75, f1=0.7), _row("kd-8x3", "T5", 300_000, 0.6),
-            _row("searched-trained", "T9", 90_000, 0.7), _row("fp16", "T4", 510_000, 0.80), _row("int8", "T4b", 1, 0.8)]
+            _row("searched-trained", "T9", 90_000, 0.7), _row("fp16", "T4", 510_000, 0.80), _row("int8", "T4b", 1, 0.8),
+            _row("kd-8x5", "T5", 400_000, 0.6)]
     for r in rows:
         r.run_dir = tmp_path / r.id
     _stages(rows[0].run_dir, base_stage, ("onnx", "onnx", 20.0))
@@ -88,9 +89,10 @@ def test_f1_and_training_time_columns(tmp_path):
     _stages(rows[4].run_dir, base_stage, ("nas", "nas{frontend=hierarchical}", 600.0), ("onnx", "onnx", 9.0))
     _stages(rows[5].run_dir, base_stage, ("fp16", "fp16", 1.0), ("onnx", "onnx", 9.0))
     rows[6].run_dir = None  # no run directory: nothing to read
+    _stages(rows[7].run_dir, base_stage, ("distill", "distill{student=darts}", 2.4))
     figs = st.table_rows(rows)
-    assert [f["train_min"] for f in figs] == [5.0, 1.5, 1.5, 0.8, 10.0, 0.0, None]
-    assert [f["f1"] for f in figs] == [0.8421, 0.7, 0.7, 0.85, 0.85, 0.85, 0.85]
+    assert [f["train_min"] for f in figs] == [5.0, 1.5, 1.5, 0.8, 10.0, 0.0, None, pytest.approx(0.04)]
+    assert [f["f1"] for f in figs] == [0.8421, 0.7, 0.7, 0.85, 0.85, 0.85, 0.85, 0.85]
     md = st.markdown(figs)
     assert "| Row | Accuracy | Recall | F1 | IoU | Params |" in md and md.splitlines()[2].endswith("| Train min |")
     assert "| baseline | 90.00 | 80.00 | 84.21 | 80.00 | 1,000 | 2.0 M | 1.000 | 0.0 | 1.00 | 1.00× | 5.0 |" in md
@@ -98,7 +100,7 @@ def test_f1_and_training_time_columns(tmp_path):
     assert "| kd-8x3 | 90.00 | 80.00 | 85.00 | 60.00 |" in md and "| 0.8 |" in md
     lines = {line.split(" |")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
     assert lines["fp16"].endswith("| – |") and lines["int8"].endswith("| – |")
-    assert lines["searched-trained"].endswith("| 10.0 |")
+    assert lines["searched-trained"].endswith("| 10.0 |") and lines["kd-8x5"].endswith("| < 0.1 |")
     rows[0].record["metrics"].pop("f1")  # a record without F1: shown as –
     assert "| baseline | 90.00 | 80.00 | – | 80.00 |" in st.markdown(st.table_rows(rows))
 

@@ -272,7 +272,8 @@ TRAINING_STAGES = ("finetune", "distill", "nas")
 def training_minutes(row: Row) -> float | None:
     """Minutes of the row's own training stages, as their stage.json recorded them when computed (cached
     stages keep their seconds): fine-tune, distill and nas stages, and in the baseline row its baseline stage
-    when it trains. 0.0 for a row without one; None when the row has no run directory."""
+    when it trains. 0.0 for a row without one; None when the row has no run directory. A stage resumed from
+    its checkpoint after a kill recorded the seconds of its last attempt only, so it reads short."""
     if row.run_dir is None:
         return None
     seconds = 0.0

@@ -7,9 +7,9 @@
 Every row is one pipeline (`compress run` with the same stages) on insar-synthetic:
 
 - Table 2, baseline: the PC_DARTS_cifar genotype lowered to a segmentation network and trained.
-- Table 3, pruning: prune-l1 at 0.4 / 0.6 / 0.8 with depthwise convs excluded, in both meanings of
-  "exclude" (freeze: the literal reading, as the paper; follow: excluded layers shrink with their
-  producer), each fine-tuned.
+- Table 3, pruning: prune-l1 at 0.4 / 0.6 / 0.8 with depthwise convs and the layers with few output
+  channels excluded (section 4.3.1), in both meanings of "exclude" (freeze: the literal reading, as
+  the paper; follow: excluded layers shrink with their producer), each fine-tuned.
 - Table 4, FP16: the baseline in half precision.
 - Table 5, KD: four students of the teacher's genotype (the paper's 16/36 channels × 8/14 cells,
   scaled to the profile's teacher), distilled from the baseline (α·soft + (1 − α)·hard, T = 4).
@@ -24,9 +24,35 @@ Every row is one pipeline (`compress run` with the same stages) on insar-synthet
   was 1.58× faster than the baseline and a 3-cell student (69.7 M MACs) 3.12×. That pruned network
   also kept none of its positive head filters and stayed at IoU 0 even with distillation.
 
+"Layers with few output channels" (section 4.3.1) comes with no number in the paper; the profile's
+`min_out_channels` is 4 × init_channels (64 in the cpu profile, 144 in the full one): every layer
+narrower than the network's widest stage (the C- and 2C-wide cells, the 3C stem, the decoder's convs,
+the head) is excluded, so only the 4C-wide cells after the second reduction are pruned. The choice
+reproduces Table 3's parameter reductions best. The paper removes 7.7 / 11.9 / 16.3% of the
+parameters at 0.4 / 0.6 / 0.8 (1.56 M → 1.44 / 1.375 / 1.305 M), about 0.2 × the ratio: most of its
+network is excluded. Counted on the untrained networks with exclude_mode freeze (the parameter
+count does not depend on the weights), the thresholds remove:
+
+    threshold (C = init_channels)   C=16, 8 cells            C=36, 20 cells
+    0 (none, depthwise only)        24.9 / 35.8 / 44.8 %     21.6 / 31.6 / 40.6 %
+    C + 1                           23.7 / 34.4 / 43.3 %     20.6 / 30.2 / 39.0 %
+    2C + 1                          10.9 / 16.4 / 21.8 %     12.1 / 18.2 / 24.3 %
+    4C (chosen)                     10.0 / 15.0 / 20.0 %     11.7 / 17.5 / 23.4 %
+    4C + 1                           0 (nothing left to prune)
+
+`--set min_out_channels=0` gives the earlier rows back (depthwise convs excluded only): the option is
+then left out of the pass, so their pipelines and stage keys are exactly the earlier ones.
+
 Each row ends in a verified ONNX export, and every figure of the tables is measured on that
-artifact: the task metrics through onnxruntime on the validation split, the params, the size of the
-file (reductions are relative to the baseline's fp32 ONNX file) and the latency. Latency is measured
+artifact: the task metrics through onnxruntime on the validation split (accuracy, recall, F1 =
+2PR / (P + R) and IoU of the landslide class), the params, the size of the file (reductions are
+relative to the baseline's fp32 ONNX file) and the latency. The "Train min" column is the paper's
+training time (Tables 1 and 2), in minutes: the `seconds` of the row's own training stages as their
+stage.json recorded them when they were computed (fine-tune, distill and nas stages; the baseline
+row: its baseline stage, which builds and trains the network). The baseline every other row starts
+from is not counted in them, and neither are pruning, FP16, INT8 (QAT included: its stage also
+calibrates and converts) or the export. A row that reuses its parent's stages (the hybrid) shows
+the time of those stages. Latency is measured
 at the end, side by side: one onnxruntime CPU session per artifact, batch 1, timed in interleaved
 rounds so that every row sees the same machine state; the table quotes the median over all rounds
 and the speed-up over the baseline from that one measurement.
@@ -60,6 +86,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "init_channels": 16, "layers": 8, "epochs": 10, "batch_size": 32, "lr": 0.003,
         # at 64×64, with 4 fine-tuning epochs prune 0.4 (freeze) stayed at IoU 0 (every logit < 0); 8 gave 82.26
         "finetune_epochs": 8, "finetune_lr": 0.003,
+        # prune-l1's exclusion of "layers with few output channels": 4 × init_channels (see the docstring)
+        "min_out_channels": 64,
         # the paper's students, 16/36 channels of a 36-channel teacher and 8/14 of its 20 cells, scaled
         # to this teacher: 16·16/36 ≈ 8 or the full 16 channels; 8·8/20 ≈ 3 or 14·8/20 ≈ 5 cells
         "students": [(8, 3), (8, 5), (16, 3), (16, 5)], "kd_epochs": 6, "kd_lr": 0.003,
@@ -70,7 +98,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "device": "cuda", "size": 100, "n_train": 8000, "n_val": 1000, "n_test": 1000,
         "init_channels": 36, "layers": 20, "epochs": 50, "batch_size": 64, "lr": 0.003,
-        "finetune_epochs": 10, "finetune_lr": 0.003,
+        "finetune_epochs": 10, "finetune_lr": 0.003, "min_out_channels": 144,
         "students": [(16, 8), (16, 14), (36, 8), (36, 14)], "kd_epochs": 30, "kd_lr": 0.003,
         "best_student": [16, 8], "best_epochs": 50, "best_lr": 0.003, "best_alpha": 0.5, "best_temperature": 2.0,
         "latency_rounds": 7, "latency_iters": 50, "qat_epochs": 5, "qat_lr": 1e-4,
@@ -95,26 +123,37 @@ class Row:
     run_dir: Path | None = None
 
 
+def prune_options(prof: dict[str, Any], ratio: float, mode: str, **extra: Any) -> dict[str, Any]:
+    """prune-l1's options in the paper's rows: depthwise convs (prune-l1's default) and the layers with fewer
+    than the profile's `min_out_channels` output channels excluded; the option is left out at 0, so those
+    pipelines are the ones of the rows before the exclusion was turned on (same stage keys)."""
+    opts: dict[str, Any] = {"ratio": ratio, "exclude_mode": mode}
+    if prof.get("min_out_channels"):
+        opts["min_out_channels"] = prof["min_out_channels"]
+    return {"prune-l1": {**opts, **extra}}
+
+
 def rows(prof: dict[str, Any]) -> list[Row]:
     ft = {"finetune": {"epochs": prof["finetune_epochs"], "lr": prof["finetune_lr"]}}
+    small = prof.get("min_out_channels") or 0
+    excl = f", < {small} out channels excluded" if small else ""
     out = [Row("baseline", "Table 2: baseline", "PC-DARTS baseline (fp32)", [])]
     for mode in MODES:
         for r in RATIOS:
-            out.append(Row(f"prune-{mode}-{r}", f"Table 3: pruning (exclude_mode: {mode})", f"prune {r} ({mode})",
-                           [{"prune-l1": {"ratio": r, "exclude_mode": mode}}, copy.deepcopy(ft)]))
+            out.append(Row(f"prune-{mode}-{r}", f"Table 3: pruning (exclude_mode: {mode}{excl})", f"prune {r} ({mode})",
+                           [prune_options(prof, r, mode), copy.deepcopy(ft)]))
     # not in the paper: the same pruning with the head's inputs protected (see prune_l1's docstring)
-    out.append(Row("prune-follow-0.6-protect", "Table 3: pruning (exclude_mode: follow)",
+    out.append(Row("prune-follow-0.6-protect", f"Table 3: pruning (exclude_mode: follow{excl})",
                    "prune 0.6 (follow, head inputs protected)",
-                   [{"prune-l1": {"ratio": 0.6, "exclude_mode": "follow", "protect_penultimate": True}},
-                    copy.deepcopy(ft)]))
+                   [prune_options(prof, 0.6, "follow", protect_penultimate=True), copy.deepcopy(ft)]))
     out.append(Row("fp16", "Table 4: FP16", "16-bit", ["fp16"]))
     for c, layers in prof["students"]:
         out.append(Row(f"kd-{c}x{layers}", "Table 5: knowledge distillation", f"student C={c}, {layers} cells",
                        [{"distill": {"student": "darts", "student_init_channels": c, "student_layers": layers,
                                      "epochs": prof["kd_epochs"], "lr": prof["kd_lr"], "batch_size": prof["batch_size"]}}]))
     for mode in MODES:
-        out.append(Row(f"hybrid-{mode}", "Table 6: hybrid (prune 0.6 + FP16)", f"prune 0.6 ({mode}) + 16-bit",
-                       [{"prune-l1": {"ratio": 0.6, "exclude_mode": mode}}, copy.deepcopy(ft), "fp16"],
+        out.append(Row(f"hybrid-{mode}", f"Table 6: hybrid (prune 0.6 + FP16{excl})", f"prune 0.6 ({mode}) + 16-bit",
+                       [prune_options(prof, 0.6, mode), copy.deepcopy(ft), "fp16"],
                        parent=f"prune-{mode}-0.6"))
     c, layers = prof["best_student"]
     out.append(Row("best", "Ours: best chain", f"distill into C={c}, {layers} cells (features) + 16-bit",
@@ -225,6 +264,27 @@ def _params(n: int) -> str:
     return f"{n / 1e6:.3f} M" if n >= 1e6 else f"{n:,}"
 
 
+# the stages that train: their stage.json `seconds` are a row's training time (the baseline stage only in
+# the baseline row, where it is the row's own training; every other row starts from it)
+TRAINING_STAGES = ("finetune", "distill", "nas")
+
+
+def training_minutes(row: Row) -> float | None:
+    """Minutes of the row's own training stages, as their stage.json recorded them when computed (cached
+    stages keep their seconds): fine-tune, distill and nas stages, and in the baseline row its baseline stage
+    when it trains. 0.0 for a row without one; None when the row has no run directory. A stage resumed from
+    its checkpoint after a kill recorded the seconds of its last attempt only, so it reads short."""
+    if row.run_dir is None:
+        return None
+    seconds = 0.0
+    for f in sorted(row.run_dir.glob("[0-9][0-9]_*/stage.json")):
+        d = json.loads(f.read_text())
+        own_baseline = row.id == "baseline" and d.get("name") == "baseline" and "train" in d.get("label", "")
+        if d.get("name") in TRAINING_STAGES or own_baseline:
+            seconds += d.get("seconds") or 0.0
+    return seconds / 60
+
+
 def table_rows(rs: list[Row]) -> list[dict[str, Any]]:
     """The figures of every row, relative to the baseline row (the first)."""
     base = rs[0]
@@ -236,11 +296,12 @@ def table_rows(rs: list[Row]) -> list[dict[str, Any]]:
         size = r.record["size_bytes"]
         out.append({
             "id": r.id, "table": r.table, "label": r.label,
-            "accuracy": m.get("accuracy"), "recall": m.get("recall"), "iou": m.get("iou"),
+            "accuracy": m.get("accuracy"), "recall": m.get("recall"), "f1": m.get("f1"), "iou": m.get("iou"),
             "params": r.record["params"], "macs": r.record.get("macs"),
             "size_mb": size / 1e6, "size_reduction_pct": 100 * (1 - size / b_size), "size_ratio": b_size / size,
             "latency_ms": r.latency_ms,
             "speedup": (b_lat / r.latency_ms) if (b_lat and r.latency_ms) else None,
+            "train_min": training_minutes(r),
         })
     return out
 
@@ -248,8 +309,8 @@ def table_rows(rs: list[Row]) -> list[dict[str, Any]]:
 def markdown(figures: list[dict[str, Any]]) -> str:
     lines: list[str] = []
     table = None
-    head = ("| Row | Accuracy | Recall | IoU | Params | MACs | Size MB | Reduction % | ORT p50 ms | Speed-up |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    head = ("| Row | Accuracy | Recall | F1 | IoU | Params | MACs | Size MB | Reduction % | ORT p50 ms | Speed-up "
+            "| Train min |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for f in figures:
         if f["table"] != table:
             table = f["table"]
@@ -257,9 +318,11 @@ def markdown(figures: list[dict[str, Any]]) -> str:
         macs = "–" if f["macs"] is None else f"{f['macs'] / 1e6:.1f} M"
         lat = "–" if f["latency_ms"] is None else f"{f['latency_ms']:.2f}"
         spd = "–" if f["speedup"] is None else f"{f['speedup']:.2f}×"
-        lines.append(f"| {f['label']} | {_pct(f['accuracy'])} | {_pct(f['recall'])} | {_pct(f['iou'])} | "
-                     f"{_params(f['params'])} | {macs} | {f['size_mb']:.3f} | {f['size_reduction_pct']:.1f} | "
-                     f"{lat} | {spd} |")
+        t = f.get("train_min")
+        train = "–" if not t else "< 0.1" if t < 0.05 else f"{t:.1f}"
+        lines.append(f"| {f['label']} | {_pct(f['accuracy'])} | {_pct(f['recall'])} | {_pct(f.get('f1'))} | "
+                     f"{_pct(f['iou'])} | {_params(f['params'])} | {macs} | {f['size_mb']:.3f} | "
+                     f"{f['size_reduction_pct']:.1f} | {lat} | {spd} | {train} |")
     return "\n".join(lines).strip()
 
 
@@ -497,7 +560,10 @@ def main() -> int:
             "- every figure is measured on the row's verified ONNX file: metrics through onnxruntime on the "
             "validation split, size = file bytes (reduction vs the baseline's fp32 ONNX), latency = median "
             f"of {prof['latency_rounds']} interleaved rounds × {prof['latency_iters']} calls, batch 1, all "
-            "sessions side by side in one process\n\n"
+            "sessions side by side in one process; F1 = 2PR / (P + R) of the landslide class; Train min = "
+            "minutes of the row's own training stages when they were computed (stage.json seconds of its "
+            "fine-tune / distill / nas stages; the baseline row: its training; the shared baseline is not "
+            "counted in the other rows; – = no training stage)\n\n"
             f"{tables}\n\n" + (f"{analysis}\n\n" if analysis else "") +
             f"**Targets (issues 4, 16 and 25)**\n\n{target_lines}\n")
     print(body)

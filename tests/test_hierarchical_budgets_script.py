@@ -53,6 +53,6 @@ def test_trend_words():
     rows = [{"winner": {"macs": 1.0}, "x": v} for v in (0.5, 0.6, 0.7)]
     assert hb.trend(rows, "x") == "rises with every budget"
     rows[2]["x"] = 0.6
-    assert hb.trend(rows, "x") == "never falls (equal at a larger budget)"
+    assert hb.trend(rows, "x") == "never falls, flat between two budgets"
     rows[2]["x"] = 0.55
     assert hb.trend(rows, "x") == "falls at a larger budget"

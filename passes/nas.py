@@ -26,6 +26,8 @@ winner without searching again.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -35,9 +37,10 @@ from compressor.context import PassContext
 from compressor.errors import ConfigError, PassError
 from compressor.frontend import search_frontend
 from compressor.ir import ModelIR
-from compressor.options import option, parse_options
+from compressor.options import option, options_dict, parse_options
 from compressor.passes_base import Pass, PassResult
 from compressor.registry import register_pass
+from compressor.steps import stable_hash
 from compressor.train import TrainOptions, train_stage
 
 
@@ -90,8 +93,6 @@ class Nas(Pass):
         model = frontend.from_mapping({**o.model, "genotype": str(path)}, f"nas: {o.frontend}")
         ctx.seed_everything(len(ir.history))
         new = model.build(data, ctx)  # type: ignore[attr-defined]
-        import shutil
-
         found = ctx.scratch_dir("search")  # the winners and the search's log beside the stage's weights
         if found is not None:
             for f in sorted(out_dir.glob("*.json")):
@@ -111,17 +112,10 @@ class Nas(Pass):
     def _search_dir(self, search: Any, ctx: PassContext) -> Path:
         """Where the search runs: `<store>/.searches/<key>`, keyed by the frontend, the search options, the data and
         the seed, so that a stage that only trains the winner differently (budget, init, epochs) reuses it."""
-        import hashlib
-        import json
-        import tempfile
-
-        from compressor.options import options_dict
-
         if ctx.run_dir is None:
             return Path(tempfile.mkdtemp(prefix="nas-search-"))
-        key = hashlib.sha256(json.dumps({"frontend": self.options.frontend, "search": options_dict(search),
-                                         "data": ctx.data_spec, "seed": ctx.seed}, sort_keys=True,
-                                        default=str).encode()).hexdigest()[:16]
+        key = stable_hash({"frontend": self.options.frontend, "search": options_dict(search), "data": ctx.data_spec,
+                           "seed": ctx.seed})
         out = Path(ctx.run_dir).resolve().parent / ".searches" / key  # beside .tables: not a stage of the store
         out.mkdir(parents=True, exist_ok=True)
         return out
